@@ -1,0 +1,145 @@
+"""`edgenas <verb>`: one verb per pipeline stage, with the same flags everywhere and --json for machines.
+
+Exit codes: 0 success, 1 failure during the run, 2 bad usage or input, 130 interrupted (work so far is kept).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgenas.errors import BadInput, EdgenasError, Interrupted
+
+
+def _print_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=1))
+
+
+def target_options(fn):
+    """--target/--backend/--space/--tables/--threads/--rpc-*/--json, shared by every measuring verb."""
+    options = [
+        click.option("--target", "-t", "target", default="host", show_default=True, help="Target name, or path to a target .toml."),
+        click.option("--space", "space", default="digits", show_default=True, help="Search space name, or path to a space .json."),
+        click.option("--tables", "tables", type=click.Path(path_type=Path), default=None,
+                     help="Latency table directory [default: latency_tables/ of the checkout, or $EDGENAS_TABLES]."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads on the device [default: the target's]."),
+        click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker."),
+        click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def _resolve(target, space, tables, rpc_tracker, rpc_key):
+    from edgenas.measure.rpc import RPCSettings
+    from edgenas.paths import tables_dir
+    from edgenas.space import get_space
+    from edgenas.targets import get_target
+
+    return get_target(target), get_space(space), tables or tables_dir(), RPCSettings.parse(rpc_tracker, rpc_key)
+
+
+def _show_versions(ctx, _param, value):
+    """--version names every library that makes a figure, not only edgenas."""
+    if value and not ctx.resilient_parsing:
+        from edgenas.versions import versions
+
+        click.echo("\n".join(f"{k} {v}" for k, v in versions().items()))
+        ctx.exit()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_versions,
+              help="Print the versions of edgenas, torch, ONNX, ONNX Runtime and TVM.")
+def cli():
+    """Hardware-aware deployment compiler: latency tables, latency-constrained NAS, int8 TVM artifacts."""
+
+
+@cli.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
+def targets_cmd(as_json):
+    """List the registered targets."""
+    from edgenas.targets import list_targets
+
+    targets = list_targets()
+    if as_json:
+        return _print_json([t.to_dict() for t in targets])
+    for t in targets:
+        click.echo(f"{t.name:18s} {t.device:4s} {t.arch:8s} {t.description}")
+
+
+@cli.command("spaces")
+@click.option("--json", "as_json", is_flag=True, help="Print the spaces as JSON.")
+def spaces_cmd(as_json):
+    """List the registered search spaces."""
+    from edgenas.space import list_spaces
+
+    spaces = list_spaces()
+    if as_json:
+        return _print_json([{**s.to_dict(), "hash": s.hash, "table_entries": len(s.all_layers())} for s in spaces])
+    for s in spaces:
+        click.echo(f"{s.name:18s} {len(s.all_layers()):5d} blocks  {s.description}")
+
+
+@cli.command("profile")
+@target_options
+@click.option("--backend", "-b", type=click.Choice(["ort", "tvm", "all"]), default="all", show_default=True)
+@click.option("--resume", is_flag=True, help="Keep the existing table and measure only its missing entries.")
+@click.option("--overwrite", is_flag=True, help="Measure every entry again.")
+def profile_cmd(target, space, tables, threads, rpc_tracker, rpc_key, as_json, backend, resume, overwrite):
+    """Measure every unique block of the space on the target into a latency table."""
+    from edgenas.tables.profile import profile
+
+    tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
+    backends = ["ort", "tvm"] if backend == "all" else [backend]
+    if backend == "all" and (rpc or not tgt.runs_here):
+        backends = ["tvm"]  # ONNX Runtime can only measure on the machine it runs on
+    results = [profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc).to_dict() for b in backends]
+    if as_json:
+        return _print_json(results)
+    for r in results:
+        click.echo(f"{r['table']}: {r['entries']} entries ({r['measured']} measured now, {r['reused']} kept) in {r['seconds']:.1f} s")
+
+
+@cli.command("validate")
+@target_options
+@click.option("--backend", "-b", type=click.Choice(["ort", "tvm"]), default="ort", show_default=True)
+@click.option("--samples", "-n", type=click.IntRange(min=1), default=40, show_default=True, help="Random networks to measure.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def validate_cmd(target, space, tables, threads, rpc_tracker, rpc_key, as_json, backend, samples, seed):
+    """Measure random whole networks, compare with the table, and fit its end-to-end correction."""
+    from edgenas.tables.validate import validate
+
+    tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
+    r = validate(tgt, backend, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc).to_dict()
+    if as_json:
+        return _print_json(r)
+    click.echo(f"{r['table']}: {r['samples']} networks, correction fitted on {r['train']}, tested on {r['held_out']}")
+    for name in ("raw", "corrected"):
+        m = r[name]
+        click.echo(
+            f"  {name:9s} RMSE {m['rmse_ms']:.4f} ms  RMSPE {m['rmspe']:.1%}  within ±5% {m['within_5pct']:.0%}  "
+            f"±10% {m['within_10pct']:.0%}  Kendall τ {m['kendall_tau']:.3f}"
+        )
+    click.echo(f"  report {r['report']}\n  plot   {r['plot']}")
+
+
+def main(argv=None) -> None:
+    try:
+        cli.main(args=argv, prog_name="edgenas", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("edgenas: interrupted", err=True)
+        sys.exit(130)
+    except EdgenasError as e:
+        click.echo(f"edgenas: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(0)

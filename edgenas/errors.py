@@ -1,0 +1,19 @@
+"""Errors that the CLI turns into one line and an exit code, never a traceback."""
+
+
+class EdgenasError(Exception):
+    """A failure during a run (exit code 1)."""
+
+    exit_code = 1
+
+
+class BadInput(EdgenasError):
+    """Bad usage or input: a file, field or value the user can fix (exit code 2)."""
+
+    exit_code = 2
+
+
+class Interrupted(EdgenasError):
+    """The user stopped a long job; what it had measured is saved (exit code 130, as for SIGINT)."""
+
+    exit_code = 130

@@ -1,0 +1,59 @@
+"""Latency with ONNX Runtime, on this machine (which must be the target, or run its code natively)."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+
+from edgenas.errors import BadInput
+from edgenas.measure.timing import MeasureConfig, Measurement, time_python_call
+from edgenas.targets import Target
+
+
+def check_runs_here(target: Target) -> None:
+    import onnxruntime as ort
+
+    if target.arch != platform.machine():
+        raise BadInput(
+            f"target '{target.name}' is {target.arch}; ONNX Runtime cannot measure it on this {platform.machine()} "
+            f"machine: run the same edgenas command on the board itself, or use --backend tvm with --rpc-tracker"
+        )
+    missing = [p for p in target.ort_providers if p not in ort.get_available_providers()]
+    if missing:
+        raise BadInput(
+            f"target '{target.name}' needs ONNX Runtime providers {', '.join(missing)}, which this onnxruntime lacks "
+            f"(has {', '.join(ort.get_available_providers())})"
+        )
+
+
+def make_session(onnx_model: bytes, target: Target, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(onnx_model, opts, providers=list(target.ort_providers))
+
+
+class OrtBackend:
+    name = "ort"
+
+    def __init__(self, target: Target, cfg: MeasureConfig, threads: int):
+        check_runs_here(target)
+        self.target, self.cfg, self.threads = target, cfg, threads
+
+    def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
+        sess = make_session(onnx_model, self.target, self.threads)
+        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)}
+        return time_python_call(lambda: sess.run(None, feed), self.cfg)
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        return {"providers": list(self.target.ort_providers), "onnxruntime": ort.__version__}
+
+    def close(self) -> None:
+        pass

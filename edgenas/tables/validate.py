@@ -1,0 +1,172 @@
+"""`edgenas validate`: measure random whole networks and compare them with the table's prediction."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgenas.errors import BadInput, Interrupted
+from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
+from edgenas.measure.backends import make_backend
+from edgenas.measure.onnx_export import to_onnx
+from edgenas.measure.rpc import RPCSettings
+from edgenas.measure.timing import MeasureConfig
+from edgenas.progress import bar
+from edgenas.space import Arch, SearchSpace
+from edgenas.space.blocks import Network, randomize_bn
+from edgenas.tables.correction import apply_correction, fit_correction
+from edgenas.tables.latency_table import STATISTIC, LatencyTable, identity, now, table_path
+from edgenas.tables.metrics import prediction_metrics
+from edgenas.targets import Target
+
+MIN_SAMPLES = 6
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    table: str
+    target: str
+    backend: str
+    space: str
+    samples: int
+    train: int
+    held_out: int
+    measured: int
+    reused: int
+    raw: dict
+    corrected: dict
+    correction: dict
+    report: str
+    plot: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """`n` distinct random networks; a space too small to hold them is refused."""
+    rng, found = random.Random(seed), {}
+    for _ in range(n * 50):
+        arch = space.sample(rng)
+        found.setdefault(arch.encoding, arch)
+        if len(found) == n:
+            return list(found.values())
+    raise BadInput(f"--samples {n}: space '{space.name}' gave only {len(found)} distinct networks")
+
+
+def _load_samples(path: Path, ident: dict) -> dict:
+    """Measured whole networks from an earlier (maybe interrupted) run with the same table identity."""
+    if not path.exists():
+        return {}
+    data = read_json(path)
+    return data.get("samples", {}) if data.get("identity") == ident else {}
+
+
+def validate(
+    target: Target,
+    backend_name: str,
+    space: SearchSpace,
+    tables_dir: Path,
+    samples: int,
+    *,
+    seed: int = 0,
+    threads: int | None = None,
+    rpc: RPCSettings | None = None,
+    cfg: MeasureConfig = MeasureConfig(),
+    train_fraction: float = 0.5,
+) -> ValidationReport:
+    if samples < MIN_SAMPLES:
+        raise BadInput(f"--samples {samples}: need at least {MIN_SAMPLES} networks (half fit the correction, half test it)")
+    threads = threads or target.thread_count()
+    path = table_path(tables_dir, target, backend_name, space)
+    if not path.exists():
+        raise BadInput(f"no latency table at {path}; run `edgenas profile --target {target.name} --backend {backend_name}` first")
+    ident = identity(target, backend_name, space, threads, rpc)
+    start = time.perf_counter()
+    with exclusive_lock(path):
+        table = LatencyTable.open(path, ident)
+        if missing := table.missing(space):
+            raise BadInput(f"{path} lacks {len(missing)} entries; run `edgenas profile --resume` first")
+        archs = sample_archs(space, samples, seed)
+        samples_path = path.with_suffix(".samples.json")
+        cache = _load_samples(samples_path, ident)
+        todo = [a for a in archs if a.encoding not in cache]
+        if todo:
+            _measure_networks(todo, cache, samples_path, ident, backend_name, target, space, cfg, threads, rpc)
+
+        raw = np.array([table.raw_ms(space, a) for a in archs])
+        units = np.array([len(space.layers(a)) for a in archs])
+        measured = np.array([cache[a.encoding]["measured"][STATISTIC] for a in archs])
+        order = np.random.default_rng(seed).permutation(len(archs))
+        n_train = min(len(archs) - 3, max(3, round(len(archs) * train_fraction)))
+        train, test = order[:n_train], order[n_train:]
+
+        correction = fit_correction(raw[train], units[train], measured[train])
+        corrected = np.array([apply_correction(correction, r, u) for r, u in zip(raw, units)])
+        raw_m = prediction_metrics(raw[test], measured[test])
+        cor_m = prediction_metrics(corrected[test], measured[test])
+        table.correction = {**correction, "held_out": cor_m, "fitted": now()}
+        table.save()
+
+        report_path, plot_path = path.with_suffix(".validation.json"), path.with_suffix(".validation.png")
+        report = ValidationReport(
+            str(path), target.name, backend_name, space.name, len(archs), len(train), len(test), len(todo),
+            len(archs) - len(todo), raw_m, cor_m, table.correction, str(report_path), str(plot_path),
+            round(time.perf_counter() - start, 2),
+        )
+        atomic_write_json(report_path, {
+            **report.to_dict(),
+            "table_meta": table.meta,
+            "networks": [
+                {"arch": a.encoding, "split": "train" if i in set(train) else "held_out", "raw_ms": float(r),
+                 "corrected_ms": float(c), "measured_ms": float(m)}
+                for i, (a, r, c, m) in enumerate(zip(archs, raw, corrected, measured))
+            ],
+        })
+        _plot(plot_path, raw, corrected, measured, test, f"{target.name} / {backend_name} / {space.name}", raw_m, cor_m)
+    return report
+
+
+def _measure_networks(todo, cache, samples_path, ident, backend_name, target, space, cfg, threads, rpc) -> None:
+    backend = make_backend(backend_name, target, cfg, threads, rpc)
+    try:
+        with bar(len(todo), f"validate {target.name}/{backend_name}", unit="net") as progress:
+            for arch in todo:
+                net = randomize_bn(Network(space, arch))
+                shape = (1, space.in_channels, arch.resolution, arch.resolution)
+                cache[arch.encoding] = {"arch": arch.to_dict(), "measured": backend.measure(to_onnx(net, shape), shape).to_dict()}
+                atomic_write_json(samples_path, {"identity": ident, "samples": cache})
+                progress.update()
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {len(cache)} measured networks are kept in {samples_path}; run again to go on") from None
+    finally:
+        backend.close()
+
+
+def _plot(path: Path, raw, corrected, measured, test, title: str, raw_m: dict, cor_m: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    lo, hi = 0.9 * min(measured.min(), raw.min()), 1.1 * max(measured.max(), raw.max())
+    xs = np.linspace(lo, hi, 2)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="±10%")
+    ax.plot(xs, xs, color="0.4", lw=1)
+    ax.scatter(measured, raw, s=10, color="0.6", label=f"sum of blocks (held-out τ={raw_m['kendall_tau']:.3f})")
+    ax.scatter(measured[test], corrected[test], s=12, color="tab:blue",
+               label=f"corrected, held-out: {cor_m['within_10pct']:.0%} within ±10%, τ={cor_m['kendall_tau']:.3f}")
+    ax.set(xlabel="measured end-to-end latency (ms)", ylabel="predicted latency (ms)", title=title, xlim=(lo, hi), ylim=(lo, hi))
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
