@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from edgenas.errors import BadInput, EdgenasError, Interrupted
+from edgenas.errors import EdgenasError
+from edgenas.measure.timing import MeasureConfig
 
 
 def _print_json(obj) -> None:
@@ -27,6 +29,8 @@ def target_options(fn):
         click.option("--tables", "tables", type=click.Path(path_type=Path), default=None,
                      help="Latency table directory [default: latency_tables/ of the checkout, or $EDGENAS_TABLES]."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads on the device [default: the target's]."),
+        click.option("--repeat", type=click.IntRange(min=1), default=MeasureConfig.repeat, show_default=True,
+                     help="Timed samples per measurement (fewer: faster, noisier)."),
         click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker."),
         click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
@@ -90,7 +94,7 @@ def spaces_cmd(as_json):
 @click.option("--backend", "-b", type=click.Choice(["ort", "tvm", "all"]), default="all", show_default=True)
 @click.option("--resume", is_flag=True, help="Keep the existing table and measure only its missing entries.")
 @click.option("--overwrite", is_flag=True, help="Measure every entry again.")
-def profile_cmd(target, space, tables, threads, rpc_tracker, rpc_key, as_json, backend, resume, overwrite):
+def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, backend, resume, overwrite):
     """Measure every unique block of the space on the target into a latency table."""
     from edgenas.tables.profile import profile
 
@@ -98,7 +102,11 @@ def profile_cmd(target, space, tables, threads, rpc_tracker, rpc_key, as_json, b
     backends = ["ort", "tvm"] if backend == "all" else [backend]
     if backend == "all" and (rpc or not tgt.runs_here):
         backends = ["tvm"]  # ONNX Runtime can only measure on the machine it runs on
-    results = [profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc).to_dict() for b in backends]
+    cfg = MeasureConfig(repeat=repeat)
+    results = [
+        profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=cfg).to_dict()
+        for b in backends
+    ]
     if as_json:
         return _print_json(results)
     for r in results:
@@ -110,12 +118,12 @@ def profile_cmd(target, space, tables, threads, rpc_tracker, rpc_key, as_json, b
 @click.option("--backend", "-b", type=click.Choice(["ort", "tvm"]), default="ort", show_default=True)
 @click.option("--samples", "-n", type=click.IntRange(min=1), default=40, show_default=True, help="Random networks to measure.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def validate_cmd(target, space, tables, threads, rpc_tracker, rpc_key, as_json, backend, samples, seed):
+def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, backend, samples, seed):
     """Measure random whole networks, compare with the table, and fit its end-to-end correction."""
     from edgenas.tables.validate import validate
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
-    r = validate(tgt, backend, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc).to_dict()
+    r = validate(tgt, backend, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=MeasureConfig(repeat=repeat)).to_dict()
     if as_json:
         return _print_json(r)
     click.echo(f"{r['table']}: {r['samples']} networks, correction fitted on {r['train']}, tested on {r['held_out']}")
@@ -142,4 +150,10 @@ def main(argv=None) -> None:
     except EdgenasError as e:
         click.echo(f"edgenas: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except Exception as e:  # a bug, not bad input: one line unless the user asks for the traceback
+        if os.environ.get("EDGENAS_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        click.echo(f"edgenas: internal error: {type(e).__name__}: {first} (set EDGENAS_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
     sys.exit(0)

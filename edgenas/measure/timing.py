@@ -11,11 +11,16 @@ from typing import Callable, Protocol
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """Warm-up, then `repeat` samples, each the mean of enough calls to last `min_repeat_ms`."""
+    """Warm-up, then `repeat` samples, each the mean of enough calls to last `min_repeat_ms`.
+
+    A pause of `cooldown_ms` after each sample spreads the samples over about 1/3 s: on a shared
+    machine, bursts of interference last up to ~200 ms, and a shorter window can fall wholly inside one.
+    """
 
     warmup_ms: float = 20.0
-    repeat: int = 25
-    min_repeat_ms: float = 2.0
+    repeat: int = 30
+    min_repeat_ms: float = 1.0
+    cooldown_ms: float = 10.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,4 +77,5 @@ def time_python_call(fn: Callable[[], object], cfg: MeasureConfig) -> Measuremen
         for _ in range(number):
             fn()
         samples.append((time.perf_counter() - t0) / number * 1e3)
+        time.sleep(cfg.cooldown_ms / 1e3)
     return Measurement.from_samples(samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -88,8 +89,12 @@ class TvmBackend:
         lib, dev = self._load(compile_onnx(onnx_model, self.target))
         vm = relax.VirtualMachine(lib, dev)
         x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32), dev)
-        vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=self.cfg.warmup_ms)(x)
-        res = vm.time_evaluator("main", dev, number=1, repeat=self.cfg.repeat, min_repeat_ms=self.cfg.min_repeat_ms)(x)
+        vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=math.ceil(self.cfg.warmup_ms))(x)
+        timer = vm.time_evaluator(
+            "main", dev, number=1, repeat=self.cfg.repeat, min_repeat_ms=math.ceil(self.cfg.min_repeat_ms),
+            cooldown_interval_ms=math.ceil(self.cfg.cooldown_ms), repeats_to_cooldown=1,
+        )
+        res = timer(x)
         return Measurement.from_samples([r * 1e3 for r in res.results])
 
     def describe(self) -> dict:

@@ -1,0 +1,76 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+TINY_SPACE = str(DATA / "tiny_space.json")
+# Few samples keep the suite fast; the benchmarks in tools/ use the defaults.
+FAST = ["--repeat", "5", "--threads", "1"]
+
+
+def run_cli(*args, check=None, timeout=600, env=None):
+    """Run `edgenas` in a child process, as a user would: exit codes and stderr are real."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgenas", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def assert_one_line_error(proc, *needles, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenas: ")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tables(tmp_path):
+    return tmp_path / "tables"
+
+
+@pytest.fixture(scope="session")
+def rpc_tracker():
+    """A real TVM RPC tracker and server on loopback; yields (tracker "host:port", key)."""
+    from tvm import rpc
+
+    port, server_port, key = free_port(), free_port(), "loopback-test"
+    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                               "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "tracker did not start"
+                time.sleep(0.2)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+             "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", key],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        while not any(s["key"].endswith(key) for s in rpc.connect_tracker("127.0.0.1", port).summary()["server_info"]):
+            assert time.time() < deadline, "server did not register"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}", key
+    finally:
+        for p in reversed(procs):
+            p.kill()
+            p.wait()

@@ -1,0 +1,101 @@
+"""Profiling with real ONNX Runtime and TVM measurements on a tiny space."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli
+from edgenas.jsonio import exclusive_lock
+from edgenas.space import get_space
+from edgenas.tables.latency_table import SCHEMA_VERSION, LatencyTable
+
+SPACE = get_space(TINY_SPACE)
+N_ENTRIES = len(SPACE.all_layers())
+
+
+def table_file(tables, backend="ort"):
+    return tables / "host" / "tiny" / f"{backend}.json"
+
+
+def profile_args(tables, backend="ort", *extra):
+    return ("profile", "--target", "host", "--space", TINY_SPACE, "--backend", backend, "--tables", tables, *FAST, *extra)
+
+
+@pytest.mark.parametrize("backend", ["ort", "tvm"])
+def test_profile_measures_every_block(tables, backend):
+    out = json.loads(run_cli(*profile_args(tables, backend), "--json", check=0).stdout)
+    assert out[0]["measured"] == N_ENTRIES and out[0]["reused"] == 0
+    table = LatencyTable.load(table_file(tables, backend))
+    assert set(table.entries) == {layer.key for layer in SPACE.all_layers()}
+    for e in table.entries.values():
+        assert 0 < e["min_ms"] <= e["median_ms"] and e["std_ms"] >= 0 and e["count"] == 5
+    meta = table.meta
+    assert meta["identity"]["space_hash"] == SPACE.hash and meta["identity"]["threads"] == 1
+    assert meta["device"]["cpu"] and meta["versions"]["onnxruntime"] and meta["created"]
+    # the block with more work is slower: the numbers are real measurements
+    e = table.entries
+    big = max(SPACE.all_layers(), key=lambda l: l.cin * l.cout * l.kernel**2 * l.size**2 if l.kind == "mbconv" else 0)
+    small = min((l for l in SPACE.all_layers() if l.kind == "mbconv"), key=lambda l: l.cin * l.cout * l.kernel**2 * l.size**2)
+    assert e[big.key]["min_ms"] > e[small.key]["min_ms"]
+
+
+def test_existing_table_needs_resume_and_resume_measures_nothing_new(tables):
+    run_cli(*profile_args(tables), check=0)
+    assert_one_line_error(run_cli(*profile_args(tables)), "--resume")
+    out = json.loads(run_cli(*profile_args(tables), "--resume", "--json", check=0).stdout)
+    assert out[0]["measured"] == 0 and out[0]["reused"] == N_ENTRIES
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
+def test_killed_profile_keeps_entries_and_resumes(tables, sig, code):
+    path = table_file(tables)
+    proc = subprocess.Popen([sys.executable, "-m", "edgenas", *map(str, profile_args(tables))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (path.exists() and len(json.loads(path.read_text())["entries"]) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    if sig == signal.SIGINT:
+        assert "--resume" in err and "Traceback" not in err
+    kept = LatencyTable.load(path).entries
+    assert 3 <= len(kept) < N_ENTRIES
+    out = json.loads(run_cli(*profile_args(tables), "--resume", "--json", check=0).stdout)
+    assert out[0]["reused"] == len(kept) and out[0]["measured"] == N_ENTRIES - len(kept)
+    after = LatencyTable.load(path).entries
+    assert len(after) == N_ENTRIES and all(after[k] == v for k, v in kept.items())
+
+
+def test_table_for_another_space_or_schema_is_refused(tables):
+    run_cli(*profile_args(tables), check=0)
+    path = table_file(tables)
+    data = json.loads(path.read_text())
+    data["meta"]["identity"]["space_hash"] = "0" * 16
+    path.write_text(json.dumps(data))
+    assert_one_line_error(run_cli(*profile_args(tables), "--resume"), str(path), "space_hash", "refused")
+    data["schema_version"] = SCHEMA_VERSION + 1
+    path.write_text(json.dumps(data))
+    assert_one_line_error(run_cli(*profile_args(tables), "--resume"), str(path), "schema version")
+    data = json.loads(path.read_text())
+    data["schema_version"], data["meta"]["identity"]["target"] = SCHEMA_VERSION, "rasp4b64"
+    path.write_text(json.dumps(data))
+    assert_one_line_error(run_cli(*profile_args(tables), "--resume"), "target", "rasp4b64")
+    path.write_text("{not json")
+    assert_one_line_error(run_cli(*profile_args(tables), "--resume"), str(path), "not valid JSON")
+
+
+def test_concurrent_profile_is_locked_out(tables):
+    with exclusive_lock(table_file(tables)):
+        assert_one_line_error(run_cli(*profile_args(tables)), "another edgenas process", code=1)
+    assert not table_file(tables).exists()
+
+
+def test_ort_refuses_a_board_it_cannot_run_on(tables):
+    assert_one_line_error(run_cli("profile", "--target", "rasp4b64", "--backend", "ort", "--tables", tables), "aarch64", "board")
+    assert_one_line_error(run_cli("profile", "--target", "rasp4b64", "--backend", "tvm", "--tables", tables), "--rpc-tracker")
