@@ -89,9 +89,19 @@ def spaces_cmd(as_json):
         click.echo(f"{s.name:18s} {len(s.all_layers()):5d} blocks  {s.description}")
 
 
+def _backends(choice: str, target, rpc) -> list[str]:
+    if choice != "all":
+        return [choice]
+    # ONNX Runtime can only measure on the machine it runs on
+    return ["tvm"] if rpc or not target.runs_here else ["ort", "tvm"]
+
+
+backend_option = click.option("--backend", "-b", type=click.Choice(["ort", "tvm", "all"]), default="all", show_default=True)
+
+
 @cli.command("profile")
 @target_options
-@click.option("--backend", "-b", type=click.Choice(["ort", "tvm", "all"]), default="all", show_default=True)
+@backend_option
 @click.option("--resume", is_flag=True, help="Keep the existing table and measure only its missing entries.")
 @click.option("--overwrite", is_flag=True, help="Measure every entry again.")
 def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, backend, resume, overwrite):
@@ -99,13 +109,10 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
     from edgenas.tables.profile import profile
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
-    backends = ["ort", "tvm"] if backend == "all" else [backend]
-    if backend == "all" and (rpc or not tgt.runs_here):
-        backends = ["tvm"]  # ONNX Runtime can only measure on the machine it runs on
     cfg = MeasureConfig(repeat=repeat)
     results = [
         profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=cfg).to_dict()
-        for b in backends
+        for b in _backends(backend, tgt, rpc)
     ]
     if as_json:
         return _print_json(results)
@@ -115,7 +122,7 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
 
 @cli.command("validate")
 @target_options
-@click.option("--backend", "-b", type=click.Choice(["ort", "tvm"]), default="ort", show_default=True)
+@backend_option
 @click.option("--samples", "-n", type=click.IntRange(min=1), default=40, show_default=True, help="Random networks to measure.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, backend, samples, seed):
@@ -123,17 +130,22 @@ def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, a
     from edgenas.tables.validate import validate
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
-    r = validate(tgt, backend, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=MeasureConfig(repeat=repeat)).to_dict()
+    cfg = MeasureConfig(repeat=repeat)
+    reports = [
+        validate(tgt, b, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=cfg).to_dict()
+        for b in _backends(backend, tgt, rpc)
+    ]
     if as_json:
-        return _print_json(r)
-    click.echo(f"{r['table']}: {r['samples']} networks, correction fitted on {r['train']}, tested on {r['held_out']}")
-    for name in ("raw", "corrected"):
-        m = r[name]
-        click.echo(
-            f"  {name:9s} RMSE {m['rmse_ms']:.4f} ms  RMSPE {m['rmspe']:.1%}  within ±5% {m['within_5pct']:.0%}  "
-            f"±10% {m['within_10pct']:.0%}  Kendall τ {m['kendall_tau']:.3f}"
-        )
-    click.echo(f"  report {r['report']}\n  plot   {r['plot']}")
+        return _print_json(reports)
+    for r in reports:
+        click.echo(f"{r['table']}: {r['samples']} networks, correction fitted on {r['train']}, tested on {r['held_out']}")
+        for name in ("raw", "corrected"):
+            m = r[name]
+            click.echo(
+                f"  {name:9s} RMSE {m['rmse_ms']:.4f} ms  RMSPE {m['rmspe']:.1%}  within ±5% {m['within_5pct']:.0%}  "
+                f"±10% {m['within_10pct']:.0%}  Kendall τ {m['kendall_tau']:.3f}"
+            )
+        click.echo(f"  report {r['report']}\n  plot   {r['plot']}")
 
 
 def main(argv=None) -> None:

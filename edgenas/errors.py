@@ -17,3 +17,10 @@ class Interrupted(EdgenasError):
     """The user stopped a long job; what it had measured is saved (exit code 130, as for SIGINT)."""
 
     exit_code = 130
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr: the run goes on, but the user should know."""
+    import sys
+
+    print(f"edgenas: warning: {message}", file=sys.stderr)

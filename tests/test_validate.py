@@ -12,7 +12,7 @@ from edgenas.tables.latency_table import LatencyTable
 def test_validate_fits_correction_and_reports(tables, backend):
     common = ("--target", "host", "--space", TINY_SPACE, "--backend", backend, "--tables", tables, *FAST)
     run_cli("profile", *common, check=0)
-    out = json.loads(run_cli("validate", *common, "--samples", 10, "--json", check=0).stdout)
+    [out] = json.loads(run_cli("validate", *common, "--samples", 10, "--json", check=0).stdout)
     assert out["samples"] == 10 and out["train"] + out["held_out"] == 10 and out["measured"] == 10
     for name in ("raw", "corrected"):
         m = out[name]
@@ -25,12 +25,13 @@ def test_validate_fits_correction_and_reports(tables, backend):
     with open(out["plot"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # whole-network measurements are kept: a second run measures nothing new
-    again = json.loads(run_cli("validate", *common, "--samples", 10, "--json", check=0).stdout)
+    [again] = json.loads(run_cli("validate", *common, "--samples", 10, "--json", check=0).stdout)
     assert again["measured"] == 0 and again["reused"] == 10 and again["corrected"] == out["corrected"]
 
 
 def test_validate_without_table_says_how_to_make_one(tables):
     assert_one_line_error(run_cli("validate", "--space", TINY_SPACE, "--tables", tables), "edgenas profile")
+    assert_one_line_error(run_cli("validate", "--space", TINY_SPACE, "--tables", tables, "--backend", "tvm"), "tvm.json")
 
 
 def test_too_few_samples_refused(tables):

@@ -8,7 +8,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgenas.errors import BadInput, EdgenasError
+from edgenas.errors import BadInput, EdgenasError, warn
 from edgenas.jsonio import atomic_write_json, read_json
 from edgenas.space import Arch, SearchSpace
 from edgenas.targets import Target
@@ -107,10 +107,15 @@ class LatencyTable:
         return cls(meta=data["meta"], entries=data["entries"], correction=data.get("correction"), path=Path(path))
 
     @classmethod
-    def open(cls, path: Path, expected: dict) -> "LatencyTable":
+    def open(cls, path: Path, expected: dict, target: Target | None = None) -> "LatencyTable":
         """Load a table and refuse it, with the reason, if it was measured for something else."""
         table = cls.load(path)
         table.check(expected)
+        if target is not None and expected["measured_on"] == "local":
+            here, there = device_info(target), table.meta.get("device", {})
+            if (here.get("cpu"), here.get("llvm_cpu")) != (there.get("cpu"), there.get("llvm_cpu")):
+                warn(f"{path} was measured on {there.get('cpu')} ({there.get('llvm_cpu')}), this machine is "
+                     f"{here.get('cpu')} ({here.get('llvm_cpu')}): its latencies may not hold here; re-profile to be sure")
         return table
 
     def check(self, expected: dict) -> None:

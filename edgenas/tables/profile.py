@@ -71,7 +71,7 @@ def profile(
                     f"{path} already exists ({len(old.entries)} of {len(space.all_layers())} entries); pass --resume "
                     f"to measure only what is missing, or --overwrite to measure everything again"
                 )
-            table = LatencyTable.open(path, expected)
+            table = LatencyTable.open(path, expected, target)
         todo = table.missing(space) if table else space.all_layers()
         total = len(space.all_layers())
         start = time.perf_counter()

@@ -89,7 +89,7 @@ def validate(
     ident = identity(target, backend_name, space, threads, rpc)
     start = time.perf_counter()
     with exclusive_lock(path):
-        table = LatencyTable.open(path, ident)
+        table = LatencyTable.open(path, ident, target)
         if missing := table.missing(space):
             raise BadInput(f"{path} lacks {len(missing)} entries; run `edgenas profile --resume` first")
         archs = sample_archs(space, samples, seed)
