@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 failure during the run, 2 bad usage or input, 130 inter
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -15,6 +16,7 @@ import click
 
 from edgenas.errors import EdgenasError
 from edgenas.measure.timing import MeasureConfig
+from edgenas.supernet.train_config import TrainConfig
 
 
 def _print_json(obj) -> None:
@@ -29,8 +31,8 @@ def target_options(fn):
         click.option("--tables", "tables", type=click.Path(path_type=Path), default=None,
                      help="Latency table directory [default: latency_tables/ of the checkout, or $EDGENAS_TABLES]."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads on the device [default: the target's]."),
-        click.option("--repeat", type=click.IntRange(min=1), default=MeasureConfig.repeat, show_default=True,
-                     help="Timed samples per measurement (fewer: faster, noisier)."),
+        click.option("--repeat", type=click.IntRange(min=1), default=None,
+                     help="Timed samples per measurement (fewer: faster, noisier) [default: 60 for ort, 30 for tvm]."),
         click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker."),
         click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
@@ -96,6 +98,11 @@ def _backends(choice: str, target, rpc) -> list[str]:
     return ["tvm"] if rpc or not target.runs_here else ["ort", "tvm"]
 
 
+def _measure_config(backend: str, repeat: int | None) -> MeasureConfig:
+    cfg = MeasureConfig.for_backend(backend)
+    return dataclasses.replace(cfg, repeat=repeat) if repeat else cfg
+
+
 backend_option = click.option("--backend", "-b", type=click.Choice(["ort", "tvm", "all"]), default="all", show_default=True)
 
 
@@ -109,9 +116,8 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
     from edgenas.tables.profile import profile
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
-    cfg = MeasureConfig(repeat=repeat)
     results = [
-        profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=cfg).to_dict()
+        profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=_measure_config(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
     ]
     if as_json:
@@ -130,9 +136,8 @@ def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, a
     from edgenas.tables.validate import validate
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
-    cfg = MeasureConfig(repeat=repeat)
     reports = [
-        validate(tgt, b, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=cfg).to_dict()
+        validate(tgt, b, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=_measure_config(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
     ]
     if as_json:
@@ -146,6 +151,33 @@ def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, a
                 f"±10% {m['within_10pct']:.0%}  Kendall τ {m['kendall_tau']:.3f}"
             )
         click.echo(f"  report {r['report']}\n  plot   {r['plot']}")
+
+
+@cli.command("train")
+@click.option("--data", "-d", default="digits", show_default=True,
+              help="'digits' (bundled), a directory of class folders, or an .npz with x and y.")
+@click.option("--space", default="digits", show_default=True, help="Search space name, or path to a space .json.")
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path), required=True, help="Run directory (resumed if it exists).")
+@click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Train on the first N training images only.")
+@click.option("--resize", type=click.IntRange(min=4), default=None, help="Resize folder images to N x N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_json):
+    """Train the weight-sharing supernet on a data set (resumes from the last finished epoch)."""
+    from edgenas.space import get_space
+    from edgenas.supernet.train import train
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit)
+    r = train(data, get_space(space), out, cfg, resize=resize).to_dict()
+    if as_json:
+        return _print_json(r)
+    for h in r["history"][r["resumed_from_epoch"]:]:
+        click.echo(f"epoch {h['epoch']:3d}  loss {h['loss']:.4f}  val acc largest {h['val_acc_largest']:.4f}  "
+                   f"smallest {h['val_acc_smallest']:.4f}  {h['seconds']:.1f} s")
+    click.echo(f"{r['run_dir']}: {r['epochs']} epochs, {r['seconds']:.1f} s (resumed after epoch {r['resumed_from_epoch']})")
 
 
 def main(argv=None) -> None:

@@ -57,9 +57,10 @@ def profile(
     overwrite: bool = False,
     threads: int | None = None,
     rpc: RPCSettings | None = None,
-    cfg: MeasureConfig = MeasureConfig(),
+    cfg: MeasureConfig | None = None,
 ) -> ProfileResult:
     threads = threads or target.thread_count()
+    cfg = cfg or MeasureConfig.for_backend(backend_name)
     path = table_path(tables_dir, target, backend_name, space)
     expected = identity(target, backend_name, space, threads, rpc)
     with exclusive_lock(path):

@@ -77,12 +77,13 @@ def validate(
     seed: int = 0,
     threads: int | None = None,
     rpc: RPCSettings | None = None,
-    cfg: MeasureConfig = MeasureConfig(),
+    cfg: MeasureConfig | None = None,
     train_fraction: float = 0.5,
 ) -> ValidationReport:
     if samples < MIN_SAMPLES:
         raise BadInput(f"--samples {samples}: need at least {MIN_SAMPLES} networks (half fit the correction, half test it)")
     threads = threads or target.thread_count()
+    cfg = cfg or MeasureConfig.for_backend(backend_name)
     path = table_path(tables_dir, target, backend_name, space)
     if not path.exists():
         raise BadInput(f"no latency table at {path}; run `edgenas profile --target {target.name} --backend {backend_name}` first")

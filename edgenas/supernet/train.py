@@ -1,0 +1,230 @@
+"""`edgenas train`: the supernet on the user's data, with the sandwich rule and in-place distillation.
+
+Each step trains the largest network on the labels, and the smallest and `random_subnets` random
+networks on the largest one's soft predictions (BigNAS). Checkpoints are written after every epoch;
+a re-run resumes after the last one. Under `torchrun` the same command trains with
+DistributedDataParallel, each process on its share of every batch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from edgenas.data import Split, load_dataset, split as split_data, to_input
+from edgenas.errors import BadInput, EdgenasError, Interrupted
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, read_json
+from edgenas.progress import bar
+from edgenas.space import Arch, SearchSpace
+from edgenas.supernet.dynamic import Supernet
+from edgenas.supernet.evaluate import SubnetEvaluator
+from edgenas.supernet.train_config import TrainConfig
+from edgenas.tables.latency_table import now
+from edgenas.versions import versions
+
+RUN_SCHEMA = "edgenas.supernet-run"
+RUN_SCHEMA_VERSION = 1
+CHECKPOINT = "checkpoint.pt"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: str
+    epochs: int
+    resumed_from_epoch: int
+    world_size: int
+    seconds: float
+    history: list
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Sandwich(nn.Module):
+    """One training step's networks in one forward, so DistributedDataParallel sees one forward and one backward."""
+
+    def __init__(self, supernet: Supernet, label_smoothing: float):
+        super().__init__()
+        self.supernet, self.label_smoothing = supernet, label_smoothing
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, archs: list[Arch]) -> torch.Tensor:
+        teacher, *students = archs
+        logits = self._run(teacher, x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        soft = F.softmax(logits.detach(), dim=1)
+        for arch in students:
+            loss = loss + F.kl_div(F.log_softmax(self._run(arch, x), dim=1), soft, reduction="batchmean")
+        return loss
+
+    def _run(self, arch: Arch, x: torch.Tensor) -> torch.Tensor:
+        self.supernet.set_active(arch)
+        if arch.resolution != x.shape[-1]:
+            x = F.interpolate(x, size=(arch.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
+        return self.supernet(x)
+
+
+def shift_augment(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to `pixels`, padding with zeros (no wrap-around)."""
+    if pixels <= 0:
+        return x
+    n, _, h, w = x.shape
+    t = (torch.rand(n, 2, generator=gen) * 2 - 1) * pixels
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2], theta[:, 1, 2] = t[:, 0].round() * 2 / w, t[:, 1].round() * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def step_archs(space: SearchSpace, rng: random.Random, n_random: int) -> list[Arch]:
+    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n_random)]
+
+
+# ---- distributed ---------------------------------------------------------------------------------
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+# ---- run directory -------------------------------------------------------------------------------
+def run_identity(space: SearchSpace, split: Split, cfg: TrainConfig) -> dict:
+    """What a checkpoint's weights depend on; a run with another identity cannot be resumed."""
+    return {"space": space.name, "space_hash": space.hash, "data": split.fingerprint,
+            "config": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "epochs"}}
+
+
+def load_run(run_dir: Path) -> dict:
+    data = read_json(Path(run_dir) / RUN_FILE)
+    if data.get("schema") != RUN_SCHEMA:
+        raise BadInput(f"{run_dir}/{RUN_FILE}: not an edgenas supernet run")
+    if data.get("schema_version") != RUN_SCHEMA_VERSION:
+        raise BadInput(f"{run_dir}/{RUN_FILE}: run schema version {data.get('schema_version')} is not the supported "
+                       f"{RUN_SCHEMA_VERSION}; train again into a new directory")
+    return data
+
+
+def _save_checkpoint(run_dir: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(run_dir / CHECKPOINT, buf.getvalue())
+
+
+def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainConfig = TrainConfig(),
+          resize: int | None = None) -> TrainResult:
+    rank, world = _distributed()
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(data_spec, resize)
+    split = split_data(data, cfg.val_fraction, cfg.seed)
+    if split.image_shape[0] != space.in_channels:
+        raise BadInput(f"--data {data.source}: images have {split.image_shape[0]} channel(s), space '{space.name}' "
+                       f"expects {space.in_channels}")
+    if len(split.classes) != space.num_classes:
+        raise BadInput(f"--data {data.source}: {len(split.classes)} classes, space '{space.name}' has "
+                       f"{space.num_classes}; give a space file with num_classes = {len(split.classes)}")
+    if cfg.batch_size % world:
+        raise BadInput(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes")
+    run_dir = Path(run_dir)
+    ident = run_identity(space, split, cfg)
+    supernet = Supernet(space)
+    opt = torch.optim.AdamW(supernet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_train = min(cfg.limit or len(split.train_y), len(split.train_y))
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total, warmup = cfg.epochs * steps_per_epoch, min(100, steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+    history, start_epoch = [], 0
+    if (run_dir / RUN_FILE).exists():
+        run = load_run(run_dir)
+        if run["identity"] != ident:
+            diff = next(k for k in ident if run["identity"].get(k) != ident[k])
+            raise BadInput(f"{run_dir} holds a run with another {diff}; train into a new --out directory")
+        if (run_dir / CHECKPOINT).exists():
+            state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+            supernet.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start_epoch, history = state["epoch"], run.get("history", [])
+
+    model: nn.Module = Sandwich(supernet, cfg.label_smoothing)
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    train_x, train_y = split.train_x[:n_train], torch.as_tensor(split.train_y[:n_train])
+    evaluator = SubnetEvaluator(supernet, split)
+    start = time.perf_counter()
+    record = {"schema": RUN_SCHEMA, "schema_version": RUN_SCHEMA_VERSION, "identity": ident, "space": space.to_dict(),
+              "data": split.describe(), "config": cfg.to_dict(), "world_size": world, "versions": versions()}
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": start_epoch, "history": history, "updated": now()})
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            order = torch.randperm(n_train, generator=gen).numpy()
+            arch_rng = random.Random(cfg.seed * 1000 + epoch)
+            losses = []
+            supernet.train()
+            with bar(steps_per_epoch, f"train epoch {epoch + 1}/{cfg.epochs}", unit="step") as progress:
+                for step in range(steps_per_epoch):
+                    idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
+                    x = shift_augment(to_input(train_x[idx], split.normalization), cfg.shift, gen)
+                    loss = model(x, train_y[idx], step_archs(space, arch_rng, cfg.random_subnets))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    losses.append(loss.item())
+                    progress.update()
+            if rank == 0:
+                history.append({
+                    "epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
+                    "val_acc_largest": evaluator(space.largest()), "val_acc_smallest": evaluator(space.smallest()),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                })
+                _save_checkpoint(run_dir, {"model": supernet.state_dict(), "optimizer": opt.state_dict(),
+                                           "scheduler": sched.state_dict(), "epoch": epoch + 1})
+                atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": epoch + 1, "history": history, "updated": now()})
+            _barrier(world)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {len(history)} finished epoch(s) are saved in {run_dir}; "
+                          f"run the same command to resume") from None
+    return TrainResult(str(run_dir), cfg.epochs, start_epoch, world, round(time.perf_counter() - start, 2), history)
+
+
+def load_supernet(run_dir: Path) -> tuple[Supernet, dict]:
+    """The trained supernet of a run directory, and its run record."""
+    from edgenas.space.space import space_from_dict
+
+    run_dir = Path(run_dir)
+    if run_dir.name == CHECKPOINT:
+        run_dir = run_dir.parent
+    run = load_run(run_dir)
+    if not (run_dir / CHECKPOINT).exists():
+        raise BadInput(f"{run_dir}: no {CHECKPOINT}; the run has not finished an epoch")
+    space = space_from_dict(run["space"], source=str(run_dir / RUN_FILE))
+    supernet = Supernet(space)
+    try:
+        supernet.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    except (RuntimeError, KeyError, EOFError) as e:
+        raise EdgenasError(f"{run_dir / CHECKPOINT}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
+    return supernet.eval(), run
