@@ -172,7 +172,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     evaluator = SubnetEvaluator(supernet, split)
     start = time.perf_counter()
     record = {"schema": RUN_SCHEMA, "schema_version": RUN_SCHEMA_VERSION, "identity": ident, "space": space.to_dict(),
-              "data": split.describe(), "config": cfg.to_dict(), "world_size": world, "versions": versions()}
+              "data": {**split.describe(), "spec": data_spec or "digits", "resize": resize}, "config": cfg.to_dict(), "world_size": world, "versions": versions()}
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": start_epoch, "history": history, "updated": now()})

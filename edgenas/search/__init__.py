@@ -1,0 +1,1 @@
+"""Latency-constrained search: predictors for latency (tables) and accuracy (supernet), and evolution."""

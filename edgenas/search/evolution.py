@@ -1,0 +1,157 @@
+"""Latency-constrained evolutionary search, after Once-for-All's `EvolutionFinder`.
+
+Like OFA's, it takes the latency and accuracy predictors as plain objects. Unlike OFA's, it never
+spins: an impossible budget fails at once with the fastest latency the space reaches, and a random
+network over budget is shrunk step by step toward that fastest network instead of being re-drawn
+until one happens to fit.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+from edgenas.errors import BadInput
+from edgenas.space import Arch, SearchSpace
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    population: int = 100
+    parent_ratio: float = 0.25
+    mutation_ratio: float = 0.5
+    mutate_prob: float = 0.1
+    generations: int = 500
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    arch: Arch
+    latency_ms: float
+    accuracy: float
+
+
+@dataclass
+class SearchResult:
+    best: Candidate
+    budget_ms: float
+    evaluated: int
+    seconds: float
+    history: list = field(default_factory=list)  # best accuracy per generation
+    pareto: list = field(default_factory=list)  # non-dominated candidates seen, fastest first
+
+
+class NoNetworkFits(BadInput):
+    def __init__(self, budget_ms: float, fastest_ms: float, fastest: Arch):
+        super().__init__(f"no network in the space fits --budget-ms {budget_ms:g}: the fastest reachable latency is "
+                         f"{fastest_ms:.4f} ms ({fastest.encoding})")
+        self.fastest_ms = fastest_ms
+
+
+class EvolutionFinder:
+    """`latency(arch) -> ms`; `accuracy(list[Arch]) -> list[float]` scores a whole generation at once."""
+
+    def __init__(self, space: SearchSpace, latency: Callable[[Arch], float],
+                 accuracy: Callable[[Sequence[Arch]], Sequence[float]], fastest: tuple[float, Arch],
+                 config: EvolutionConfig = EvolutionConfig()):
+        self.space, self.latency, self.accuracy, self.cfg = space, latency, accuracy, config
+        self.fastest_ms, self.fastest_arch = fastest
+        self.rng = random.Random(config.seed)
+
+    # ---- genetic operators ---------------------------------------------------------------------
+    def _random(self) -> Arch:
+        return self.space.sample(self.rng)
+
+    def mutate(self, arch: Arch) -> Arch:
+        sp, rng, p = self.space, self.rng, self.cfg.mutate_prob
+        res = rng.choice(sp.resolutions) if rng.random() < p else arch.resolution
+        widths, blocks = [], []
+        for stage, w, bl in zip(sp.stages, arch.widths, arch.blocks):
+            widths.append(rng.choice(stage.widths) if rng.random() < p else w)
+            depth = rng.choice(stage.depths) if rng.random() < p else len(bl)
+            new = [(rng.choice(sp.kernel_sizes) if rng.random() < p else k, rng.choice(sp.expand_ratios) if rng.random() < p else e)
+                   for k, e in bl[:depth]]
+            new += [(rng.choice(sp.kernel_sizes), rng.choice(sp.expand_ratios)) for _ in range(depth - len(new))]
+            blocks.append(tuple(new))
+        return Arch(res, tuple(widths), tuple(blocks))
+
+    def crossover(self, a: Arch, b: Arch) -> Arch:
+        rng = self.rng
+        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
+        return Arch(pick(a.resolution, b.resolution), tuple(pick(x, y) for x, y in zip(a.widths, b.widths)),
+                    tuple(pick(x, y) for x, y in zip(a.blocks, b.blocks)))
+
+    def shrink_to_fit(self, arch: Arch, budget: float) -> Arch | None:
+        """Move `arch` one choice at a time toward the fastest network until it fits; the fastest fits, so this ends."""
+        target = self.fastest_arch
+        for _ in range(64):
+            if self.latency(arch) <= budget:
+                return arch
+            choices = []
+            if arch.resolution != target.resolution:
+                choices.append(("res", None))
+            for s in range(len(arch.widths)):
+                if arch.widths[s] != target.widths[s] or arch.blocks[s] != target.blocks[s]:
+                    choices.append(("stage", s))
+            kind, s = self.rng.choice(choices)
+            if kind == "res":
+                arch = Arch(target.resolution, arch.widths, arch.blocks)
+            else:
+                widths = arch.widths[:s] + (target.widths[s],) + arch.widths[s + 1:]
+                blocks = arch.blocks[:s] + (target.blocks[s],) + arch.blocks[s + 1:]
+                arch = Arch(arch.resolution, widths, blocks)
+        return arch if self.latency(arch) <= budget else None
+
+    # ---- search --------------------------------------------------------------------------------
+    def run(self, budget_ms: float) -> SearchResult:
+        if not budget_ms > 0:
+            raise BadInput(f"--budget-ms must be a positive number of milliseconds, not {budget_ms}")
+        if self.fastest_ms > budget_ms:
+            raise NoNetworkFits(budget_ms, self.fastest_ms, self.fastest_arch)
+        start, cfg = time.perf_counter(), self.cfg
+        n_parents = max(1, int(round(cfg.population * cfg.parent_ratio)))
+        n_mutate = int(round(cfg.population * cfg.mutation_ratio))
+        seen: dict[str, Candidate] = {}
+
+        def score(archs: list[Arch]) -> list[Candidate]:
+            fresh = [a for a in dict.fromkeys(archs) if a.encoding not in seen]
+            if fresh:
+                for a, acc in zip(fresh, self.accuracy(fresh)):
+                    seen[a.encoding] = Candidate(a, self.latency(a), float(acc))
+            return [seen[a.encoding] for a in archs]
+
+        def feasible(arch: Arch) -> Arch:
+            return self.shrink_to_fit(arch, budget_ms) or self.fastest_arch
+
+        population = score([feasible(self._random()) for _ in range(cfg.population)])
+        history = []
+        evaluated = len(population)
+        for _ in range(cfg.generations):
+            parents = sorted(population, key=lambda c: -c.accuracy)[:n_parents]
+            children = []
+            for _ in range(n_mutate):
+                children.append(feasible(self.mutate(self.rng.choice(parents).arch)))
+            for _ in range(cfg.population - n_parents - n_mutate):
+                a, b = self.rng.choice(parents), self.rng.choice(parents)
+                children.append(feasible(self.crossover(a.arch, b.arch)))
+            evaluated += len(children)
+            population = parents + score(children)
+            history.append(max(c.accuracy for c in population))
+        best = max(population, key=lambda c: (c.accuracy, -c.latency_ms))
+        return SearchResult(best, budget_ms, evaluated, time.perf_counter() - start, history, pareto_front(seen.values()))
+
+
+def pareto_front(candidates) -> list[Candidate]:
+    """Candidates no other one beats on both latency and accuracy, fastest first."""
+    front, best_acc = [], -1.0
+    for c in sorted(candidates, key=lambda c: (c.latency_ms, -c.accuracy)):
+        if c.accuracy > best_acc:
+            front.append(c)
+            best_acc = c.accuracy
+    return front

@@ -1,0 +1,115 @@
+"""The search's parts on a real ONNX Runtime table of the tiny space: latency predictor, evolution, accuracy predictor."""
+
+import itertools
+import random
+import time
+
+import numpy as np
+import pytest
+
+from conftest import FAST, TINY_SPACE, run_cli
+from edgenas.errors import BadInput
+from edgenas.search.accuracy_predictor import AccuracyPredictor, arch_features
+from edgenas.search.evolution import EvolutionConfig, EvolutionFinder, NoNetworkFits
+from edgenas.search.latency_predictor import TableLatencyPredictor
+from edgenas.space import Arch, get_space
+from edgenas.space.blocks import Network
+
+SPACE = get_space(TINY_SPACE)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    from edgenas.tables.latency_table import LatencyTable
+
+    tables = tmp_path_factory.mktemp("tables")
+    common = ("--space", TINY_SPACE, "--backend", "ort", "--tables", tables, *FAST)
+    run_cli("profile", *common, check=0)
+    run_cli("validate", *common, "--samples", 12, check=0)  # fits a correction, so predictions use it
+    table = LatencyTable.load(tables / "host" / "tiny" / "ort.json")
+    assert table.correction
+    return TableLatencyPredictor(table, SPACE)
+
+
+def all_archs(space):
+    stage_options = []
+    for stage in space.stages:
+        opts = []
+        for w in stage.widths:
+            for d in stage.depths:
+                for blocks in itertools.product(itertools.product(space.kernel_sizes, space.expand_ratios), repeat=d):
+                    opts.append((w, blocks))
+        stage_options.append(opts)
+    for res in space.resolutions:
+        for combo in itertools.product(*stage_options):
+            yield Arch(res, tuple(w for w, _ in combo), tuple(b for _, b in combo))
+
+
+def test_prediction_matches_table_and_fastest_is_exact(predictor):
+    archs = list(all_archs(SPACE))
+    lat = [predictor(a) for a in archs]
+    for a, ms in random.Random(0).sample(list(zip(archs, lat)), 20):
+        assert ms == pytest.approx(predictor.table.predict_ms(SPACE, a))
+    fastest_ms, fastest = predictor.fastest()
+    assert fastest_ms == pytest.approx(min(lat)) and predictor(fastest) == pytest.approx(fastest_ms)
+
+
+def params(arch):
+    return sum(p.numel() for p in Network(SPACE, arch).parameters())
+
+
+def proxy_accuracy(archs):
+    """A stand-in that prefers bigger networks, so the search has a real trade-off to make."""
+    return [np.log(params(a)) for a in archs]
+
+
+def finder(predictor, seed=0, generations=30):
+    return EvolutionFinder(SPACE, predictor, proxy_accuracy, predictor.fastest(),
+                           EvolutionConfig(population=20, generations=generations, seed=seed))
+
+
+def test_search_respects_budget_and_beats_the_fastest(predictor):
+    lat = sorted(predictor(a) for a in all_archs(SPACE))
+    budget = lat[len(lat) // 2]
+    result = finder(predictor).run(budget)
+    assert result.best.latency_ms <= budget
+    assert all(c.latency_ms <= budget for c in result.pareto)
+    assert result.best.accuracy > proxy_accuracy([predictor.fastest()[1]])[0]
+    assert result.evaluated == 20 + 30 * (20 - 5)
+    assert result.history == sorted(result.history)  # elitism: the best never gets worse
+
+
+def test_same_seed_same_result(predictor):
+    budget = predictor.fastest()[0] * 1.3
+    a, b = finder(predictor, seed=3).run(budget), finder(predictor, seed=3).run(budget)
+    assert a.best.arch == b.best.arch and a.history == b.history
+
+
+def test_impossible_budget_fails_fast_with_fastest_latency(predictor):
+    fastest_ms = predictor.fastest()[0]
+    start = time.perf_counter()
+    with pytest.raises(NoNetworkFits, match=f"{fastest_ms:.4f} ms") as e:
+        finder(predictor, generations=10_000).run(fastest_ms * 0.5)
+    assert time.perf_counter() - start < 1 and e.value.fastest_ms == pytest.approx(fastest_ms)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(BadInput, match="positive"):
+            finder(predictor).run(bad)
+
+
+def test_budget_at_the_fastest_latency_finds_it(predictor):
+    fastest_ms, fastest = predictor.fastest()
+    result = finder(predictor, generations=5).run(fastest_ms)
+    assert result.best.latency_ms <= fastest_ms + 1e-12
+
+
+def test_accuracy_predictor_learns_a_ranking():
+    space = get_space("digits")
+    rng = random.Random(0)
+    archs = list({a.encoding: a for a in (space.sample(rng) for _ in range(400))}.values())
+    feats = arch_features(space, archs)
+    assert feats.shape[0] == len(archs) and set(np.unique(feats)) <= {0.0, 1.0}
+    # a target with structure: deeper, wider, larger-kernel networks score higher
+    target = [0.9 + 0.01 * sum(a.depths) + 0.0005 * sum(a.widths) + 0.002 * sum(k for s in a.blocks for k, _ in s) for a in archs]
+    model = AccuracyPredictor(space).fit(archs[:300], target[:300])
+    metrics = model.evaluate(archs[300:], target[300:])
+    assert metrics["kendall_tau"] > 0.8 and metrics["rmse"] < 0.01
