@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,6 @@ def import_onnx(onnx_model: bytes):
     """The Relax module of an ONNX graph, with its weights bound as constants."""
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
-
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Renaming name input.1 to input_1" and the like

@@ -5,7 +5,6 @@ from __future__ import annotations
 from edgenas.errors import EdgenasError
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.space import LayerSpec
-from edgenas.tables.correction import apply_correction
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
 
 

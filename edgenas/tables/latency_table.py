@@ -12,7 +12,6 @@ from edgenas.errors import BadInput, EdgenasError, warn
 from edgenas.jsonio import atomic_write_json, read_json
 from edgenas.space import Arch, SearchSpace
 from edgenas.targets import Target
-from edgenas.versions import versions
 
 SCHEMA = "edgenas.latency-table"
 SCHEMA_VERSION = 1
