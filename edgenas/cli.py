@@ -16,6 +16,7 @@ import click
 
 from edgenas.errors import EdgenasError
 from edgenas.measure.timing import MeasureConfig
+from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 
 
@@ -178,6 +179,50 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
         click.echo(f"epoch {h['epoch']:3d}  loss {h['loss']:.4f}  val acc largest {h['val_acc_largest']:.4f}  "
                    f"smallest {h['val_acc_smallest']:.4f}  {h['seconds']:.1f} s")
     click.echo(f"{r['run_dir']}: {r['epochs']} epochs, {r['seconds']:.1f} s (resumed after epoch {r['resumed_from_epoch']})")
+
+
+@cli.command("search")
+@click.option("--target", "-t", default="host", show_default=True, help="Target name, or path to a target .toml.")
+@click.option("--backend", "-b", type=click.Choice(["ort", "tvm"]), default="ort", show_default=True)
+@click.option("--budget-ms", type=float, required=True, help="Latency budget on the target, in milliseconds.")
+@click.option("--supernet", "run_dir", type=click.Path(path_type=Path), required=True, help="Run directory of `edgenas train`.")
+@click.option("--tables", type=click.Path(path_type=Path), default=None, help="Latency table directory.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads on the device [default: the target's].")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Output directory [default: RUN_DIR/search-TARGET-BACKEND-BUDGETms].")
+@click.option("--max-params", type=click.IntRange(min=1), default=None, help="Also cap the number of parameters.")
+@click.option("--seed", type=int, default=EvolutionConfig.seed, show_default=True)
+@click.option("--population", type=click.IntRange(min=2), default=EvolutionConfig.population, show_default=True)
+@click.option("--parent-ratio", type=click.FloatRange(0, 1, min_open=True), default=EvolutionConfig.parent_ratio, show_default=True)
+@click.option("--mutation-ratio", type=click.FloatRange(0, 1), default=EvolutionConfig.mutation_ratio, show_default=True,
+              help="Share of each generation made by mutation; the rest after the parents is crossover.")
+@click.option("--mutate-prob", type=click.FloatRange(0, 1), default=EvolutionConfig.mutate_prob, show_default=True)
+@click.option("--generations", type=click.IntRange(min=1), default=EvolutionConfig.generations, show_default=True)
+@click.option("--subnets", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Sub-networks evaluated to train the accuracy predictor (cached in the run directory).")
+@click.option("--no-measure", is_flag=True, help="Skip measuring the best network end to end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_params, seed, population, parent_ratio,
+               mutation_ratio, mutate_prob, generations, subnets, no_measure, as_json):
+    """Find the most accurate network within a latency budget on a target."""
+    from edgenas.paths import tables_dir
+    from edgenas.search.search import search
+    from edgenas.targets import get_target
+
+    if parent_ratio + mutation_ratio > 1:
+        raise click.BadParameter(f"--parent-ratio {parent_ratio} + --mutation-ratio {mutation_ratio} exceeds 1")
+    cfg = EvolutionConfig(population, parent_ratio, mutation_ratio, mutate_prob, generations, seed)
+    tgt = get_target(target)
+    out = out or Path(run_dir) / f"search-{tgt.name}-{backend}-{budget_ms:g}ms"
+    r = search(run_dir, tgt, backend, budget_ms, tables or tables_dir(), out, config=cfg, subnets=subnets,
+               max_params=max_params, threads=threads, measure=not no_measure).to_dict()
+    if as_json:
+        return _print_json(r)
+    measured = "not measured" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.4f} ms measured"
+    click.echo(f"best {r['encoding']}\n  latency {r['predicted_latency_ms']:.4f} ms predicted, {measured} "
+               f"(budget {r['budget_ms']:g} ms)\n  validation accuracy {r['val_accuracy']:.4f} "
+               f"(predicted {r['predicted_accuracy']:.4f}), {r['params']} parameters\n  {r['evaluated']} candidates in "
+               f"{r['seconds']:.1f} s; outputs in {r['out_dir']}")
 
 
 def main(argv=None) -> None:

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from edgenas.errors import BadInput
+from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.space import Arch, SearchSpace
-
-
-@dataclass(frozen=True)
-class EvolutionConfig:
-    population: int = 100
-    parent_ratio: float = 0.25
-    mutation_ratio: float = 0.5
-    mutate_prob: float = 0.1
-    generations: int = 500
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -52,6 +40,13 @@ class NoNetworkFits(BadInput):
         super().__init__(f"no network in the space fits --budget-ms {budget_ms:g}: the fastest reachable latency is "
                          f"{fastest_ms:.4f} ms ({fastest.encoding})")
         self.fastest_ms = fastest_ms
+
+
+def check_budget(budget_ms: float, fastest_ms: float, fastest: Arch) -> None:
+    if not budget_ms > 0:
+        raise BadInput(f"--budget-ms must be a positive number of milliseconds, not {budget_ms}")
+    if fastest_ms > budget_ms:
+        raise NoNetworkFits(budget_ms, fastest_ms, fastest)
 
 
 class EvolutionFinder:
@@ -99,6 +94,8 @@ class EvolutionFinder:
             for s in range(len(arch.widths)):
                 if arch.widths[s] != target.widths[s] or arch.blocks[s] != target.blocks[s]:
                     choices.append(("stage", s))
+            if not choices:
+                break
             kind, s = self.rng.choice(choices)
             if kind == "res":
                 arch = Arch(target.resolution, arch.widths, arch.blocks)
@@ -110,10 +107,7 @@ class EvolutionFinder:
 
     # ---- search --------------------------------------------------------------------------------
     def run(self, budget_ms: float) -> SearchResult:
-        if not budget_ms > 0:
-            raise BadInput(f"--budget-ms must be a positive number of milliseconds, not {budget_ms}")
-        if self.fastest_ms > budget_ms:
-            raise NoNetworkFits(budget_ms, self.fastest_ms, self.fastest_arch)
+        check_budget(budget_ms, self.fastest_ms, self.fastest_arch)
         start, cfg = time.perf_counter(), self.cfg
         n_parents = max(1, int(round(cfg.population * cfg.parent_ratio)))
         n_mutate = int(round(cfg.population * cfg.mutation_ratio))

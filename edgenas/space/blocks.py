@@ -111,3 +111,13 @@ def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
             m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     return module
+
+
+_PARAMS: dict[str, int] = {}
+
+
+def layer_params(spec: LayerSpec) -> int:
+    """Parameters of one unit, counted once per table key (the search asks for millions)."""
+    if spec.key not in _PARAMS:
+        _PARAMS[spec.key] = sum(p.numel() for p in build_layer(spec).parameters())
+    return _PARAMS[spec.key]

@@ -15,6 +15,7 @@ from edgenas.measure.backends import make_backend
 from edgenas.measure.onnx_export import to_onnx
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
+from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.blocks import Network, randomize_bn
@@ -150,12 +151,7 @@ def _measure_networks(todo, cache, samples_path, ident, backend_name, target, sp
 
 
 def _plot(path: Path, raw, corrected, measured, test, title: str, raw_m: dict, cor_m: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    fig, ax = new_figure(figsize=(5.5, 5), dpi=120)
     lo, hi = 0.9 * min(measured.min(), raw.min()), 1.1 * max(measured.max(), raw.max())
     xs = np.linspace(lo, hi, 2)
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="±10%")
@@ -165,9 +161,4 @@ def _plot(path: Path, raw, corrected, measured, test, title: str, raw_m: dict, c
                label=f"corrected, held-out: {cor_m['within_10pct']:.0%} within ±10%, τ={cor_m['kendall_tau']:.3f}")
     ax.set(xlabel="measured end-to-end latency (ms)", ylabel="predicted latency (ms)", title=title, xlim=(lo, hi), ylim=(lo, hi))
     ax.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

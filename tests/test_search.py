@@ -1,0 +1,66 @@
+"""`edgenas search` end to end: a supernet trained for real on a slice of the digits, a real ORT table."""
+
+import json
+import time
+
+import pytest
+
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli
+from edgenas.search.latency_predictor import TableLatencyPredictor
+from edgenas.space import get_space
+from edgenas.tables.latency_table import LatencyTable
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    tables, run = root / "tables", root / "run"
+    common = ("--space", TINY_SPACE, "--backend", "ort", "--tables", tables, *FAST)
+    run_cli("profile", *common, check=0)
+    run_cli("validate", *common, "--samples", 12, check=0)
+    run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.005, "--epochs", 2, "--out", run, check=0)
+    predictor = TableLatencyPredictor(LatencyTable.load(tables / "host" / "tiny" / "ort.json"), get_space(TINY_SPACE))
+    return tables, run, predictor
+
+
+def search(setup, budget, *extra, **kw):
+    tables, run, _ = setup
+    return run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", budget, "--threads", 1,
+                   "--generations", 20, "--population", 20, "--subnets", 30, *extra, **kw)
+
+
+def test_search_respects_budget_and_writes_outputs(setup, tmp_path):
+    _, _, predictor = setup
+    budget = predictor.fastest()[0] * 1.5
+    r = json.loads(search(setup, budget, "--out", tmp_path / "s", "--json", check=0).stdout)
+    for key in ("budget_ms", "predicted_latency_ms", "measured_latency_ms", "val_accuracy", "evaluated", "seconds", "arch"):
+        assert key in r
+    assert r["predicted_latency_ms"] <= budget and r["measured_latency_ms"] > 0 and 0.1 < r["val_accuracy"] <= 1
+    assert r["evaluated"] == 20 + 20 * 15
+    best = json.loads((tmp_path / "s" / "best.json").read_text())
+    assert best["encoding"] == r["encoding"] and best["table_correction"]["coef"]
+    rows = (tmp_path / "s" / "pareto.csv").read_text().splitlines()
+    assert rows[0].startswith("predicted_latency_ms") and len(rows) >= 2
+    assert all(float(row.split(",")[0]) <= budget for row in rows[1:])
+    assert (tmp_path / "s" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "generation 20" in (tmp_path / "s" / "search.log").read_text()
+
+
+def test_fixed_seed_is_reproducible(setup, tmp_path):
+    budget = setup[2].fastest()[0] * 1.3
+    a = json.loads(search(setup, budget, "--seed", 7, "--no-measure", "--out", tmp_path / "a", "--json", check=0).stdout)
+    b = json.loads(search(setup, budget, "--seed", 7, "--no-measure", "--out", tmp_path / "b", "--json", check=0).stdout)
+    assert a["arch"] == b["arch"] and a["predicted_latency_ms"] == b["predicted_latency_ms"]
+
+
+def test_impossible_budget_fails_fast(setup):
+    fastest = setup[2].fastest()[0]
+    start = time.time()
+    line = assert_one_line_error(search(setup, fastest / 10), "fastest reachable latency", f"{fastest:.4f} ms")
+    assert time.time() - start < 30, line  # start-up and table loading, no sub-network is evaluated
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "abc"])
+def test_bad_budget(setup, budget):
+    proc = search(setup, budget)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "budget" in proc.stderr.lower()
