@@ -31,27 +31,13 @@ class TableLatencyPredictor:
         return entry[STATISTIC]
 
     def _index(self) -> None:
-        space = self.space
-        for res in space.resolutions:
-            self._stem[res] = self._ms(space._stem(res))
-            size = space._down(res, space.stem_stride)
-            cins = {space.stem_width}
-            for s, stage in enumerate(space.stages):
-                for first in (True, False):
-                    stride = stage.stride if first else 1
-                    b_size = size if first else space._down(size, stage.stride)
-                    for cin in (cins if first else stage.widths):
-                        for cout in stage.widths:
-                            if not first and cin != cout:
-                                continue
-                            for k in space.kernel_sizes:
-                                for e in space.expand_ratios:
-                                    spec = LayerSpec("mbconv", cin, cout, b_size, k, e, stride, stage.act, stage.se)
-                                    self._block[(res, s, first, cin, cout, k, e)] = self._ms(spec)
-                size = space._down(size, stage.stride)
-                cins = set(stage.widths)
-            for cin in cins:
-                self._head[(res, cin)] = self._ms(space._head(cin, size))
+        for res, place, spec in self.space.slots():
+            if place[0] == "stem":
+                self._stem[res] = self._ms(spec)
+            elif place[0] == "head":
+                self._head[(res, place[1])] = self._ms(spec)
+            else:
+                self._block[(res, *place[1:])] = self._ms(spec)
 
     def raw_ms(self, arch: Arch) -> float:
         res, block = arch.resolution, self._block

@@ -162,29 +162,32 @@ class SearchSpace:
         layers.append(self._head(cin, size))
         return layers
 
+    def slots(self):
+        """Every place a unit can take, with the unit measured there: (resolution, place, LayerSpec).
+
+        A place is ("stem",), ("block", stage, first_of_stage, cin, cout, kernel, expand) or ("head", cin).
+        Blocks after the first of a stage all share one place: their shape does not depend on depth.
+        """
+        for res in self.resolutions:
+            yield res, ("stem",), self._stem(res)
+            size = self._down(res, self.stem_stride)
+            cins = [self.stem_width]
+            for s, stage in enumerate(self.stages):
+                for first in (True, False):
+                    stride = stage.stride if first else 1
+                    for cin, cout, k, e in product(cins if first else stage.widths, stage.widths,
+                                                   self.kernel_sizes, self.expand_ratios):
+                        if first or cin == cout:
+                            spec = LayerSpec("mbconv", cin, cout, size, k, e, stride, stage.act, stage.se)
+                            yield res, ("block", s, first, cin, cout, k, e), spec
+                    size = self._down(size, stride)
+                cins = list(stage.widths)
+            for cin in cins:
+                yield res, ("head", cin), self._head(cin, size)
+
     def all_layers(self) -> list[LayerSpec]:
         """Every unique unit any network of the space can contain: the rows of a full latency table."""
-        found: dict[str, LayerSpec] = {}
-        def add(spec: LayerSpec) -> None:
-            found.setdefault(spec.key, spec)
-
-        for res in self.resolutions:
-            add(self._stem(res))
-            size = self._down(res, self.stem_stride)
-            cins = {self.stem_width}
-            for stage in self.stages:
-                for depth_index in range(max(stage.depths)):
-                    stride = stage.stride if depth_index == 0 else 1
-                    in_choices = cins if depth_index == 0 else set(stage.widths)
-                    for cin, cout, k, e in product(sorted(in_choices), stage.widths, self.kernel_sizes, self.expand_ratios):
-                        if depth_index > 0 and cin != cout:
-                            continue
-                        add(LayerSpec("mbconv", cin, cout, size, k, e, stride, stage.act, stage.se))
-                    size = self._down(size, stride)
-                cins = set(stage.widths)
-            for cin in sorted(cins):
-                add(self._head(cin, size))
-        return list(found.values())
+        return list({spec.key: spec for _, _, spec in self.slots()}.values())
 
     # ---- sampling -------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:

@@ -121,11 +121,12 @@ def validate(
             len(archs) - len(todo), raw_m, cor_m, table.correction, str(report_path), str(plot_path),
             round(time.perf_counter() - start, 2),
         )
+        train_set = set(train.tolist())
         atomic_write_json(report_path, {
             **report.to_dict(),
             "table_meta": table.meta,
             "networks": [
-                {"arch": a.encoding, "split": "train" if i in set(train) else "held_out", "raw_ms": float(r),
+                {"arch": a.encoding, "split": "train" if i in train_set else "held_out", "raw_ms": float(r),
                  "corrected_ms": float(c), "measured_ms": float(m)}
                 for i, (a, r, c, m) in enumerate(zip(archs, raw, corrected, measured))
             ],
