@@ -113,3 +113,14 @@ def test_accuracy_predictor_learns_a_ranking():
     model = AccuracyPredictor(space).fit(archs[:300], target[:300])
     metrics = model.evaluate(archs[300:], target[300:])
     assert metrics["kendall_tau"] > 0.8 and metrics["rmse"] < 0.01
+
+
+def test_correction_never_has_a_non_positive_slope():
+    from edgenas.tables.correction import apply_correction, fit_correction
+
+    raw, units = [1.0, 2.0, 3.0, 4.0], [3, 4, 5, 6]
+    measured = [4.0, 3.0, 2.0, 1.5]  # noise that a free fit would read as "slower blocks, faster network"
+    c = fit_correction(raw, units, measured)
+    assert c["model"] == "proportional" and c["coef"][1] > 0
+    assert apply_correction(c, 2.0, 4) > apply_correction(c, 1.0, 4)
+    assert fit_correction(raw, units, [2.1, 4.0, 6.2, 7.9])["model"] == "linear"

@@ -66,12 +66,12 @@ class TableLatencyPredictor:
                 nxt = {}
                 for cin, (cost, widths, blocks) in states.items():
                     for w in stage.widths:
-                        first = min(((self._block[(res, s, True, cin, w, k, e)], (k, e))
+                        first = min(((self.scale * self._block[(res, s, True, cin, w, k, e)], (k, e))
                                      for k in space.kernel_sizes for e in space.expand_ratios))
-                        rest = min(((self._block[(res, s, False, w, w, k, e)], (k, e))
+                        rest = min(((self.scale * self._block[(res, s, False, w, w, k, e)], (k, e))
                                     for k in space.kernel_sizes for e in space.expand_ratios))
                         for d in stage.depths:
-                            c = cost + self.scale * (first[0] + (d - 1) * rest[0]) + d * self.per_unit
+                            c = cost + first[0] + (d - 1) * rest[0] + d * self.per_unit
                             if w not in nxt or c < nxt[w][0]:
                                 nxt[w] = (c, widths + (w,), blocks + ((first[1],) + (rest[1],) * (d - 1),))
                 states = nxt

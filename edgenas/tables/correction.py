@@ -20,7 +20,13 @@ def fit_correction(raw_ms, units, measured_ms) -> dict:
     """Least squares on relative error (rows weighted by 1/measured), because budgets are met in percent."""
     x, y = _design(raw_ms, units), np.asarray(measured_ms, float)
     coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
-    return {"model": "linear", "features": list(FEATURES), "coef": [float(c) for c in coef], "fit_samples": int(len(y))}
+    model = "linear"
+    if coef[1] <= 0:
+        # Latency must grow with the blocks' latency; on a few noisy samples the free fit can say
+        # otherwise, and a search would then prefer slower blocks. Keep only the proportional term.
+        r = np.asarray(raw_ms, float) / y
+        coef, model = np.array([0.0, float(r.sum() / (r * r).sum()), 0.0]), "proportional"
+    return {"model": model, "features": list(FEATURES), "coef": [float(c) for c in coef], "fit_samples": int(len(y))}
 
 
 def apply_correction(correction: dict, raw_ms: float, units: int) -> float:
