@@ -200,10 +200,13 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
 @click.option("--generations", type=click.IntRange(min=1), default=EvolutionConfig.generations, show_default=True)
 @click.option("--subnets", type=click.IntRange(min=10), default=200, show_default=True,
               help="Sub-networks evaluated to train the accuracy predictor (cached in the run directory).")
+@click.option("--margin-pct", type=float, default=None,
+              help="Guard band: search up to budget / (1 + margin). [default: the table's 95th-percentile overrun "
+                   "on held-out networks, from `edgenas validate`]")
 @click.option("--no-measure", is_flag=True, help="Skip measuring the best network end to end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_params, seed, population, parent_ratio,
-               mutation_ratio, mutate_prob, generations, subnets, no_measure, as_json):
+               mutation_ratio, mutate_prob, generations, subnets, margin_pct, no_measure, as_json):
     """Find the most accurate network within a latency budget on a target."""
     from edgenas.paths import tables_dir
     from edgenas.search.search import search
@@ -215,14 +218,15 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
     tgt = get_target(target)
     out = out or Path(run_dir) / f"search-{tgt.name}-{backend}-{budget_ms:g}ms"
     r = search(run_dir, tgt, backend, budget_ms, tables or tables_dir(), out, config=cfg, subnets=subnets,
-               max_params=max_params, threads=threads, measure=not no_measure).to_dict()
+               max_params=max_params, threads=threads, measure=not no_measure, margin_pct=margin_pct).to_dict()
     if as_json:
         return _print_json(r)
     measured = "not measured" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.4f} ms measured"
     click.echo(f"best {r['encoding']}\n  latency {r['predicted_latency_ms']:.4f} ms predicted, {measured} "
-               f"(budget {r['budget_ms']:g} ms)\n  validation accuracy {r['val_accuracy']:.4f} "
-               f"(predicted {r['predicted_accuracy']:.4f}), {r['params']} parameters\n  {r['evaluated']} candidates in "
-               f"{r['seconds']:.1f} s; outputs in {r['out_dir']}")
+               f"(budget {r['budget_ms']:g} ms, searched to {r['search_budget_ms']:.4f} ms with a {r['margin_pct']:.1f}% "
+               f"guard band)\n  validation accuracy {r['val_accuracy']:.4f} (predicted {r['predicted_accuracy']:.4f}), "
+               f"{r['params']} parameters\n  {r['evaluated']} candidates ({r['unique']} distinct) in {r['search_seconds']:.2f} s; "
+               f"{r['seconds']:.1f} s in all; outputs in {r['out_dir']}")
 
 
 def main(argv=None) -> None:

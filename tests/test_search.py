@@ -35,8 +35,12 @@ def test_search_respects_budget_and_writes_outputs(setup, tmp_path):
     r = json.loads(search(setup, budget, "--out", tmp_path / "s", "--json", check=0).stdout)
     for key in ("budget_ms", "predicted_latency_ms", "measured_latency_ms", "val_accuracy", "evaluated", "seconds", "arch"):
         assert key in r
-    assert r["predicted_latency_ms"] <= budget and r["measured_latency_ms"] > 0 and 0.1 < r["val_accuracy"] <= 1
-    assert r["evaluated"] == 20 + 20 * 15
+    assert r["predicted_latency_ms"] <= r["search_budget_ms"] <= budget and r["measured_latency_ms"] > 0
+    assert 0.1 < r["val_accuracy"] <= 1 and r["within_budget"] == (r["measured_latency_ms"] <= budget)
+    overrun = predictor.table.correction["held_out"]["overrun_p95_pct"]  # the guard band comes from validate
+    assert r["margin_pct"] == pytest.approx(max(0.0, overrun))
+    assert r["search_budget_ms"] == pytest.approx(budget / (1 + r["margin_pct"] / 100))
+    assert r["evaluated"] == 20 + 20 * 15 and r["unique"] <= r["evaluated"]
     best = json.loads((tmp_path / "s" / "best.json").read_text())
     assert best["encoding"] == r["encoding"] and best["table_correction"]["coef"]
     rows = (tmp_path / "s" / "pareto.csv").read_text().splitlines()
@@ -44,6 +48,18 @@ def test_search_respects_budget_and_writes_outputs(setup, tmp_path):
     assert all(float(row.split(",")[0]) <= budget for row in rows[1:])
     assert (tmp_path / "s" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "generation 20" in (tmp_path / "s" / "search.log").read_text()
+
+
+def test_guard_band_option_and_its_floor(setup, tmp_path):
+    fastest = setup[2].fastest()[0]
+    r = json.loads(search(setup, fastest * 2, "--margin-pct", 25, "--no-measure", "--json", check=0).stdout)
+    assert r["margin_pct"] == 25 and r["search_budget_ms"] == pytest.approx(fastest * 2 / 1.25)
+    assert r["predicted_latency_ms"] <= r["search_budget_ms"]
+    # a budget inside the guard band of the fastest network: searched up to the fastest, with a warning
+    proc = search(setup, fastest * 1.05, "--margin-pct", 10, "--no-measure", "--json", check=0)
+    r = json.loads(proc.stdout)
+    assert r["search_budget_ms"] == pytest.approx(fastest) and "error margin" in proc.stderr
+    assert_one_line_error(search(setup, fastest * 2, "--margin-pct", -1), "--margin-pct")
 
 
 def test_fixed_seed_is_reproducible(setup, tmp_path):

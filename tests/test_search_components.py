@@ -75,8 +75,22 @@ def test_search_respects_budget_and_beats_the_fastest(predictor):
     assert result.best.latency_ms <= budget
     assert all(c.latency_ms <= budget for c in result.pareto)
     assert result.best.accuracy > proxy_accuracy([predictor.fastest()[1]])[0]
-    assert result.evaluated == 20 + 30 * (20 - 5)
+    assert result.evaluated == 20 + 30 * (20 - 5) and 20 <= result.unique <= result.evaluated
     assert result.history == sorted(result.history)  # elitism: the best never gets worse
+
+
+def test_evolution_beats_random_search_at_equal_cost(predictor):
+    lat = sorted(predictor(a) for a in all_archs(SPACE))
+    wins = 0
+    for q in (0.2, 0.4, 0.6):
+        budget = lat[int(len(lat) * q)]
+        evo = finder(predictor, seed=1, generations=10).run(budget)
+        rnd = finder(predictor, seed=1).random_search(budget, evo.evaluated)
+        assert rnd.evaluated == evo.evaluated and rnd.best.latency_ms <= budget
+        assert all(c.latency_ms <= budget for c in rnd.pareto)
+        assert evo.best.accuracy >= rnd.best.accuracy
+        wins += evo.best.accuracy > rnd.best.accuracy
+    assert wins >= 1
 
 
 def test_same_seed_same_result(predictor):

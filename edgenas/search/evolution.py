@@ -29,7 +29,8 @@ class Candidate:
 class SearchResult:
     best: Candidate
     budget_ms: float
-    evaluated: int
+    evaluated: int  # candidates scored, repeats included
+    unique: int  # distinct networks the accuracy predictor scored
     seconds: float
     history: list = field(default_factory=list)  # best accuracy per generation
     pareto: list = field(default_factory=list)  # non-dominated candidates seen, fastest first
@@ -106,23 +107,25 @@ class EvolutionFinder:
         return arch if self.latency(arch) <= budget else None
 
     # ---- search --------------------------------------------------------------------------------
+    def _scorer(self, budget_ms: float):
+        """`score(archs)` and `random()` for one search; each distinct network is predicted once."""
+        seen: dict[Arch, Candidate] = {}
+
+        def score(archs: list[Arch]) -> list[Candidate]:
+            fresh = [a for a in dict.fromkeys(archs) if a not in seen]
+            if fresh:
+                for a, acc in zip(fresh, self.accuracy(fresh)):
+                    seen[a] = Candidate(a, self.latency(a), float(acc))
+            return [seen[a] for a in archs]
+
+        return seen, score, lambda arch: self.shrink_to_fit(arch, budget_ms) or self.fastest_arch
+
     def run(self, budget_ms: float) -> SearchResult:
         check_budget(budget_ms, self.fastest_ms, self.fastest_arch)
         start, cfg = time.perf_counter(), self.cfg
         n_parents = max(1, int(round(cfg.population * cfg.parent_ratio)))
         n_mutate = int(round(cfg.population * cfg.mutation_ratio))
-        seen: dict[str, Candidate] = {}
-
-        def score(archs: list[Arch]) -> list[Candidate]:
-            fresh = [a for a in dict.fromkeys(archs) if a.encoding not in seen]
-            if fresh:
-                for a, acc in zip(fresh, self.accuracy(fresh)):
-                    seen[a.encoding] = Candidate(a, self.latency(a), float(acc))
-            return [seen[a.encoding] for a in archs]
-
-        def feasible(arch: Arch) -> Arch:
-            return self.shrink_to_fit(arch, budget_ms) or self.fastest_arch
-
+        seen, score, feasible = self._scorer(budget_ms)
         population = score([feasible(self._random()) for _ in range(cfg.population)])
         history = []
         evaluated = len(population)
@@ -138,7 +141,19 @@ class EvolutionFinder:
             population = parents + score(children)
             history.append(max(c.accuracy for c in population))
         best = max(population, key=lambda c: (c.accuracy, -c.latency_ms))
-        return SearchResult(best, budget_ms, evaluated, time.perf_counter() - start, history, pareto_front(seen.values()))
+        return SearchResult(best, budget_ms, evaluated, len(seen), time.perf_counter() - start, history,
+                            pareto_front(seen.values()))
+
+    def random_search(self, budget_ms: float, candidates: int) -> SearchResult:
+        """The baseline evolution must beat: as many random networks, made to fit the same way, scored in batches."""
+        check_budget(budget_ms, self.fastest_ms, self.fastest_arch)
+        start = time.perf_counter()
+        seen, score, feasible = self._scorer(budget_ms)
+        best = None
+        for i in range(0, candidates, self.cfg.population):
+            batch = score([feasible(self._random()) for _ in range(min(self.cfg.population, candidates - i))])
+            best = max(batch + ([best] if best else []), key=lambda c: (c.accuracy, -c.latency_ms))
+        return SearchResult(best, budget_ms, candidates, len(seen), time.perf_counter() - start, [], pareto_front(seen.values()))
 
 
 def pareto_front(candidates) -> list[Candidate]:

@@ -39,14 +39,18 @@ SUBNET_SAMPLES = "subnet_accuracy.json"
 @dataclass(frozen=True)
 class SearchReport:
     budget_ms: float
+    search_budget_ms: float  # the budget less the guard band
+    margin_pct: float
     predicted_latency_ms: float
     measured_latency_ms: float | None
     within_budget: bool | None
     val_accuracy: float
     predicted_accuracy: float
     params: int
-    evaluated: int
-    seconds: float
+    evaluated: int  # candidates scored (a repeat is looked up, not predicted again)
+    unique: int  # distinct networks the accuracy predictor scored
+    search_seconds: float  # the evolution alone
+    seconds: float  # everything, sub-network evaluation and measurement included
     arch: dict
     encoding: str
     fastest_ms: float
@@ -73,15 +77,15 @@ def run_split(run: dict, run_dir: Path):
 
 
 def subnet_accuracies(run_dir: Path, evaluator: SubnetEvaluator, space: SearchSpace, n: int, seed: int, epoch: int) -> dict:
-    """Validation accuracy of `n` random sub-networks, cached in the run directory (resumable)."""
+    """Validation accuracy of `n` random sub-networks spread over sizes, cached in the run directory (resumable)."""
     path = Path(run_dir) / SUBNET_SAMPLES
     key = {"checkpoint_epoch": epoch, "seed": seed}
     cache = read_json(path) if path.exists() else {}
     samples = cache.get("samples", {}) if cache.get("key") == key else {}
     rng = random.Random(seed)
     archs = [space.largest(), space.smallest()]
-    while len({a.encoding for a in archs}) < n:
-        archs.append(space.sample(rng))
+    while len({a.encoding for a in archs}) < n:  # half uniform, half leaning toward either end by a random amount
+        archs.append(space.sample(rng, lean=rng.uniform(-1, 1) if len(archs) % 2 else 0.0))
     archs = list({a.encoding: a for a in archs}.values())
     todo = [a for a in archs if a.encoding not in samples]
     try:
@@ -95,58 +99,101 @@ def subnet_accuracies(run_dir: Path, evaluator: SubnetEvaluator, space: SearchSp
     return {a.encoding: (a, samples[a.encoding]["val_accuracy"]) for a in archs}
 
 
-def search(run_dir: Path, target: Target, backend: str, budget_ms: float, tables_dir: Path, out_dir: Path, *,
-           config: EvolutionConfig = EvolutionConfig(), subnets: int = 200, max_params: int | None = None,
-           threads: int | None = None, measure: bool = True) -> SearchReport:
-    start = time.perf_counter()
-    supernet, run = load_supernet(run_dir)
-    space = supernet.space
-    threads = threads or target.thread_count()
-    path = table_path(tables_dir, target, backend, space)
-    if not path.exists():
-        raise BadInput(f"no latency table at {path}; run `edgenas profile --target {target.name} --backend {backend}` first")
-    table = LatencyTable.open(path, identity(target, backend, space, threads), target)
-    if not table.correction:
-        warn(f"{path} has no correction yet: predictions are raw sums of blocks; run `edgenas validate` to fit one")
-    latency = TableLatencyPredictor(table, space)
-    fastest_ms, fastest = latency.fastest()
-    check_budget(budget_ms, fastest_ms, fastest)  # before any costly step
+class Searcher:
+    """The budget-independent part of a search, set up once: table, supernet, split and accuracy predictor.
 
-    split = run_split(run, Path(run_dir))
-    evaluator = SubnetEvaluator(supernet, split)
-    samples = list(subnet_accuracies(Path(run_dir), evaluator, space, subnets, config.seed, run["epochs_done"]).values())
-    cut = int(len(samples) * 0.8)
-    predictor = AccuracyPredictor(space).fit([a for a, _ in samples[:cut]], [acc for _, acc in samples[:cut]], config.seed)
-    predictor_metrics = {**predictor.evaluate([a for a, _ in samples[cut:]], [acc for _, acc in samples[cut:]]),
-                         "trained_on": cut}
-    predictor.fit([a for a, _ in samples], [acc for _, acc in samples], config.seed)  # all of them for the search
+    Opening it is cheap and checks the table, so a hopeless budget fails before the costly
+    `fit_accuracy` evaluates sub-networks. The benchmark runs many budgets on one Searcher.
+    """
 
-    limit = latency
-    if max_params is not None:
-        if params(space, fastest) > max_params:
-            raise BadInput(f"--max-params {max_params}: the fastest network alone has {params(space, fastest)} parameters")
-        limit = lambda a: latency(a) if params(space, a) <= max_params else float("inf")  # noqa: E731
-    result = EvolutionFinder(space, limit, predictor, (fastest_ms, fastest), config).run(budget_ms)
-    best = result.best.arch
-    val_acc = evaluator(best)
-    measured = None
-    if measure:
-        net = evaluator.network(best)
-        shape = (1, space.in_channels, best.resolution, best.resolution)
-        b = make_backend(backend, target, MeasureConfig.for_backend(backend), threads)
+    def __init__(self, run_dir: Path, target: Target, backend: str, tables_dir: Path, threads: int | None = None,
+                 margin_pct: float | None = None):
+        self.run_dir, self.target, self.backend = Path(run_dir), target, backend
+        self.supernet, self.run = load_supernet(run_dir)
+        self.space = space = self.supernet.space
+        self.threads = threads or target.thread_count()
+        self.path = path = table_path(tables_dir, target, backend, space)
+        if not path.exists():
+            raise BadInput(f"no latency table at {path}; run `edgenas profile --target {target.name} --backend {backend}` first")
+        self.table = LatencyTable.open(path, identity(target, backend, space, self.threads), target)
+        held_out = (self.table.correction or {}).get("held_out", {})
+        if not self.table.correction:
+            warn(f"{path} has no correction yet: predictions are raw sums of blocks; run `edgenas validate` to fit one")
+        elif margin_pct is None and "overrun_p95_pct" not in held_out:
+            warn(f"{path}: its validation predates the guard band; run `edgenas validate` again (it reuses its measurements)")
+        if margin_pct is not None and margin_pct < 0:
+            raise BadInput(f"--margin-pct must be zero or positive, not {margin_pct}")
+        self.margin_pct = max(0.0, held_out.get("overrun_p95_pct", 0.0)) if margin_pct is None else margin_pct
+        self.latency = TableLatencyPredictor(self.table, space)
+        self.fastest_ms, self.fastest = self.latency.fastest()
+        self.evaluator = self.predictor = self.predictor_metrics = None
+
+    def search_budget(self, budget_ms: float) -> float:
+        """The budget the evolution works to: the user's, less the table's 95th-percentile overrun.
+
+        Winners sit at the budget's edge, so without a guard band about half of them would measure over it.
+        """
+        check_budget(budget_ms, self.fastest_ms, self.fastest)
+        guarded = budget_ms / (1 + self.margin_pct / 100)
+        if guarded < self.fastest_ms:
+            warn(f"--budget-ms {budget_ms:g} is within the table's {self.margin_pct:.1f}% error margin of the fastest network "
+                 f"({self.fastest_ms:.4f} ms): searching up to {self.fastest_ms:.4f} ms, the measured latency may exceed the budget")
+            return self.fastest_ms
+        return guarded
+
+    def fit_accuracy(self, subnets: int = 200, seed: int = 0) -> dict:
+        """Evaluates `subnets` sub-networks (cached) and fits the predictor; returns its held-out metrics."""
+        self.evaluator = SubnetEvaluator(self.supernet, run_split(self.run, self.run_dir))
+        samples = list(subnet_accuracies(self.run_dir, self.evaluator, self.space, subnets, seed, self.run["epochs_done"]).values())
+        archs, accs = [a for a, _ in samples], [acc for _, acc in samples]
+        cut = int(len(samples) * 0.8)
+        held_out = AccuracyPredictor(self.space).fit(archs[:cut], accs[:cut], seed).evaluate(archs[cut:], accs[cut:])
+        self.predictor_metrics = {**held_out, "trained_on": cut}
+        self.predictor = AccuracyPredictor(self.space).fit(archs, accs, seed)  # all of them for the search
+        return self.predictor_metrics
+
+    def finder(self, config: EvolutionConfig, max_params: int | None = None) -> EvolutionFinder:
+        limit = self.latency
+        if max_params is not None:
+            space, fastest = self.space, self.fastest
+            if params(space, fastest) > max_params:
+                raise BadInput(f"--max-params {max_params}: the fastest network alone has {params(space, fastest)} parameters")
+            limit = lambda a: self.latency(a) if params(space, a) <= max_params else float("inf")  # noqa: E731
+        return EvolutionFinder(self.space, limit, self.predictor, (self.fastest_ms, self.fastest), config)
+
+    def measure_latency(self, arch: Arch) -> float:
+        """End-to-end latency of the extracted sub-network on the backend, the table's statistic."""
+        net = self.evaluator.network(arch)
+        shape = (1, self.space.in_channels, arch.resolution, arch.resolution)
+        b = make_backend(self.backend, self.target, MeasureConfig.for_backend(self.backend), self.threads)
         try:
-            measured = getattr(b.measure(to_onnx(net, shape), shape), STATISTIC)
+            return getattr(b.measure(to_onnx(net, shape), shape), STATISTIC)
         finally:
             b.close()
-        if measured > budget_ms:
-            warn(f"the best network measured {measured:.4f} ms on {target.name}/{backend}, over the {budget_ms:g} ms budget "
-                 f"(predicted {result.best.latency_ms:.4f} ms)")
+
+
+def search(run_dir: Path, target: Target, backend: str, budget_ms: float, tables_dir: Path, out_dir: Path, *,
+           config: EvolutionConfig = EvolutionConfig(), subnets: int = 200, max_params: int | None = None,
+           threads: int | None = None, measure: bool = True, margin_pct: float | None = None) -> SearchReport:
+    start = time.perf_counter()
+    s = Searcher(run_dir, target, backend, tables_dir, threads, margin_pct)
+    search_budget = s.search_budget(budget_ms)  # before any costly step
+    s.fit_accuracy(subnets, config.seed)
+    finder = s.finder(config, max_params)
+    result = finder.run(search_budget)
+    best = result.best.arch
+    val_acc = s.evaluator(best)
+    measured = s.measure_latency(best) if measure else None
+    if measured is not None and measured > budget_ms:
+        warn(f"the best network measured {measured:.4f} ms on {target.name}/{backend}, over the {budget_ms:g} ms budget "
+             f"(predicted {result.best.latency_ms:.4f} ms)")
     report = SearchReport(
-        budget_ms, result.best.latency_ms, measured, None if measured is None else measured <= budget_ms, val_acc,
-        result.best.accuracy, params(space, best), result.evaluated, round(time.perf_counter() - start, 2), best.to_dict(),
-        best.encoding, fastest_ms, predictor_metrics, str(path), str(run_dir), str(out_dir),
+        budget_ms, search_budget, s.margin_pct, result.best.latency_ms, measured,
+        None if measured is None else measured <= budget_ms, val_acc, result.best.accuracy, params(s.space, best),
+        result.evaluated, result.unique, round(result.seconds, 3), round(time.perf_counter() - start, 2), best.to_dict(),
+        best.encoding, s.fastest_ms, s.predictor_metrics, str(s.path), str(run_dir), str(out_dir),
     )
-    _write_outputs(Path(out_dir), report, result, config, table, run)
+    _write_outputs(Path(out_dir), report, result, config, s.table, s.run)
     return report
 
 
@@ -163,11 +210,13 @@ def _write_outputs(out: Path, report: SearchReport, result, config: EvolutionCon
         for c in result.pareto:
             w.writerow([f"{c.latency_ms:.6f}", f"{c.accuracy:.6f}", c.arch.encoding])
         atomic_write_bytes(out / "pareto.csv", buf.getvalue().encode())
-        log = [f"{now()} search budget {report.budget_ms} ms, evolution {json.dumps(config.to_dict())}",
+        log = [f"{now()} budget {report.budget_ms} ms, searched to {report.search_budget_ms:.5f} ms (guard band "
+               f"{report.margin_pct:.2f}%), evolution {json.dumps(config.to_dict())}",
                f"accuracy predictor on held-out sub-networks: {json.dumps(report.predictor)}"]
         log += [f"generation {i + 1}: best predicted accuracy {acc:.5f}" for i, acc in enumerate(result.history)]
         log.append(f"best {report.encoding}: predicted {report.predicted_latency_ms:.4f} ms, measured "
-                   f"{report.measured_latency_ms} ms, val accuracy {report.val_accuracy:.4f}, {report.evaluated} candidates")
+                   f"{report.measured_latency_ms} ms, val accuracy {report.val_accuracy:.4f}, {report.evaluated} candidates "
+                   f"({report.unique} distinct) in {report.search_seconds:.2f} s")
         atomic_write_bytes(out / "search.log", ("\n".join(log) + "\n").encode())
         _plot(out / "pareto.png", result, report)
 
@@ -176,6 +225,8 @@ def _plot(path: Path, result, report: SearchReport) -> None:
     fig, ax = new_figure(figsize=(6, 4.2), dpi=120)
     ax.plot([c.latency_ms for c in result.pareto], [c.accuracy for c in result.pareto], "o-", ms=3, label="Pareto front (predicted)")
     ax.axvline(report.budget_ms, color="tab:red", ls="--", label=f"budget {report.budget_ms:g} ms")
+    if report.search_budget_ms < report.budget_ms:
+        ax.axvline(report.search_budget_ms, color="tab:red", ls=":", lw=1, label=f"guard band {report.margin_pct:.1f}%")
     ax.scatter([report.predicted_latency_ms], [report.predicted_accuracy], color="tab:green", zorder=3, label="chosen (predicted)")
     if report.measured_latency_ms is not None:
         ax.scatter([report.measured_latency_ms], [report.val_accuracy], marker="x", color="k", zorder=3, label="chosen (measured)")

@@ -190,12 +190,19 @@ class SearchSpace:
         return list({spec.key: spec for _, _, spec in self.slots()}.values())
 
     # ---- sampling -------------------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Arch:
+    def sample(self, rng: random.Random, lean: float = 0.0) -> Arch:
+        """A random network. With `lean` in [-1, 1], each choice is the smallest (< 0) or largest (> 0) option with
+        probability |lean|: uniform draws seldom reach the ends of the latency range, where predictors need samples too."""
+        pick = max if lean > 0 else min
+
+        def choose(options):
+            return pick(options) if lean and rng.random() < abs(lean) else rng.choice(options)
+
         return Arch(
-            resolution=rng.choice(self.resolutions),
-            widths=tuple(rng.choice(s.widths) for s in self.stages),
+            resolution=choose(self.resolutions),
+            widths=tuple(choose(s.widths) for s in self.stages),
             blocks=tuple(
-                tuple((rng.choice(self.kernel_sizes), rng.choice(self.expand_ratios)) for _ in range(rng.choice(s.depths)))
+                tuple((choose(self.kernel_sizes), choose(self.expand_ratios)) for _ in range(choose(s.depths)))
                 for s in self.stages
             ),
         )

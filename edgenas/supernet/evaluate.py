@@ -48,14 +48,14 @@ class SubnetEvaluator:
     def inputs(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
         if resolution not in self._inputs:
             s = self.split
-            self._inputs[resolution] = (to_input(s.train_x[: self.n_cal], s.normalization, resolution),
-                                        to_input(s.val_x, s.normalization, resolution))
+            self._inputs[resolution] = tuple(to_input(x, s.normalization, resolution).contiguous(memory_format=torch.channels_last)
+                                             for x in (s.train_x[: self.n_cal], s.val_x))
         return self._inputs[resolution]
 
     def network(self, arch: Arch) -> nn.Module:
         """The standalone sub-network with inherited weights and recalibrated BatchNorm."""
         cal, _ = self.inputs(arch.resolution)
-        return recalibrate_bn(self.supernet.extract(arch), cal)
+        return recalibrate_bn(self.supernet.extract(arch).to(memory_format=torch.channels_last), cal)
 
     def __call__(self, arch: Arch) -> float:
         _, val = self.inputs(arch.resolution)

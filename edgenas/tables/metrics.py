@@ -18,4 +18,6 @@ def prediction_metrics(predicted, measured) -> dict:
         "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
         "kendall_tau": float(tau),
         "mean_bias_pct": float(np.mean(rel) * 100),
+        # how far the measured latency runs over the prediction in 95% of networks: the search's guard band
+        "overrun_p95_pct": float(np.percentile((m - p) / p, 95) * 100),
     }
