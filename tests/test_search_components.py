@@ -79,18 +79,26 @@ def test_search_respects_budget_and_beats_the_fastest(predictor):
     assert result.history == sorted(result.history)  # elitism: the best never gets worse
 
 
-def test_evolution_beats_random_search_at_equal_cost(predictor):
-    lat = sorted(predictor(a) for a in all_archs(SPACE))
-    wins = 0
-    for q in (0.2, 0.4, 0.6):
-        budget = lat[int(len(lat) * q)]
-        evo = finder(predictor, seed=1, generations=10).run(budget)
-        rnd = finder(predictor, seed=1).random_search(budget, evo.evaluated)
+def test_evolution_beats_random_search_at_equal_cost():
+    """On the digits space and the shipped (measured, committed) host table, so the outcome does not hang on
+    this machine's timing; the tiny space is small enough for random search to stumble on its optimum."""
+    from edgenas.paths import ROOT
+    from edgenas.space.blocks import layer_params
+    from edgenas.tables.latency_table import LatencyTable
+
+    space = get_space("digits")
+    latency = TableLatencyPredictor(LatencyTable.load(ROOT / "latency_tables" / "host" / "ort.json"), space)
+    log_params = lambda archs: [np.log(sum(layer_params(u) for u in space.layers(a))) for a in archs]  # noqa: E731
+    lo, hi = latency.fastest()[0], latency(space.largest())
+    for seed, q in enumerate((0.25, 0.5, 0.75)):
+        budget = lo + q * (hi - lo)
+        make = lambda: EvolutionFinder(space, latency, log_params, latency.fastest(),  # noqa: E731
+                                       EvolutionConfig(population=20, generations=30, seed=seed))
+        evo = make().run(budget)
+        rnd = make().random_search(budget, evo.evaluated)
         assert rnd.evaluated == evo.evaluated and rnd.best.latency_ms <= budget
         assert all(c.latency_ms <= budget for c in rnd.pareto)
-        assert evo.best.accuracy >= rnd.best.accuracy
-        wins += evo.best.accuracy > rnd.best.accuracy
-    assert wins >= 1
+        assert evo.best.accuracy > rnd.best.accuracy
 
 
 def test_same_seed_same_result(predictor):
