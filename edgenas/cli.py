@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from edgenas.cli_deploy import COMMANDS
 from edgenas.errors import EdgenasError
 from edgenas.measure.timing import MeasureConfig
 from edgenas.search.evolution_config import EvolutionConfig
@@ -227,6 +228,10 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
                f"guard band)\n  validation accuracy {r['val_accuracy']:.4f} (predicted {r['predicted_accuracy']:.4f}), "
                f"{r['params']} parameters\n  {r['evaluated']} candidates ({r['unique']} distinct) in {r['search_seconds']:.2f} s; "
                f"{r['seconds']:.1f} s in all; outputs in {r['out_dir']}")
+
+
+for _cmd in COMMANDS:
+    cli.add_command(_cmd)
 
 
 def main(argv=None) -> None:

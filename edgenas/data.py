@@ -187,6 +187,20 @@ def split(data: Dataset, val_fraction: float = 0.2, seed: int = 0) -> Split:
     return Split(data.x[tr], data.y[tr], data.x[va], data.y[va], data.classes, norm, data.source, data.fingerprint, seed)
 
 
+def data_record(s: Split, spec: str | None, resize: int | None, val_fraction: float) -> dict:
+    """Everything needed to rebuild `s` later, stored with every result that was measured on it."""
+    return {**s.describe(), "spec": spec or DEFAULT_DATA, "resize": resize, "val_fraction": val_fraction}
+
+
+def load_split(record: dict, where: str) -> Split:
+    """The split a `data_record` describes; refuses data that changed since (`where` names the record's file)."""
+    s = split(load_dataset(record["spec"], record.get("resize")), record["val_fraction"], record["seed"])
+    if s.fingerprint != record["fingerprint"]:
+        raise BadInput(f"{where}: the data at '{record['spec']}' changed since it was recorded (fingerprint "
+                       f"{s.fingerprint}, recorded {record['fingerprint']})")
+    return s
+
+
 def to_input(x_uint8, norm: Normalization, resolution: int | None = None):
     """uint8 images -> the normalised float tensor a network takes, resized to `resolution` if needed.
 

@@ -46,6 +46,18 @@ def tables(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real ORT table of the tiny space (profiled and validated) and a supernet trained on a slice of the digits."""
+    root = tmp_path_factory.mktemp("tiny")
+    tables, run = root / "tables", root / "run"
+    common = ("--space", TINY_SPACE, "--backend", "ort", "--tables", tables, *FAST)
+    run_cli("profile", *common, check=0)
+    run_cli("validate", *common, "--samples", 12, check=0)
+    run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.005, "--epochs", 2, "--out", run, check=0)
+    return tables, run
+
+
+@pytest.fixture(scope="session")
 def rpc_tracker():
     """A real TVM RPC tracker and server on loopback; yields (tracker "host:port", key)."""
     from tvm import rpc

@@ -5,20 +5,15 @@ import time
 
 import pytest
 
-from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli
+from conftest import TINY_SPACE, assert_one_line_error, run_cli
 from edgenas.search.latency_predictor import TableLatencyPredictor
 from edgenas.space import get_space
 from edgenas.tables.latency_table import LatencyTable
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    tables, run = root / "tables", root / "run"
-    common = ("--space", TINY_SPACE, "--backend", "ort", "--tables", tables, *FAST)
-    run_cli("profile", *common, check=0)
-    run_cli("validate", *common, "--samples", 12, check=0)
-    run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.005, "--epochs", 2, "--out", run, check=0)
+def setup(tiny_run):
+    tables, run = tiny_run
     predictor = TableLatencyPredictor(LatencyTable.load(tables / "host" / "tiny" / "ort.json"), get_space(TINY_SPACE))
     return tables, run, predictor
 

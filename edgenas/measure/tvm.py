@@ -6,7 +6,6 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +16,12 @@ from edgenas.measure.timing import MeasureConfig, Measurement
 from edgenas.targets import Target
 
 
-def import_onnx(onnx_model: bytes):
-    """The Relax module of an ONNX graph, with its weights bound as constants."""
-    import onnx
-    from tvm.relax.frontend.onnx import from_onnx
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Renaming name input.1 to input_1" and the like
-        return from_onnx(onnx.load_from_string(onnx_model), keep_params_in_input=False)
-
-
 def compile_onnx(onnx_model: bytes, target: Target):
     import tvm
 
-    return tvm.compile(import_onnx(onnx_model), target=target.tvm)
+    from edgenas.compile.frontend import to_relax
+
+    return tvm.compile(to_relax(onnx_model, "ONNX graph")[0], target=target.tvm)
 
 
 def export_library(executable, path: Path, target: Target) -> Path:
@@ -47,6 +38,38 @@ def export_library(executable, path: Path, target: Target) -> Path:
     else:
         executable.export_library(str(path))
     return path
+
+
+def device(target: Target, session=None):
+    """The target's device, here or on the board behind `session`."""
+    import tvm
+
+    api = session if session is not None else tvm
+    return api.cuda(0) if target.device == "cuda" else api.cpu(0)
+
+
+def load_remote(session, path: Path, rpc: RPCSettings):
+    """Upload a library to the board and load it there."""
+    try:
+        session.upload(str(path))
+        return session.load_module(Path(path).name)
+    except Exception as e:  # the RPC layer raises TVMError, OSError or RuntimeError
+        raise EdgenasError(f"the board at {rpc.tracker} (key '{rpc.key}') failed to load {Path(path).name}: {e}") from None
+
+
+def time_main(lib, dev, input_shape: tuple[int, ...], cfg: MeasureConfig, dtype: str = "float32") -> Measurement:
+    """Latency of the library's `main` on a random input, with TVM's own timer on the device."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(lib, dev)
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype(dtype), dev)
+    vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=math.ceil(cfg.warmup_ms))(x)
+    timer = vm.time_evaluator(
+        "main", dev, number=1, repeat=cfg.repeat, min_repeat_ms=math.ceil(cfg.min_repeat_ms),
+        cooldown_interval_ms=math.ceil(cfg.cooldown_ms), repeats_to_cooldown=1,
+    )
+    return Measurement.from_samples([r * 1e3 for r in timer(x).results])
 
 
 class TvmBackend:
@@ -66,35 +89,22 @@ class TvmBackend:
         self._count = 0
 
     def _load(self, executable):
-        import tvm
-
         if self.session is None:
-            return executable, tvm.cuda(0) if self.target.device == "cuda" else tvm.cpu(0)
+            return executable, device(self.target)
         self._count += 1
-        name = f"block{self._count}.so"
-        export_library(executable, Path(self._tmp.name) / name, self.target)
-        try:
-            self.session.upload(str(Path(self._tmp.name) / name))
-            lib = self.session.load_module(name)
-        except Exception as e:  # the RPC layer raises TVMError, OSError or RuntimeError
-            raise EdgenasError(f"the board at {self.rpc.tracker} (key '{self.rpc.key}') failed to load a module: {e}") from None
-        dev = self.session.cuda(0) if self.target.device == "cuda" else self.session.cpu(0)
-        return lib, dev
+        path = export_library(executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
+        return load_remote(self.session, path, self.rpc), device(self.target, self.session)
 
     def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
-        import tvm
-        from tvm import relax
-
         lib, dev = self._load(compile_onnx(onnx_model, self.target))
-        vm = relax.VirtualMachine(lib, dev)
-        x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32), dev)
-        vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=math.ceil(self.cfg.warmup_ms))(x)
-        timer = vm.time_evaluator(
-            "main", dev, number=1, repeat=self.cfg.repeat, min_repeat_ms=math.ceil(self.cfg.min_repeat_ms),
-            cooldown_interval_ms=math.ceil(self.cfg.cooldown_ms), repeats_to_cooldown=1,
-        )
-        res = timer(x)
-        return Measurement.from_samples([r * 1e3 for r in res.results])
+        return time_main(lib, dev, input_shape, self.cfg)
+
+    def measure_library(self, path: Path, input_shape: tuple[int, ...], dtype: str = "float32") -> Measurement:
+        """Latency of an exported library (an artifact's), loaded here or uploaded to the board."""
+        import tvm
+
+        lib = load_remote(self.session, path, self.rpc) if self.session else tvm.runtime.load_module(str(path))
+        return time_main(lib, device(self.target, self.session), input_shape, self.cfg, dtype)
 
     def describe(self) -> dict:
         import tvm

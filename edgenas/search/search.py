@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgenas.data import load_dataset, split as split_data
+from edgenas.data import load_split
 from edgenas.errors import BadInput, Interrupted, warn
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
 from edgenas.measure.backends import make_backend
@@ -69,11 +69,7 @@ def params(space: SearchSpace, arch: Arch) -> int:
 
 def run_split(run: dict, run_dir: Path):
     """The same training/validation split the supernet was trained on; refuses data that changed since."""
-    d, cfg = run["data"], run["config"]
-    s = split_data(load_dataset(d["spec"], d.get("resize")), cfg["val_fraction"], cfg["seed"])
-    if s.fingerprint != d["fingerprint"]:
-        raise BadInput(f"{run_dir}: the data at '{d['spec']}' changed since this supernet was trained; train again")
-    return s
+    return load_split({**run["data"], "val_fraction": run["config"]["val_fraction"]}, f"{run_dir}/run.json")
 
 
 def subnet_accuracies(run_dir: Path, evaluator: SubnetEvaluator, space: SearchSpace, n: int, seed: int, epoch: int) -> dict:
@@ -191,7 +187,7 @@ def search(run_dir: Path, target: Target, backend: str, budget_ms: float, tables
         budget_ms, search_budget, s.margin_pct, result.best.latency_ms, measured,
         None if measured is None else measured <= budget_ms, val_acc, result.best.accuracy, params(s.space, best),
         result.evaluated, result.unique, round(result.seconds, 3), round(time.perf_counter() - start, 2), best.to_dict(),
-        best.encoding, s.fastest_ms, s.predictor_metrics, str(s.path), str(run_dir), str(out_dir),
+        best.encoding, s.fastest_ms, s.predictor_metrics, str(s.path), str(Path(run_dir).resolve()), str(out_dir),
     )
     _write_outputs(Path(out_dir), report, result, config, s.table, s.run)
     return report

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from edgenas.data import DEFAULT_DATA, Split, load_dataset, split as split_data, to_input
+from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, split as split_data, to_input
 from edgenas.errors import BadInput, EdgenasError, Interrupted
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, read_json
 from edgenas.progress import bar
@@ -175,7 +175,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     # an absolute path, so that `search` finds the data from any working directory
     spec = data_spec if data_spec in (None, DEFAULT_DATA) else str(Path(data_spec).resolve())
     record = {"schema": RUN_SCHEMA, "schema_version": RUN_SCHEMA_VERSION, "identity": ident, "space": space.to_dict(),
-              "data": {**split.describe(), "spec": spec or DEFAULT_DATA, "resize": resize}, "config": cfg.to_dict(),
+              "data": data_record(split, spec, resize, cfg.val_fraction), "config": cfg.to_dict(),
               "world_size": world, "versions": versions()}
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,64 @@
+"""`edgenas compile`: an ONNX model (ours or the user's) into a sealed, measured artifact for a target."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from edgenas.artifact.artifact import Artifact, write_artifact
+from edgenas.bundle import load_bundle, resolve
+from edgenas.compile.build import CompileConfig, compile_onnx_model
+from edgenas.compile.tune import compile_target
+from edgenas.measure.rpc import RPCSettings
+from edgenas.measure.timing import MeasureConfig
+from edgenas.measure.tvm import TvmBackend, export_library
+from edgenas.tables.latency_table import device_info, now
+from edgenas.targets import Target
+from edgenas.versions import versions
+
+
+def measure_artifact(library: Path, target: Target, shape: tuple[int, ...], dtype: str, cfg: MeasureConfig, threads: int,
+                     rpc: RPCSettings | None) -> dict:
+    """The library's latency here or on the board, with where and how it was taken."""
+    backend = TvmBackend(target, cfg, threads, rpc)
+    try:
+        m = backend.measure_library(library, shape, dtype)
+    finally:
+        backend.close()
+    where = device_info(target, rpc)
+    return {**m.to_dict(), "where": where.get("board") or f"{where['cpu']} ({where['hostname']})", "device": where,
+            "threads": threads, "how": {"timer": "tvm time_evaluator", **cfg.to_dict()}, "measured": now()}
+
+
+def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure: MeasureConfig, threads: int,
+            rpc: RPCSettings | None = None) -> Artifact:
+    onnx_path, _ = resolve(model)
+    data, info = load_bundle(model)
+    compiled = compile_onnx_model(data, str(onnx_path), target, cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
+        library = export_library(compiled.executable, Path(tmp) / "model.so", target)
+        can_measure = target.runs_here or rpc is not None
+        measured = measure_artifact(library, target, compiled.input.shape, compiled.input.dtype, measure, threads, rpc) \
+            if can_measure else None
+        meta = {
+            "name": (info.arch or {}).get("encoding") if info and info.arch else onnx_path.stem,
+            "created": now(),
+            "input": {"name": compiled.input.name, "shape": list(compiled.input.shape), "dtype": compiled.input.dtype,
+                      "layout": "NCHW", "normalization": info.normalization if info else None},
+            "classes": list(info.classes) if info and info.classes else None,
+            "target": {"name": target.name, "tvm_target": str(compile_target(target)), "device": target.device, "arch": target.arch,
+                       "definition": target.to_dict()},
+            "versions": versions(),
+            "compile": {"quantized": compiled.quantized, "kernel_layout": cfg.layout, "ops": compiled.ops,
+                        "tuning_database": compiled.database, "tuning": compiled.tuning.to_dict() if compiled.tuning else None,
+                        "seconds": compiled.seconds},
+            "accuracy": dict(info.accuracy) if info else {},
+            "latency": {"predicted": info.latency if info else None, "measured": measured,
+                        "not_measured": None if can_measure else
+                        f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"},
+            "model": {"source": str(onnx_path.resolve()), "arch": info.arch if info else None,
+                      "history": list(info.history) if info else []},
+        }
+        return write_artifact(out, library, data, meta)

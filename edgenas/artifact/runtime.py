@@ -1,0 +1,82 @@
+"""`edgenas run` and `edgenas bench`: an artifact's prediction and latency, with the TVM runtime only."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from edgenas.artifact.artifact import Artifact
+from edgenas.artifact.package import measure_artifact
+from edgenas.data import IMAGE_SUFFIXES, Normalization, to_input
+from edgenas.errors import BadInput, EdgenasError
+from edgenas.measure.rpc import RPCSettings
+from edgenas.measure.timing import MeasureConfig
+from edgenas.targets import Target
+
+
+def _image(path: Path, channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.array(im.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise BadInput(f"{path}: unreadable image ({e})") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def read_input(path: Path, art: Artifact) -> np.ndarray:
+    """The model input for an image file, a uint8 image array (.npy), or an already preprocessed float .npy."""
+    path, inp = Path(path), art.meta["input"]
+    shape, channels = tuple(inp["shape"]), inp["shape"][1]
+    if not path.is_file():
+        raise BadInput(f"--input {path}: no such file")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise BadInput(f"--input {path}: not a readable .npy file ({e})") from None
+        if arr.dtype != np.uint8:
+            if arr.size != np.prod(shape):
+                raise BadInput(f"--input {path}: a preprocessed input must have shape {list(shape)}, not {list(arr.shape)}")
+            return arr.reshape(shape).astype(inp["dtype"])
+        image = arr[None] if arr.ndim == 2 else arr
+        if image.ndim != 3 or image.shape[0] != channels:
+            raise BadInput(f"--input {path}: a uint8 image array must be (H, W) or ({channels}, H, W), not {list(arr.shape)}")
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        image = _image(path, channels)
+    else:
+        raise BadInput(f"--input {path}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a .npy file")
+    norm = inp.get("normalization")
+    if not norm:
+        raise BadInput(f"{art.path}: the artifact records no preprocessing; give --input as a preprocessed float "
+                       f".npy of shape {list(shape)}")
+    x = to_input(image[None], Normalization(tuple(norm["mean"]), tuple(norm["std"])), shape[2])
+    return x.numpy().astype(inp["dtype"])
+
+
+def predict(art: Artifact, x: np.ndarray) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    target = art.meta["target"]
+    if target["device"] != "cpu" or target["arch"] != platform.machine():
+        raise BadInput(f"{art.library}: built for {target['arch']} ({target['device']}, target '{target['name']}'), "
+                       f"not this {platform.machine()} machine; run it on the board, or time it with `edgenas bench "
+                       f"--rpc-tracker`")
+    try:
+        lib = tvm.runtime.load_module(str(art.library))
+    except Exception as e:  # TVMError from dlopen
+        raise EdgenasError(f"{art.library}: the TVM runtime cannot load it ({str(e).strip().splitlines()[-1]})") from None
+    vm = relax.VirtualMachine(lib, tvm.cpu(0))
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def bench(art: Artifact, cfg: MeasureConfig, threads: int | None, rpc: RPCSettings | None) -> dict:
+    """Latency of the artifact's library here, or on the board behind `rpc` (the library is uploaded)."""
+    d = art.meta["target"]["definition"]
+    target = Target(**{**d, "ort_providers": tuple(d["ort_providers"])})
+    threads = threads or target.thread_count()
+    return measure_artifact(art.library, target, art.input_shape, art.meta["input"]["dtype"], cfg, threads, rpc)

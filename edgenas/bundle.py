@@ -1,0 +1,96 @@
+"""A model bundle: `model.onnx` and `model.json`, the plain hand-over between export, prune, quantize and compile.
+
+`model.json` carries what the ONNX file cannot: how to turn an image into the input tensor, the class
+names, the data split the accuracies were measured on, and what each stage did (schema in docs/schemas.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgenas.errors import BadInput
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
+from edgenas.tables.latency_table import now
+
+SCHEMA, SCHEMA_VERSION = "edgenas.model", 1
+MODEL_FILE, INFO_FILE = "model.onnx", "model.json"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    input_name: str
+    input_shape: tuple[int, ...]
+    input_dtype: str = "float32"
+    layout: str = "NCHW"
+    #: uint8 image -> input: x / 255, then (x - mean) / std per channel, then a bilinear antialiased resize
+    #: to the input's height and width. None when the model's preprocessing is unknown (a user's ONNX file).
+    normalization: dict | None = None
+    classes: tuple[str, ...] | None = None
+    #: the data record (`edgenas.data.data_record`) the accuracies were measured on
+    data: dict | None = None
+    arch: dict | None = None
+    #: validation accuracy by precision, e.g. {"fp32": 0.985, "int8": 0.983}
+    accuracy: dict = field(default_factory=dict)
+    #: the latency the search predicted from the table, with the table's target and backend
+    latency: dict | None = None
+    #: what produced the model, one entry per stage (export, prune, quantize), oldest first
+    history: tuple[dict, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["input_shape"], d["history"] = list(self.input_shape), list(self.history)
+        d["classes"] = list(self.classes) if self.classes is not None else None
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "ModelInfo":
+        if d.get("schema") != SCHEMA:
+            raise BadInput(f"{where}: not an edgenas model description (schema '{d.get('schema')}')")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise BadInput(f"{where}: model schema version {d.get('schema_version')} is not the supported {SCHEMA_VERSION}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        try:
+            kw["input_shape"] = tuple(int(v) for v in kw["input_shape"])
+            if kw.get("classes") is not None:
+                kw["classes"] = tuple(kw["classes"])
+            kw["history"] = tuple(kw.get("history", ()))
+            return cls(**kw)
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadInput(f"{where}: malformed model description ({e})") from None
+
+    def then(self, stage: str, **changes) -> "ModelInfo":
+        """This description after one more stage; `changes` replace fields, `record` describes the stage."""
+        record = {"stage": stage, "created": now(), **changes.pop("record", {})}
+        return dataclasses.replace(self, history=(*self.history, record), **changes)
+
+
+def resolve(path: Path) -> tuple[Path, Path | None]:
+    """The ONNX file and its model.json (None for a bare ONNX file) of a bundle directory or an .onnx path."""
+    path = Path(path)
+    if path.is_dir():
+        onnx_path = path / MODEL_FILE
+        if not onnx_path.exists():
+            raise BadInput(f"{path}: not a model bundle (no {MODEL_FILE})")
+    elif path.exists():
+        onnx_path = path
+    else:
+        raise BadInput(f"{path}: no such file or directory")
+    info = onnx_path.parent / INFO_FILE if onnx_path.name == MODEL_FILE else onnx_path.with_suffix(".json")
+    return onnx_path, info if info.exists() else None
+
+
+def load_bundle(path: Path) -> tuple[bytes, ModelInfo | None]:
+    onnx_path, info_path = resolve(path)
+    info = ModelInfo.from_dict(read_json(info_path), str(info_path)) if info_path else None
+    return onnx_path.read_bytes(), info
+
+
+def write_bundle(out_dir: Path, onnx_model: bytes, info: ModelInfo) -> Path:
+    out_dir = Path(out_dir)
+    with exclusive_lock(out_dir / INFO_FILE):
+        atomic_write_bytes(out_dir / MODEL_FILE, onnx_model)
+        atomic_write_json(out_dir / INFO_FILE, info.to_dict())
+    return out_dir

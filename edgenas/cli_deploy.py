@@ -1,0 +1,161 @@
+"""The shipping verbs: export -> (prune) -> quantize -> compile -> run / bench. Registered by edgenas.cli."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+from edgenas.compress.quantize import METHODS, QuantizeConfig
+from edgenas.measure.timing import MeasureConfig
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads [default: the target's].")
+out_option = click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Output directory.")
+
+
+def _rpc_options(fn):
+    fn = click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker.")(fn)
+    fn = click.option("--repeat", type=click.IntRange(min=1), default=None, help="Timed samples [default: 30].")(fn)
+    return click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker.")(fn)
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=1))
+
+
+def _measure(repeat: int | None) -> MeasureConfig:
+    cfg = MeasureConfig.for_backend("tvm")
+    return dataclasses.replace(cfg, repeat=repeat) if repeat else cfg
+
+
+@click.command("export")
+@click.argument("search", type=click.Path(path_type=Path))
+@out_option
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for the accuracy check.")
+@json_option
+def export_cmd(search, out, threads, as_json):
+    """Write the network a search found (SEARCH: its directory or best.json) as a model bundle: model.onnx + model.json."""
+    from edgenas.search.export import export
+
+    info = export(search, out, threads)
+    if as_json:
+        return _echo_json({"out_dir": str(out), **info.to_dict()})
+    click.echo(f"{out}: {info.arch['encoding']}, fp32 validation accuracy {info.accuracy['fp32']:.4f}")
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(path_type=Path))
+@out_option
+@click.option("--calibration", type=click.IntRange(min=1), default=QuantizeConfig.calibration, show_default=True,
+              help="Training images that calibrate the activation ranges.")
+@click.option("--method", type=click.Choice(METHODS), default=QuantizeConfig.method, show_default=True,
+              help="Calibration method tried first.")
+@click.option("--symmetric", is_flag=True, help="Zero points all 0, int8 activations (for TensorRT-style consumers, Jetson).")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=QuantizeConfig.max_drop, show_default=True,
+              help="Accuracy points int8 may lose before the remedies are tried.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for the accuracy checks.")
+@json_option
+def quantize_cmd(model, out, calibration, method, symmetric, max_drop, threads, as_json):
+    """Quantize a model bundle to int8 (ONNX QDQ), checked against its fp32 validation accuracy."""
+    from edgenas.compress.quantize import quantize
+
+    r = quantize(model, out, QuantizeConfig(calibration, method, symmetric, max_drop), threads).to_dict()
+    if as_json:
+        return _echo_json(r)
+    click.echo(f"{out}: int8 validation accuracy {r['int8_accuracy']:.4f} against fp32 {r['fp32_accuracy']:.4f} "
+               f"({r['drop_points']:+.2f} points lost; remedy: {r['remedy']}; {len(r['attempts'])} attempt(s), "
+               f"{r['seconds']:.1f} s)")
+
+
+def _shape(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of dimensions such as 1,3,224,224") from None
+    if any(v < 1 for v in shape):
+        raise click.BadParameter(f"'{value}': every dimension must be at least 1")
+    return shape
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", default="host", show_default=True, help="Target name, or path to a target .toml.")
+@out_option
+@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="MetaSchedule trials for the tasks the tuning database lacks; 0: apply the database only.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
+              help="Convolution layout inside the model (NHWC lets int8 dot-product instructions apply).")
+@click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
+              help="Tuning database [default: ~/.cache/edgenas/tuning/TARGET-HASH, or $EDGENAS_TUNING_DB/...].")
+@click.option("--input-shape", callback=_shape, default=None, metavar="N,C,H,W", help="Fix a model's dynamic input shape.")
+@threads_option
+@_rpc_options
+@json_option
+def compile_cmd(model, target, out, tune_trials, layout, tuning_db, input_shape, threads, rpc_tracker, repeat, rpc_key, as_json):
+    """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it."""
+    from edgenas.artifact.package import package
+    from edgenas.compile.build import CompileConfig
+    from edgenas.measure.rpc import RPCSettings
+    from edgenas.targets import get_target
+
+    tgt = get_target(target)
+    rpc = RPCSettings.parse(rpc_tracker, rpc_key)
+    art = package(model, tgt, out, CompileConfig(tune_trials, layout, tuning_db, input_shape), _measure(repeat),
+                  threads or tgt.thread_count(), rpc)
+    if as_json:
+        return _echo_json({"artifact": str(art.path), **art.meta})
+    m, c = art.meta["latency"]["measured"], art.meta["compile"]
+    t = c["tuning"]
+    tuning = (f"tuned {t['tuned']} of {t['tasks']} tasks ({t['trials']} trials), reused {t['reused']}" if t
+              else "no tuning")
+    click.echo(f"{art.path}: {'int8' if c['quantized'] else 'float'} model for {tgt.name}, compiled in {c['seconds']:.1f} s "
+               f"({tuning}; database {c['tuning_database']})")
+    click.echo(f"  latency {m['median_ms']:.4f} ms median on {m['where']}" if m else f"  {art.meta['latency']['not_measured']}")
+
+
+@click.command("run")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--input", "-i", "input_path", type=click.Path(path_type=Path), required=True,
+              help="An image, a uint8 image array (.npy), or a preprocessed float .npy.")
+@json_option
+def run_cmd(artifact, input_path, as_json):
+    """Check an artifact's files, load its library with the TVM runtime, and print the prediction."""
+    import numpy as np
+
+    from edgenas.artifact.artifact import load_artifact
+    from edgenas.artifact.runtime import predict, read_input
+
+    art = load_artifact(artifact)
+    logits = predict(art, read_input(input_path, art)).reshape(-1)
+    top = int(np.argmax(logits))
+    classes = art.meta.get("classes")
+    label = classes[top] if classes and top < len(classes) else str(top)
+    if as_json:
+        return _echo_json({"class_index": top, "label": label, "logits": [float(v) for v in logits]})
+    click.echo(f"{label} (class {top}, logit {logits[top]:.3f})")
+
+
+@click.command("bench")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@threads_option
+@_rpc_options
+@json_option
+def bench_cmd(artifact, threads, rpc_tracker, repeat, rpc_key, as_json):
+    """Measure an artifact's latency here, or on a board over TVM RPC (the library is uploaded)."""
+    from edgenas.artifact.artifact import load_artifact
+    from edgenas.artifact.runtime import bench
+    from edgenas.measure.rpc import RPCSettings
+
+    art = load_artifact(artifact)
+    r = bench(art, _measure(repeat), threads, RPCSettings.parse(rpc_tracker, rpc_key))
+    if as_json:
+        return _echo_json(r)
+    click.echo(f"{art.path}: {r['median_ms']:.4f} ms median (min {r['min_ms']:.4f}, {r['count']} samples) on {r['where']}")
+
+
+COMMANDS = (export_cmd, quantize_cmd, compile_cmd, run_cmd, bench_cmd)

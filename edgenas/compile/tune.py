@@ -1,0 +1,213 @@
+"""MetaSchedule tuning into a persistent database per target, so that a later compile reuses the schedules.
+
+MetaSchedule's own `tune_relax` tunes every task it is given again, adding trials on top of the old ones.
+We keep a ledger next to its JSON database (`edgenas-tasks.json`: task hash -> trials spent) and tune only
+the tasks that have not had the trials asked for, which is what makes a second compile fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgenas.errors import BadInput, Interrupted, warn
+from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
+from edgenas.progress import bar
+from edgenas.targets import Target
+
+LEDGER = "edgenas-tasks.json"
+#: LocalBuilder's 30 s let builds fail silently on 2 busy cores (../shared/NOTES-tvm.md); ours start warm
+BUILD_TIMEOUT_S = 300.0
+TRIALS_PER_ITER = 64
+
+
+def register_tensor_intrinsics() -> None:
+    """Import `tvm.s_tir.tensor_intrin` in 3 s instead of 26 s.
+
+    The import parses ~500 TVMScript functions, and the parser calls `inspect.stack()` for each. For the
+    import machinery's frames, which have no module file, `inspect.getmodule` scans every loaded module
+    each time (40 million `hasattr` calls). Caching its answer per file name for the length of the import
+    removes that; nothing is loaded or unloaded meanwhile, so the answers cannot change.
+    """
+    import inspect
+
+    original, cache = inspect.getmodule, {}
+
+    def getmodule(obj, _filename=None):
+        key = _filename or getattr(getattr(obj, "f_code", None), "co_filename", None)
+        if key is None:
+            return original(obj, _filename)
+        if key not in cache:
+            cache[key] = original(obj, _filename)
+        return cache[key]
+
+    inspect.getmodule = getmodule
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.getmodule = original
+
+
+def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S):
+    """A MetaSchedule builder whose worker processes live for the whole tuning run.
+
+    MetaSchedule's LocalBuilder starts fresh worker processes for every batch of candidates, and a fresh
+    worker's first build imports `tvm.s_tir.tensor_intrin`: 26 s per batch on this machine, against 0.1 s
+    for the build itself. That fixed cost made tuning crawl and, near LocalBuilder's 30 s timeout, made whole
+    tasks fail to build and ship untuned (the "Build errors ... N/A" of ../shared/NOTES-tvm.md). Our workers
+    start once and import it the fast way. Written here because TVM offers no pooled builder.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class PooledBuilder(PyBuilder):
+        def __init__(self):
+            super().__init__()
+            self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s, initializer=register_tensor_intrinsics)
+
+        def build(self, build_inputs):
+            results = []
+            jobs = [(None, None, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+            for r in self.pool.map_with_error_catching(lambda job: _worker_func(*job), jobs):
+                if r.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(r.value, None))
+                elif r.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {timeout_s:g} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed: {r.value}"))
+            return results
+
+    return PooledBuilder()
+
+
+def progress_callback(progress):
+    """A MetaSchedule measure callback that advances a progress bar by each measured batch."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class Progress(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            progress.update(len(runner_results))
+
+    return Progress()
+
+
+@contextlib.contextmanager
+def _console_to_logs():
+    """MetaSchedule logs its task tables to stdout, which must stay clean for --json; <db>/logs keeps them."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.INFO)  # a higher level makes it print a warning about the level, to stdout
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        try:
+            yield
+        finally:
+            for h in list(logger.handlers):
+                if type(h) is logging.StreamHandler:
+                    logger.removeHandler(h)
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    database: str
+    tasks: int
+    reused: int  # tasks already tuned with at least the trials asked for
+    tuned: int
+    trials: int  # requested for the tasks tuned now
+    seconds: float
+    #: tasks with no valid schedule in the database (every candidate failed): they run untuned
+    untuned: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compile_target(target: Target):
+    """The target's TVM target with `num-cores` set, which MetaSchedule needs to tune for CPUs."""
+    import tvm
+
+    tgt = target.tvm
+    if tgt.kind.name != "llvm" or "num-cores" in tgt.attrs:
+        return tgt
+    if not target.threads and not target.runs_here:
+        raise BadInput(f"{target.source}: set field 'threads' to the board's core count, which tuning needs")
+    return tvm.target.Target({**tgt.export(), "num-cores": target.thread_count()}, host=tgt.host)
+
+
+def database_dir(target: Target, override: Path | None = None) -> Path:
+    """`override`, else $EDGENAS_TUNING_DB/<target>, else ~/.cache/edgenas/tuning/<target>-<hash of the TVM target>.
+
+    The hash keeps a `host` tuned on one CPU apart from a `host` on another.
+    """
+    if override:
+        return Path(override)
+    base = Path(os.environ.get("EDGENAS_TUNING_DB") or Path.home() / ".cache" / "edgenas" / "tuning")
+    digest = hashlib.sha256(str(compile_target(target)).encode()).hexdigest()[:8]
+    return base / f"{target.name}-{digest}"
+
+
+def _task_key(task) -> str:
+    import tvm_ffi
+
+    return f"{task.task_name}:{tvm_ffi.structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
+
+
+def _has_schedule(db, task, target) -> bool:
+    return db.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
+
+
+def tune(mod, target: Target, db_dir: Path, trials: int) -> TuneReport:
+    """Tune the fused module's tasks that the database lacks, spreading `trials` evenly over them."""
+    from tvm.s_tir import meta_schedule as ms
+
+    start = time.perf_counter()
+    tgt = compile_target(target)
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, tgt) if not t.mod.attrs.get("tirx.is_scheduled", False)]
+    per_task = max(1, math.ceil(trials / max(1, len(tasks)))) if trials else 0
+    db_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(db_dir / LEDGER):
+        ledger = read_json(db_dir / LEDGER) if (db_dir / LEDGER).exists() else {}
+        db = ms.database.JSONDatabase(work_dir=str(db_dir))
+        todo = [t for t in tasks if per_task and ledger.get(_task_key(t), 0) < per_task]
+        if todo:
+            register_tensor_intrinsics()
+            try:
+                with _console_to_logs(), bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
+                    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(todo, str(db_dir), seed=0)
+                    db = ms.tune.tune_tasks(
+                        tasks=contexts, task_weights=weights, work_dir=str(db_dir), max_trials_global=per_task * len(todo),
+                        max_trials_per_task=per_task, num_trials_per_iter=min(TRIALS_PER_ITER, per_task),
+                        builder=pooled_builder(os.cpu_count() or 1), database=db,
+                        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress_callback(progress)],
+                    )
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted: the schedules tuned so far are kept in {db_dir}; compile again to "
+                                  f"tune the rest") from None
+            for t in todo:
+                ledger[_task_key(t)] = per_task
+            atomic_write_json(db_dir / LEDGER, ledger)
+        untuned = [t.task_name for t in tasks if per_task and not _has_schedule(db, t, tgt)]
+    if untuned:
+        warn(f"{len(untuned)} task(s) have no working schedule in {db_dir} and run untuned: {', '.join(untuned[:5])}")
+    return TuneReport(str(db_dir), len(tasks), len(tasks) - len(todo) if per_task else 0, len(todo), per_task * len(todo),
+                      round(time.perf_counter() - start, 2), untuned)
+
+
+def apply_database(mod, target: Target, db_dir: Path):
+    """`mod` with every task the database holds a schedule for replaced by its best schedule."""
+    from tvm import relax
+
+    if not (db_dir / "database_workload.json").exists():
+        return mod
+    with compile_target(target):
+        return relax.transform.MetaScheduleApplyDatabase(str(db_dir))(mod)
+

@@ -1,0 +1,35 @@
+"""What a compression stage is judged by: a model's validation accuracy, measured with ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgenas.bundle import ModelInfo
+from edgenas.data import Normalization, Split, load_split, to_input
+from edgenas.errors import BadInput
+
+
+def bundle_split(info: ModelInfo | None, where: str) -> Split:
+    if info is None or info.data is None or info.normalization is None:
+        raise BadInput(f"{where}: no model.json with the data and preprocessing the model was trained with; "
+                       f"make the model with `edgenas export` (or keep its model.json next to it)")
+    return load_split(info.data, where)
+
+
+def model_inputs(info: ModelInfo, images: np.ndarray) -> np.ndarray:
+    """uint8 images -> the float inputs the model takes, preprocessed as at training."""
+    norm = Normalization(tuple(info.normalization["mean"]), tuple(info.normalization["std"]))
+    return to_input(images, norm, info.input_shape[-1]).numpy().astype(np.float32)
+
+
+def ort_accuracy(onnx_model: bytes, info: ModelInfo, split: Split, threads: int = 1) -> float:
+    """Top-1 accuracy on the validation split, one image at a time as the model was exported (batch 1)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.log_severity_level = threads, 3
+    sess = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
+    x = model_inputs(info, split.val_x)
+    name = sess.get_inputs()[0].name
+    pred = np.array([sess.run(None, {name: x[i:i + 1]})[0].argmax() for i in range(len(x))])
+    return float((pred == split.val_y).mean())

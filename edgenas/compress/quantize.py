@@ -1,0 +1,146 @@
+"""`edgenas quantize`: static int8 (ONNX QDQ) with ONNX Runtime's quantizer, behind an accuracy gate.
+
+When int8 loses more than `max_drop` points of validation accuracy, the known remedies are tried in
+order: the other calibration methods, then leaving the most sensitive layers in float (ranked by the
+signal-to-quantization-noise ratio of their outputs, from onnxruntime.quantization.qdq_loss_debug).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgenas.bundle import load_bundle, resolve, write_bundle
+from edgenas.compress.accuracy import bundle_split, model_inputs, ort_accuracy
+from edgenas.errors import BadInput, EdgenasError
+
+METHODS = ("minmax", "percentile", "entropy")
+#: how many of the most sensitive layers to leave in float, tried in turn after the calibration methods
+EXCLUDE_STEPS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    calibration: int = 300  # training images that set the activation ranges
+    method: str = "minmax"  # tried first
+    #: every zero point 0 and int8 activations, as TensorRT-style consumers (Jetson) require
+    symmetric: bool = False
+    max_drop: float = 1.0  # accuracy points int8 may lose before a remedy is tried
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    fp32_accuracy: float
+    int8_accuracy: float
+    drop_points: float
+    passed: bool
+    remedy: str  # "none", "calibration <method>", or "float layers: <names>"
+    method: str
+    excluded: list[str]
+    attempts: list[dict] = field(default_factory=list)
+    calibration_images: int = 0
+    symmetric: bool = False
+    seconds: float = 0.0
+    out_dir: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Reader:
+    """onnxruntime's CalibrationDataReader protocol over an array, one image per call; rewindable."""
+
+    def __init__(self, name: str, x: np.ndarray):
+        self.name, self.x, self.i = name, x, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize_qdq(pre: Path, out: Path, reader: Reader, method: str, symmetric: bool, exclude: list[str]) -> bytes:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    reader.rewind()
+    quantize_static(
+        str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                          "entropy": CalibrationMethod.Entropy}[method],
+        nodes_to_exclude=exclude,
+        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+    )
+    return out.read_bytes()
+
+
+def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[str]:
+    """Compute nodes, worst first, by the quantization noise of their outputs (lowest SQNR)."""
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    aug = work / "augmented.onnx"
+    dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug))
+    reader.rewind()
+    errors = dbg.compute_activation_error(dbg.create_activation_matching(dbg.collect_activations(str(aug), reader)))
+    producer = {out: n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
+                for out in n.output}
+    ranked = sorted((e["qdq_err"], producer[t]) for t, e in errors.items() if t in producer and "qdq_err" in e)
+    return [name for _, name in ranked]
+
+
+def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), threads: int = 1) -> QuantizeReport:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if cfg.method not in METHODS:
+        raise BadInput(f"--method {cfg.method}: known calibration methods are {', '.join(METHODS)}")
+    if cfg.calibration < 1:
+        raise BadInput(f"--calibration {cfg.calibration}: needs at least 1 image")
+    start = time.perf_counter()
+    onnx_path, _ = resolve(model)
+    data, info = load_bundle(model)
+    split = bundle_split(info, str(onnx_path))
+    fp32 = ort_accuracy(data, info, split, threads)
+    reader = Reader(info.input_name, model_inputs(info, split.train_x[: cfg.calibration]))
+    attempts: list[tuple[float, str, list[str], bytes]] = []
+
+    def attempt(work: Path, method: str, exclude: list[str]) -> bool:
+        q = quantize_qdq(work / "pre.onnx", work / "int8.onnx", reader, method, cfg.symmetric, exclude)
+        attempts.append((ort_accuracy(q, info, split, threads), method, exclude, q))
+        return (fp32 - attempts[-1][0]) * 100 <= cfg.max_drop
+
+    with tempfile.TemporaryDirectory(prefix="edgenas-quantize-") as tmp:
+        work = Path(tmp)
+        (work / "fp32.onnx").write_bytes(data)
+        quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"), skip_symbolic_shape=True)
+        passed = any(attempt(work, m, []) for m in (cfg.method, *[m for m in METHODS if m != cfg.method]))
+        if not passed:
+            best_method = max(attempts, key=lambda a: a[0])[1]
+            quantize_qdq(work / "pre.onnx", work / "base.onnx", reader, best_method, cfg.symmetric, [])
+            ranked = sensitive_nodes(work / "pre.onnx", work / "base.onnx", reader, work)
+            passed = any(attempt(work, best_method, ranked[:k]) for k in EXCLUDE_STEPS if k <= len(ranked))
+    chosen = attempts[-1] if passed else max(attempts, key=lambda a: a[0])
+    acc, method, excluded, q = chosen
+    remedy = ("none" if chosen is attempts[0] else f"float layers: {', '.join(excluded)}" if excluded
+              else f"calibration {method}")
+    report = QuantizeReport(
+        fp32, acc, round((fp32 - acc) * 100, 3), passed, remedy, method, excluded,
+        [{"method": m, "excluded": e, "int8_accuracy": a, "drop_points": round((fp32 - a) * 100, 3)} for a, m, e, _ in attempts],
+        len(reader.x), cfg.symmetric, round(time.perf_counter() - start, 2), str(out),
+    )
+    write_bundle(out, q, info.then("quantize", accuracy={**info.accuracy, "fp32": fp32, "int8": acc},
+                                   record={"source": str(onnx_path.resolve()), **cfg.__dict__,
+                                           **{k: v for k, v in report.to_dict().items() if k != "out_dir"}}))
+    if not passed:
+        raise EdgenasError(f"int8 loses {report.drop_points:.2f} points (fp32 {fp32:.4f}, int8 {acc:.4f}), more than "
+                           f"--max-drop {cfg.max_drop:g} after every remedy ({len(attempts)} tried); the most accurate "
+                           f"attempt is kept in {out} for inspection")
+    return report

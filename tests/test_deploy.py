@@ -1,0 +1,202 @@
+"""Shipping, end to end on real parts: search -> export -> quantize (ORT) -> compile (TVM) -> run / bench."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from edgenas.bundle import load_bundle
+from edgenas.compress.accuracy import bundle_split, model_inputs
+from edgenas.search.latency_predictor import TableLatencyPredictor
+from edgenas.space import get_space
+from edgenas.tables.latency_table import LatencyTable
+
+from conftest import TINY_SPACE
+
+
+@pytest.fixture(scope="module")
+def shipped(tiny_run, tmp_path_factory):
+    tables, run = tiny_run
+    root = tmp_path_factory.mktemp("deploy")
+    fastest = TableLatencyPredictor(LatencyTable.load(tables / "host" / "tiny" / "ort.json"), get_space(TINY_SPACE)).fastest()[0]
+    run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
+            "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
+    exported = json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)
+    quantized = json.loads(run_cli("quantize", root / "fp32", "--out", root / "int8", "--calibration", 100, "--json", check=0).stdout)
+    compiled = json.loads(run_cli("compile", root / "int8", "--out", root / "art", "--repeat", 5, "--json", check=0).stdout)
+    return root, exported, quantized, compiled
+
+
+def test_export_and_quantize_record_measured_accuracies(shipped):
+    root, exported, quantized, _ = shipped
+    _, info = load_bundle(root / "int8")
+    # the exported ONNX file scores what the search measured with supernet weights: the export is faithful
+    searched = json.loads((root / "search" / "best.json").read_text())["val_accuracy"]
+    assert exported["accuracy"]["fp32"] == quantized["fp32_accuracy"] == pytest.approx(searched) and searched > 0.1
+    assert info.accuracy == {"fp32": quantized["fp32_accuracy"], "int8": quantized["int8_accuracy"]}
+    assert quantized["passed"] == (quantized["drop_points"] <= 1.0) and quantized["calibration_images"] == 100
+    assert [h["stage"] for h in info.history] == ["export", "quantize"]
+    ops = {n.op_type for n in onnx.load(root / "int8" / "model.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def _last_step(model: onnx.ModelProto) -> float:
+    """The output's quantization step: the scale of the DequantizeLinear that makes the graph output."""
+    node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == model.graph.output[0].name)
+    init = {i.name: i for i in model.graph.initializer}
+    return float(onnx.numpy_helper.to_array(init[node.input[1]]))
+
+
+def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped):
+    from tvm import relax
+    import tvm
+
+    from edgenas.compile.build import compile_onnx_model
+    from edgenas.targets import get_target
+
+    root = shipped[0]
+    data, info = load_bundle(root / "int8")
+    compiled = compile_onnx_model(data, "int8", get_target("host"))
+    x = model_inputs(info, bundle_split(info, "int8").val_x[:50])
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
+    ours = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))])
+    ref = np.concatenate([sess.run(None, {info.input_name: x[i:i + 1]})[0] for i in range(len(x))])
+    step = _last_step(onnx.load_from_string(data))
+    assert np.abs(ours - ref).max() <= step * 1.001, (np.abs(ours - ref).max(), step)
+    assert (ours.argmax(1) == ref.argmax(1)).mean() >= 0.98
+
+
+def test_ir_computes_convolutions_in_integers(shipped):
+    from edgenas.compile.build import lower
+    from edgenas.compile.frontend import to_relax
+    from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
+    from edgenas.targets import get_target
+
+    root = shipped[0]
+    mod, _ = to_relax((root / "int8" / "model.onnx").read_bytes(), "int8")
+    before = compute_ops(mod)
+    assert set(before) == {"relax.nn.conv2d:float32", "relax.matmul:float32"} and float_ops_on_quantized_path(mod) == sum(before.values())
+    lowered, quantized, ops = lower(mod, get_target("host"), "NCHW")
+    assert quantized and ops == {"relax.nn.conv2d:int32": before["relax.nn.conv2d:float32"], "relax.matmul:int32": 1}
+    # every fused convolution kernel TVM compiles reads uint8 activations and int8 weights
+    kernels = {gv.name_hint: {str(p.dtype) for p in f.params} for gv, f in lowered.functions.items() if "conv2d" in gv.name_hint}
+    assert kernels and all({"uint8", "int8"} <= dtypes for dtypes in kernels.values()), kernels
+    # the float model keeps its float convolutions
+    fp32, _ = to_relax((root / "fp32" / "model.onnx").read_bytes(), "fp32")
+    assert not lower(fp32, get_target("host"), "NCHW")[1]
+
+
+def test_artifact_round_trip(shipped, tmp_path):
+    from edgenas.data import load_digits
+
+    root, _, quantized, compiled = shipped
+    art = root / "art"
+    meta = json.loads((art / "metadata.json").read_text())
+    assert meta["schema"] == "edgenas.artifact" and set(meta["files"]) == {"model.so", "model.onnx", "README.md"}
+    assert meta["accuracy"]["int8"] == quantized["int8_accuracy"] and meta["compile"]["quantized"]
+    assert meta["latency"]["measured"]["median_ms"] > 0 and meta["latency"]["measured"]["count"] == 5
+    assert meta["input"]["normalization"] and meta["classes"] == [str(i) for i in range(10)]
+    assert meta["versions"]["apache-tvm"].startswith("0.27") and meta["target"]["name"] == "host"
+    # a real image through the artifact gives ONNX Runtime's int8 prediction
+    from PIL import Image
+
+    digits = load_digits()
+    Image.fromarray(digits.x[3, 0]).save(tmp_path / "digit.png")
+    np.save(tmp_path / "digit.npy", digits.x[3, 0])
+    _, info = load_bundle(root / "int8")
+    sess = ort.InferenceSession((art / "model.onnx").read_bytes(), providers=["CPUExecutionProvider"])
+    expected = int(sess.run(None, {info.input_name: model_inputs(info, digits.x[3:4])})[0].argmax())
+    for name in ("digit.png", "digit.npy"):
+        r = json.loads(run_cli("run", art, "--input", tmp_path / name, "--json", check=0).stdout)
+        assert r["class_index"] == expected and r["label"] == str(expected)
+    b = json.loads(run_cli("bench", art, "--repeat", 5, "--json", check=0).stdout)
+    assert b["median_ms"] > 0 and b["count"] == 5 and b["threads"] == 1
+    # tampering and missing files are refused before anything is loaded
+    copy = tmp_path / "copy"
+    shutil.copytree(art, copy)
+    with open(copy / "model.so", "ab") as f:
+        f.write(b"\0")
+    assert_one_line_error(run_cli("run", copy, "--input", tmp_path / "digit.png"), "model.so", "sha256")
+    shutil.copy(art / "model.so", copy / "model.so")
+    (copy / "model.onnx").unlink()
+    assert_one_line_error(run_cli("bench", copy), "model.onnx", "missing")
+    assert_one_line_error(run_cli("run", art, "--input", tmp_path / "nope.png"), "nope.png", "no such file")
+
+
+def test_bench_over_loopback_rpc(shipped, rpc_tracker):
+    tracker, key = rpc_tracker
+    r = json.loads(run_cli("bench", shipped[0] / "art", "--rpc-tracker", tracker, "--rpc-key", key, "--repeat", 5, "--json",
+                           check=0).stdout)
+    assert r["median_ms"] > 0 and key in r["where"] and tracker in r["where"]
+
+
+def _small_qdq_model(tmp_path) -> bytes:
+    """A two-convolution int8 model: few tuning tasks, so that tuning fits in a test."""
+    import torch
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgenas.compress.quantize import Reader, quantize_qdq
+    from edgenas.measure.onnx_export import to_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1))
+    (tmp_path / "fp32.onnx").write_bytes(to_onnx(net, (1, 1, 8, 8)))
+    quant_pre_process(str(tmp_path / "fp32.onnx"), str(tmp_path / "pre.onnx"), skip_symbolic_shape=True)
+    cal = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    return quantize_qdq(tmp_path / "pre.onnx", tmp_path / "small.onnx", Reader("input", cal), "minmax", False, [])
+
+
+def test_second_compile_reuses_the_tuning_database(tmp_path):
+    _small_qdq_model(tmp_path)
+    args = ("compile", tmp_path / "small.onnx", "--tune-trials", 6, "--tuning-db", tmp_path / "db", "--repeat", 3, "--json")
+    first = json.loads(run_cli(*args, "--out", tmp_path / "a", check=0).stdout)["compile"]
+    second = json.loads(run_cli(*args, "--out", tmp_path / "b", check=0).stdout)["compile"]
+    assert first["quantized"] and first["tuning"]["tuned"] == first["tuning"]["tasks"] > 0 and first["tuning"]["reused"] == 0
+    assert first["tuning"]["untuned"] == []  # every task got a working schedule
+    assert second["tuning"]["tuned"] == 0 and second["tuning"]["reused"] == first["tuning"]["tasks"]
+    assert (tmp_path / "db" / "database_tuning_record.json").stat().st_size > 0
+    assert second["seconds"] < first["seconds"]
+    # asking for more trials per task tunes again
+    third = json.loads(run_cli(*args[:3], 12, *args[4:], "--out", tmp_path / "c", check=0).stdout)["compile"]
+    assert third["tuning"]["tuned"] == first["tuning"]["tasks"]
+
+
+def test_symmetric_quantization_has_zero_points_of_zero(shipped, tmp_path):
+    root = shipped[0]
+    r = json.loads(run_cli("quantize", root / "fp32", "--out", tmp_path / "sym", "--symmetric", "--calibration", 50,
+                           "--json", check=0).stdout)
+    assert r["symmetric"]
+    model = onnx.load(tmp_path / "sym" / "model.onnx")
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [init[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                   and len(n.input) > 2 and n.input[2] in init]
+    assert zero_points and all(not zp.any() for zp in zero_points)
+    assert {zp.dtype for zp in zero_points} <= {np.dtype("int8"), np.dtype("int32")}
+
+
+def _graph_model(node, inputs, outputs):
+    return onnx.helper.make_model(onnx.helper.make_graph([node], "g", inputs, outputs),
+                                  opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_models_edgenas_cannot_take_get_one_line_errors(tmp_path):
+    vi = onnx.helper.make_tensor_value_info
+    f32 = onnx.TensorProto.FLOAT
+    (tmp_path / "corrupt.onnx").write_bytes(b"not a model at all")
+    assert_one_line_error(run_cli("compile", tmp_path / "corrupt.onnx", "--out", tmp_path / "o"), "corrupt.onnx", "not a valid ONNX")
+    (tmp_path / "celu.onnx").write_bytes(_graph_model(onnx.helper.make_node("Celu", ["x"], ["y"], name="act"),
+                                                      [vi("x", f32, [1, 4])], [vi("y", f32, [1, 4])]))
+    assert_one_line_error(run_cli("compile", tmp_path / "celu.onnx", "--out", tmp_path / "o"), "Celu", "'act'")
+    (tmp_path / "dyn.onnx").write_bytes(_graph_model(onnx.helper.make_node("Relu", ["x"], ["y"]),
+                                                     [vi("x", f32, ["n", 3, "h", 8])], [vi("y", f32, ["n", 3, "h", 8])]))
+    assert_one_line_error(run_cli("compile", tmp_path / "dyn.onnx", "--out", tmp_path / "o"), "'x'", "'h'", "--input-shape")
+    # the same model compiles once the shape is given, and a bare ONNX file has no accuracy to carry
+    r = json.loads(run_cli("compile", tmp_path / "dyn.onnx", "--out", tmp_path / "o", "--input-shape", "1,3,4,8",
+                           "--repeat", 3, "--json", check=0).stdout)
+    assert r["input"]["shape"] == [1, 3, 4, 8] and not r["compile"]["quantized"] and r["accuracy"] == {}
+    assert_one_line_error(run_cli("quantize", tmp_path / "dyn.onnx", "--out", tmp_path / "q"), "dyn.onnx", "model.json")
