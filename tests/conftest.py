@@ -1,3 +1,4 @@
+import json
 import os
 import socket
 import subprocess
@@ -55,6 +56,24 @@ def tiny_run(tmp_path_factory):
     run_cli("validate", *common, "--samples", 12, check=0)
     run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.005, "--epochs", 2, "--out", run, check=0)
     return tables, run
+
+
+@pytest.fixture(scope="session")
+def shipped(tiny_run, tmp_path_factory):
+    """The tiny search's winner exported, quantized and compiled for host: (root, export, quantize, compile JSON)."""
+    from edgenas.search.latency_predictor import TableLatencyPredictor
+    from edgenas.space import get_space
+    from edgenas.tables.latency_table import LatencyTable
+
+    tables, run = tiny_run
+    root = tmp_path_factory.mktemp("deploy")
+    fastest = TableLatencyPredictor(LatencyTable.load(tables / "host" / "tiny" / "ort.json"), get_space(TINY_SPACE)).fastest()[0]
+    run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
+            "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
+    exported = json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)
+    quantized = json.loads(run_cli("quantize", root / "fp32", "--out", root / "int8", "--calibration", 100, "--json", check=0).stdout)
+    compiled = json.loads(run_cli("compile", root / "int8", "--out", root / "art", "--repeat", 5, "--json", check=0).stdout)
+    return root, exported, quantized, compiled
 
 
 @pytest.fixture(scope="session")

@@ -11,24 +11,6 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from edgenas.bundle import load_bundle
 from edgenas.compress.accuracy import bundle_split, model_inputs
-from edgenas.search.latency_predictor import TableLatencyPredictor
-from edgenas.space import get_space
-from edgenas.tables.latency_table import LatencyTable
-
-from conftest import TINY_SPACE
-
-
-@pytest.fixture(scope="module")
-def shipped(tiny_run, tmp_path_factory):
-    tables, run = tiny_run
-    root = tmp_path_factory.mktemp("deploy")
-    fastest = TableLatencyPredictor(LatencyTable.load(tables / "host" / "tiny" / "ort.json"), get_space(TINY_SPACE)).fastest()[0]
-    run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
-            "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
-    exported = json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)
-    quantized = json.loads(run_cli("quantize", root / "fp32", "--out", root / "int8", "--calibration", 100, "--json", check=0).stdout)
-    compiled = json.loads(run_cli("compile", root / "int8", "--out", root / "art", "--repeat", 5, "--json", check=0).stdout)
-    return root, exported, quantized, compiled
 
 
 def test_export_and_quantize_record_measured_accuracies(shipped):
@@ -177,6 +159,47 @@ def test_symmetric_quantization_has_zero_points_of_zero(shipped, tmp_path):
                    and len(n.input) > 2 and n.input[2] in init]
     assert zero_points and all(not zp.any() for zp in zero_points)
     assert {zp.dtype for zp in zero_points} <= {np.dtype("int8"), np.dtype("int32")}
+
+
+def _outlier_bundle(src, dst, factor=1000.0):
+    """The same function with one badly ranged activation: a depthwise channel scaled up by `factor` before
+    its ReLU and the next 1x1 convolution's input scaled down to match (the classic case for equalisation)."""
+    model = onnx.load(src / "model.onnx")
+    init = {i.name: i for i in model.graph.initializer}
+    nodes = list(model.graph.node)
+    dw = next(n for n in nodes if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute))
+    relu = next(n for n in nodes if n.input and n.input[0] == dw.output[0])
+    assert relu.op_type == "Relu"
+    pw = next(n for n in nodes if n.op_type == "Conv" and relu.output[0] in n.input)
+
+    def scale(name, fn):
+        arr = onnx.numpy_helper.to_array(init[name]).copy()
+        fn(arr)
+        init[name].CopyFrom(onnx.numpy_helper.from_array(arr, name))
+
+    scale(dw.input[1], lambda w: w.__setitem__(0, w[0] * factor))
+    scale(dw.input[2], lambda b: b.__setitem__(0, b[0] * factor))
+    scale(pw.input[1], lambda w: w.__setitem__((slice(None), 0), w[:, 0] / factor))
+    dst.mkdir()
+    onnx.save(model, dst / "model.onnx")
+    shutil.copy(src / "model.json", dst / "model.json")
+
+
+def test_accuracy_gate_tries_remedies_when_int8_loses_too_much(shipped, tmp_path):
+    root = shipped[0]
+    _outlier_bundle(root / "fp32", tmp_path / "outlier")
+    r = json.loads(run_cli("quantize", tmp_path / "outlier", "--out", tmp_path / "q", "--json", check=0).stdout)
+    assert r["fp32_accuracy"] == pytest.approx(shipped[2]["fp32_accuracy"], abs=0.002)  # the function did not change
+    first = r["attempts"][0]
+    assert first["method"] == "minmax" and first["drop_points"] > 1.0  # plain int8 breaks on the outlier
+    assert r["passed"] and r["drop_points"] <= 1.0 and r["remedy"] != "none" and len(r["attempts"]) > 1
+    _, info = load_bundle(tmp_path / "q")
+    assert info.history[-1]["remedy"] == r["remedy"] and info.accuracy["int8"] == r["int8_accuracy"]
+    # a gate nothing can pass fails, naming the loss, and keeps the best attempt for inspection
+    gate = run_cli("quantize", tmp_path / "outlier", "--out", tmp_path / "q0", "--max-drop", 0, "--calibration", 20)
+    if gate.returncode:
+        assert_one_line_error(gate, "loses", "--max-drop 0", code=1)
+        assert (tmp_path / "q0" / "model.onnx").exists()
 
 
 def _graph_model(node, inputs, outputs):

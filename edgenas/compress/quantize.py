@@ -7,6 +7,8 @@ signal-to-quantization-noise ratio of their outputs, from onnxruntime.quantizati
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,8 +21,9 @@ from edgenas.compress.accuracy import bundle_split, model_inputs, ort_accuracy
 from edgenas.errors import BadInput, EdgenasError
 
 METHODS = ("minmax", "percentile", "entropy")
-#: how many of the most sensitive layers to leave in float, tried in turn after the calibration methods
+#: how many of the most sensitive tensors to leave in float, tried in turn after the calibration methods
 EXCLUDE_STEPS = (1, 2, 4, 8)
+ACTIVATIONS = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu"}
 
 
 @dataclass(frozen=True)
@@ -66,35 +69,50 @@ class Reader:
     def rewind(self):
         self.i = 0
 
+    def __iter__(self):  # qdq_loss_debug.collect_activations iterates instead
+        return ({self.name: self.x[i:i + 1]} for i in range(len(self.x)))
+
 
 def quantize_qdq(pre: Path, out: Path, reader: Reader, method: str, symmetric: bool, exclude: list[str]) -> bytes:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     reader.rewind()
-    quantize_static(
-        str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                          "entropy": CalibrationMethod.Entropy}[method],
-        nodes_to_exclude=exclude,
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # its calibrators print progress; stdout is for --json
+        quantize_static(
+            str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[method],
+            nodes_to_exclude=exclude,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+        )
     return out.read_bytes()
 
 
-def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[str]:
-    """Compute nodes, worst first, by the quantization noise of their outputs (lowest SQNR)."""
+def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[list[str]]:
+    """Per quantized tensor, worst first by signal-to-quantization-noise ratio: the nodes to leave in float
+    so that it stays float (its producer, back through activations to the compute node, and its consumers)."""
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     aug = work / "augmented.onnx"
     dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug))
     reader.rewind()
-    errors = dbg.compute_activation_error(dbg.create_activation_matching(dbg.collect_activations(str(aug), reader)))
-    producer = {out: n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
-                for out in n.output}
-    ranked = sorted((e["qdq_err"], producer[t]) for t, e in errors.items() if t in producer and "qdq_err" in e)
-    return [name for _, name in ranked]
+    matches = dbg.create_activation_matching(dbg.collect_activations(str(aug), reader))
+    # compute_activation_error would raise KeyError('float') without the float model's activations (ORT 1.32)
+    sqnr = {t: dbg.compute_signal_to_quantization_noice_ratio(m["pre_qdq"], m["post_qdq"]) for t, m in matches.items()}
+    nodes = onnx.load(str(pre)).graph.node
+    producer = {out: n for n in nodes for out in n.output}
+    groups = []
+    for _, tensor in sorted((err, t) for t, err in sqnr.items() if t in producer):
+        group, node = [], producer[tensor]
+        while True:  # back through elementwise activations to the node that computes the tensor
+            group.append(node.name)
+            if node.op_type not in ACTIVATIONS or node.input[0] not in producer:
+                break
+            node = producer[node.input[0]]
+        groups.append(group + [n.name for n in nodes if tensor in n.input])
+    return groups
 
 
 def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), threads: int = 1) -> QuantizeReport:
@@ -126,7 +144,8 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
             best_method = max(attempts, key=lambda a: a[0])[1]
             quantize_qdq(work / "pre.onnx", work / "base.onnx", reader, best_method, cfg.symmetric, [])
             ranked = sensitive_nodes(work / "pre.onnx", work / "base.onnx", reader, work)
-            passed = any(attempt(work, best_method, ranked[:k]) for k in EXCLUDE_STEPS if k <= len(ranked))
+            passed = any(attempt(work, best_method, list(dict.fromkeys(n for g in ranked[:k] for n in g)))
+                         for k in EXCLUDE_STEPS if k <= len(ranked))
     chosen = attempts[-1] if passed else max(attempts, key=lambda a: a[0])
     acc, method, excluded, q = chosen
     remedy = ("none" if chosen is attempts[0] else f"float layers: {', '.join(excluded)}" if excluded

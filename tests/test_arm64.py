@@ -1,0 +1,65 @@
+"""An aarch64 artifact runs: under qemu-user, in an arm64 Debian root with the aarch64 TVM wheel.
+
+The root is built once by tools/arm64-root.sh (about 3 minutes; kept in .cache/arm64-root). Deselect with
+`-m "not arm64"`; run alone with `.venv/bin/python -m pytest -m arm64`.
+"""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from edgenas.bundle import load_bundle
+from edgenas.compress.accuracy import bundle_split, model_inputs
+
+pytestmark = pytest.mark.arm64
+REPO = Path(__file__).resolve().parent.parent
+ROOT = REPO / ".cache" / "arm64-root"
+
+RUNNER = """
+import sys, numpy as np, tvm
+from tvm import relax
+lib = tvm.runtime.load_module("/work/model.so")
+vm = relax.VirtualMachine(lib, tvm.cpu(0))
+x = np.load("/work/x.npy")
+np.save("/work/out.npy", np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))]))
+print(tvm.__version__, tvm.target.codegen.llvm_get_system_cpu() if hasattr(tvm.target, "codegen") else "")
+"""
+
+
+@pytest.fixture(scope="module")
+def arm64_root():
+    subprocess.run(["bash", str(REPO / "tools" / "arm64-root.sh"), str(ROOT)], check=True, timeout=1800)
+    return ROOT
+
+
+def test_aarch64_artifact_runs_under_qemu_like_the_x86_build(shipped, arm64_root, tmp_path):
+    root = shipped[0]
+    r = json.loads(run_cli("compile", root / "int8", "--target", "rasp4b64", "--out", tmp_path / "arm", "--json", check=0).stdout)
+    assert r["target"]["arch"] == "aarch64" and r["latency"]["measured"] is None and r["latency"]["not_measured"]
+    so = tmp_path / "arm" / "model.so"
+    assert so.read_bytes()[:4] == b"\x7fELF" and so.read_bytes()[18] == 0xB7  # e_machine EM_AARCH64
+    _, info = load_bundle(root / "int8")
+    x = model_inputs(info, bundle_split(info, "int8").val_x[:20])
+    work = arm64_root / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    shutil.copy(so, work / "model.so")
+    np.save(work / "x.npy", x)
+    (work / "run.py").write_text(RUNNER)
+    proc = subprocess.run(["chroot", str(arm64_root), "/opt/venv/bin/python", "/work/run.py"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    arm = np.load(work / "out.npy")
+    # the x86 build of the same model, from the shipped host artifact
+    from tvm import relax
+    import tvm
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(root / "art" / "model.so")), tvm.cpu(0))
+    x86 = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))])
+    step = np.abs(np.diff(np.unique(x86))).min()  # the output is dequantized int8: a grid of one step
+    assert np.abs(arm - x86).max() <= step * 1.001 and (arm.argmax(1) == x86.argmax(1)).all()
