@@ -26,7 +26,7 @@ def load_search_result(path: Path) -> tuple[dict, Path]:
     return best, best_path
 
 
-def searched_network(best: dict, best_path: Path):
+def searched_network(best: dict):
     """The winner with the supernet's weights and recalibrated BatchNorm, its model description, and the split."""
     supernet, run = load_supernet(Path(best["supernet"]))
     split = run_split(run, Path(best["supernet"]))
@@ -45,7 +45,7 @@ def searched_network(best: dict, best_path: Path):
 
 def export(search: Path, out: Path, threads: int = 1) -> ModelInfo:
     best, best_path = load_search_result(search)
-    net, info, split = searched_network(best, best_path)
+    net, info, split = searched_network(best)
     onnx_model = to_onnx(net, info.input_shape)
     info = info.then("export", accuracy={"fp32": ort_accuracy(onnx_model, info, split, threads)},
                      record={"search": str(best_path.resolve()), "supernet": best["supernet"]})
