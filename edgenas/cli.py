@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 failure during the run, 2 bad usage or input, 130 inter
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -100,11 +99,6 @@ def _backends(choice: str, target, rpc) -> list[str]:
     return ["tvm"] if rpc or not target.runs_here else ["ort", "tvm"]
 
 
-def _measure_config(backend: str, repeat: int | None) -> MeasureConfig:
-    cfg = MeasureConfig.for_backend(backend)
-    return dataclasses.replace(cfg, repeat=repeat) if repeat else cfg
-
-
 backend_option = click.option("--backend", "-b", type=click.Choice(["ort", "tvm", "all"]), default="all", show_default=True)
 
 
@@ -119,7 +113,7 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
     results = [
-        profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=_measure_config(b, repeat)).to_dict()
+        profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
     ]
     if as_json:
@@ -139,7 +133,7 @@ def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, a
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
     reports = [
-        validate(tgt, b, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=_measure_config(b, repeat)).to_dict()
+        validate(tgt, b, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
     ]
     if as_json:

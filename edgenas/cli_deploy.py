@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ threads_option = click.option("--threads", type=click.IntRange(min=1), default=N
 out_option = click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Output directory.")
 
 
-def _rpc_options(fn):
+def _measure_options(fn):
     fn = click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker.")(fn)
     fn = click.option("--repeat", type=click.IntRange(min=1), default=None, help="Timed samples [default: 30].")(fn)
     return click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker.")(fn)
@@ -24,11 +23,6 @@ def _rpc_options(fn):
 
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1))
-
-
-def _measure(repeat: int | None) -> MeasureConfig:
-    cfg = MeasureConfig.for_backend("tvm")
-    return dataclasses.replace(cfg, repeat=repeat) if repeat else cfg
 
 
 @click.command("export")
@@ -94,7 +88,7 @@ def _shape(_ctx, _param, value):
               help="Tuning database [default: ~/.cache/edgenas/tuning/TARGET-HASH, or $EDGENAS_TUNING_DB/...].")
 @click.option("--input-shape", callback=_shape, default=None, metavar="N,C,H,W", help="Fix a model's dynamic input shape.")
 @threads_option
-@_rpc_options
+@_measure_options
 @json_option
 def compile_cmd(model, target, out, tune_trials, layout, tuning_db, input_shape, threads, rpc_tracker, repeat, rpc_key, as_json):
     """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it."""
@@ -105,7 +99,7 @@ def compile_cmd(model, target, out, tune_trials, layout, tuning_db, input_shape,
 
     tgt = get_target(target)
     rpc = RPCSettings.parse(rpc_tracker, rpc_key)
-    art = package(model, tgt, out, CompileConfig(tune_trials, layout, tuning_db, input_shape), _measure(repeat),
+    art = package(model, tgt, out, CompileConfig(tune_trials, layout, tuning_db, input_shape), MeasureConfig.for_backend("tvm", repeat),
                   threads or tgt.thread_count(), rpc)
     if as_json:
         return _echo_json({"artifact": str(art.path), **art.meta})
@@ -143,7 +137,7 @@ def run_cmd(artifact, input_path, as_json):
 @click.command("bench")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @threads_option
-@_rpc_options
+@_measure_options
 @json_option
 def bench_cmd(artifact, threads, rpc_tracker, repeat, rpc_key, as_json):
     """Measure an artifact's latency here, or on a board over TVM RPC (the library is uploaded)."""
@@ -152,7 +146,7 @@ def bench_cmd(artifact, threads, rpc_tracker, repeat, rpc_key, as_json):
     from edgenas.measure.rpc import RPCSettings
 
     art = load_artifact(artifact)
-    r = bench(art, _measure(repeat), threads, RPCSettings.parse(rpc_tracker, rpc_key))
+    r = bench(art, MeasureConfig.for_backend("tvm", repeat), threads, RPCSettings.parse(rpc_tracker, rpc_key))
     if as_json:
         return _echo_json(r)
     click.echo(f"{art.path}: {r['median_ms']:.4f} ms median (min {r['min_ms']:.4f}, {r['count']} samples) on {r['where']}")

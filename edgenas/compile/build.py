@@ -41,7 +41,7 @@ def lower(mod, target: Target, layout: str):
     import tvm
     from tvm import relax
 
-    quantized = any(name.endswith(":float32") for name in compute_ops(mod)) and float_ops_on_quantized_path(mod) > 0
+    quantized = float_ops_on_quantized_path(mod) > 0
     mod = integer_qdq(mod)
     left = float_ops_on_quantized_path(mod)
     if left:

@@ -166,18 +166,18 @@ def _has_schedule(db, task, target) -> bool:
 
 
 def tune(mod, target: Target, db_dir: Path, trials: int) -> TuneReport:
-    """Tune the fused module's tasks that the database lacks, spreading `trials` evenly over them."""
+    """Tune the fused module's tasks that the database lacks, spreading `trials` (> 0) evenly over them."""
     from tvm.s_tir import meta_schedule as ms
 
     start = time.perf_counter()
     tgt = compile_target(target)
     tasks = [t for t in ms.relax_integration.extract_tasks(mod, tgt) if not t.mod.attrs.get("tirx.is_scheduled", False)]
-    per_task = max(1, math.ceil(trials / max(1, len(tasks)))) if trials else 0
+    per_task = max(1, math.ceil(trials / max(1, len(tasks))))
     db_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(db_dir / LEDGER):
         ledger = read_json(db_dir / LEDGER) if (db_dir / LEDGER).exists() else {}
         db = ms.database.JSONDatabase(work_dir=str(db_dir))
-        todo = [t for t in tasks if per_task and ledger.get(_task_key(t), 0) < per_task]
+        todo = [t for t in tasks if ledger.get(_task_key(t), 0) < per_task]
         if todo:
             register_tensor_intrinsics()
             try:
@@ -195,10 +195,10 @@ def tune(mod, target: Target, db_dir: Path, trials: int) -> TuneReport:
             for t in todo:
                 ledger[_task_key(t)] = per_task
             atomic_write_json(db_dir / LEDGER, ledger)
-        untuned = [t.task_name for t in tasks if per_task and not _has_schedule(db, t, tgt)]
+        untuned = [t.task_name for t in tasks if not _has_schedule(db, t, tgt)]
     if untuned:
         warn(f"{len(untuned)} task(s) have no working schedule in {db_dir} and run untuned: {', '.join(untuned[:5])}")
-    return TuneReport(str(db_dir), len(tasks), len(tasks) - len(todo) if per_task else 0, len(todo), per_task * len(todo),
+    return TuneReport(str(db_dir), len(tasks), len(tasks) - len(todo), len(todo), per_task * len(todo),
                       round(time.perf_counter() - start, 2), untuned)
 
 

@@ -126,7 +126,7 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
     onnx_path, _ = resolve(model)
     data, info = load_bundle(model)
     split = bundle_split(info, str(onnx_path))
-    fp32 = ort_accuracy(data, info, split, threads)
+    fp32 = ort_accuracy(data, info, split, threads)  # measured, not read from model.json: the file may have changed
     reader = Reader(info.input_name, model_inputs(info, split.train_x[: cfg.calibration]))
     attempts: list[tuple[float, str, list[str], bytes]] = []
 
@@ -141,8 +141,8 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
         quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"), skip_symbolic_shape=True)
         passed = any(attempt(work, m, []) for m in (cfg.method, *[m for m in METHODS if m != cfg.method]))
         if not passed:
-            best_method = max(attempts, key=lambda a: a[0])[1]
-            quantize_qdq(work / "pre.onnx", work / "base.onnx", reader, best_method, cfg.symmetric, [])
+            _, best_method, _, best_model = max(attempts, key=lambda a: a[0])
+            (work / "base.onnx").write_bytes(best_model)
             ranked = sensitive_nodes(work / "pre.onnx", work / "base.onnx", reader, work)
             passed = any(attempt(work, best_method, list(dict.fromkeys(n for g in ranked[:k] for n in g)))
                          for k in EXCLUDE_STEPS if k <= len(ranked))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Protocol
 
 
@@ -23,16 +23,15 @@ class MeasureConfig:
         return asdict(self)
 
     @classmethod
-    def for_backend(cls, backend: str) -> "MeasureConfig":
+    def for_backend(cls, backend: str, repeat: int | None = None) -> "MeasureConfig":
         """Defaults chosen by measurement on a shared 2-core VM (60 networks, 30 held out):
         - ONNX Runtime runs these graphs in 0.01-0.3 ms, and a pause leaves every sample starting cold:
           back-to-back samples gave 100% within ±10% and τ 0.97, 10 ms pauses 90% and τ 0.82.
         - TVM's untuned graphs take 0.03-3 ms, and bursts of interference (up to ~200 ms) covered whole
           back-to-back windows: pauses that spread 30 samples over 1/3 s took it from 80% to 96% within ±10%.
         """
-        if backend == "tvm":
-            return cls(repeat=30, min_repeat_ms=1.0, cooldown_ms=10.0)
-        return cls()
+        cfg = cls(repeat=30, min_repeat_ms=1.0, cooldown_ms=10.0) if backend == "tvm" else cls()
+        return replace(cfg, repeat=repeat) if repeat else cfg
 
 
 @dataclass(frozen=True)
