@@ -1,4 +1,4 @@
-"""An aarch64 artifact runs: under qemu-user, in an arm64 Debian root with the aarch64 TVM wheel.
+"""aarch64 artifacts: one runs under qemu-user, in an arm64 Debian root with the aarch64 TVM wheel; a Jetson one builds.
 
 The root is built once by tools/arm64-root.sh (about 3 minutes; kept in .cache/arm64-root). Deselect with
 `-m "not arm64"`; run alone with `.venv/bin/python -m pytest -m arm64`.
@@ -32,9 +32,32 @@ print(tvm.__version__, tvm.target.codegen.llvm_get_system_cpu() if hasattr(tvm.t
 
 
 @pytest.fixture(scope="module")
-def arm64_root():
+def cross_compiler():
+    subprocess.run(["bash", str(REPO / "tools" / "install-cross.sh")], check=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def arm64_root(cross_compiler):
     subprocess.run(["bash", str(REPO / "tools" / "arm64-root.sh"), str(ROOT)], check=True, timeout=1800)
     return ROOT
+
+
+def _is_aarch64_library(path: Path) -> bool:
+    head = path.read_bytes()[:20]
+    return head[:4] == b"\x7fELF" and head[18] == 0xB7  # e_machine EM_AARCH64
+
+
+def test_jetson_artifact_holds_cuda_kernels_and_an_aarch64_host_library(shipped, cross_compiler, tmp_path):
+    """Build only: no GPU here. The kernels are CUDA C that the board's NVRTC compiles when it loads the library."""
+    r = json.loads(run_cli("compile", shipped[0] / "int8", "--target", "jetson-orin-nano", "--out", tmp_path / "jet", "--json",
+                           check=0).stdout)
+    assert r["target"]["device"] == "cuda" and r["latency"]["measured"] is None and "rpc-tracker" in r["latency"]["not_measured"]
+    so = tmp_path / "jet" / "model.so"
+    assert _is_aarch64_library(so)
+    code = r["compile"]["device_code"]
+    assert code["kind"] == "cuda" and code["kernels"] >= r["compile"]["ops"]["relax.nn.conv2d:int32"]
+    assert so.read_bytes().count(b"__global__") == code["kernels"]
+    assert "import tvm.support.nvcc" in (tmp_path / "jet" / "README.md").read_text()
 
 
 def test_aarch64_artifact_runs_under_qemu_like_the_x86_build(shipped, arm64_root, tmp_path):
@@ -42,7 +65,7 @@ def test_aarch64_artifact_runs_under_qemu_like_the_x86_build(shipped, arm64_root
     r = json.loads(run_cli("compile", root / "int8", "--target", "rasp4b64", "--out", tmp_path / "arm", "--json", check=0).stdout)
     assert r["target"]["arch"] == "aarch64" and r["latency"]["measured"] is None and r["latency"]["not_measured"]
     so = tmp_path / "arm" / "model.so"
-    assert so.read_bytes()[:4] == b"\x7fELF" and so.read_bytes()[18] == 0xB7  # e_machine EM_AARCH64
+    assert _is_aarch64_library(so) and r["compile"]["device_code"] is None
     _, info = load_bundle(root / "int8")
     x = model_inputs(info, bundle_split(info, "int8").val_x[:20])
     work = arm64_root / "work"

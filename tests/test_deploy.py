@@ -33,16 +33,17 @@ def _last_step(model: onnx.ModelProto) -> float:
     return float(onnx.numpy_helper.to_array(init[node.input[1]]))
 
 
-def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped):
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped, layout):
     from tvm import relax
     import tvm
 
-    from edgenas.compile.build import compile_onnx_model
+    from edgenas.compile.build import CompileConfig, compile_onnx_model
     from edgenas.targets import get_target
 
     root = shipped[0]
     data, info = load_bundle(root / "int8")
-    compiled = compile_onnx_model(data, "int8", get_target("host"))
+    compiled = compile_onnx_model(data, "int8", get_target("host"), CompileConfig(layout=layout))
     x = model_inputs(info, bundle_split(info, "int8").val_x[:50])
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
@@ -56,7 +57,8 @@ def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped):
 def test_ir_computes_convolutions_in_integers(shipped):
     from edgenas.compile.build import lower
     from edgenas.compile.frontend import to_relax
-    from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
+    from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path, integer_qdq
+    from edgenas.compile.layout import to_nhwc
     from edgenas.targets import get_target
 
     root = shipped[0]
@@ -68,6 +70,15 @@ def test_ir_computes_convolutions_in_integers(shipped):
     # every fused convolution kernel TVM compiles reads uint8 activations and int8 weights
     kernels = {gv.name_hint: {str(p.dtype) for p in f.params} for gv, f in lowered.functions.items() if "conv2d" in gv.name_hint}
     assert kernels and all({"uint8", "int8"} <= dtypes for dtypes in kernels.values()), kernels
+    # NHWC: the layout is carried from the first convolution to the last; only the graph's input is transposed
+    from tvm import relax
+
+    nhwc = relax.transform.FoldConstant()(to_nhwc(integer_qdq(mod)))
+    calls = [b.value for block in nhwc["main"].body.blocks for b in block.bindings if hasattr(b.value, "op")]
+    convs = [c for c in calls if c.op.name == "relax.nn.conv2d"]
+    assert convs and all(c.attrs.data_layout == "NHWC" and c.attrs.kernel_layout == "OHWI" for c in convs)
+    assert sum(c.op.name == "relax.permute_dims" for c in calls) == 1
+    assert not {"relax.quantize", "relax.dequantize", "relax.clip", "relax.nn.pad"} & {c.op.name for c in calls}
     # the float model keeps its float convolutions
     fp32, _ = to_relax((root / "fp32" / "model.onnx").read_bytes(), "fp32")
     assert not lower(fp32, get_target("host"), "NCHW")[1]

@@ -75,6 +75,11 @@ def load_artifact(path: Path) -> Artifact:
     return Artifact(path, meta)
 
 
+#: TVM 0.27 keeps CUDA kernels as CUDA C in the library and compiles them when it is loaded, through a
+#: callback that `tvm.support.nvcc` registers (needs `cuda-bindings` and NVRTC, which JetPack ships).
+CUDA_LOAD = "import tvm.support.nvcc  # compiles the CUDA kernels with NVRTC when the library loads\n"
+
+
 def readme(meta: dict) -> str:
     inp, target = meta["input"], meta["target"]
     norm = inp.get("normalization")
@@ -97,7 +102,7 @@ Latency: {f"{measured['median_ms']:.4f} ms (median, {measured['where']})" if mea
 ```python
 import numpy as np, tvm
 from tvm import relax
-
+{CUDA_LOAD if target['device'] == 'cuda' else ''}
 lib = tvm.runtime.load_module("{LIBRARY}")
 vm = relax.VirtualMachine(lib, tvm.{'cuda' if target['device'] == 'cuda' else 'cpu'}(0))
 x = np.zeros({tuple(inp['shape'])}, dtype="{inp['dtype']}")  # your preprocessed input

@@ -30,6 +30,20 @@ def measure_artifact(library: Path, target: Target, shape: tuple[int, ...], dtyp
             "threads": threads, "how": {"timer": "tvm time_evaluator", **cfg.to_dict()}, "measured": now()}
 
 
+def device_code(executable) -> dict | None:
+    """What the library holds for an accelerator: CUDA kernels stay CUDA C, compiled by NVRTC on the board at load."""
+    found, todo = [], [executable.mod]
+    while todo:
+        mod = todo.pop()
+        found += [m for m in mod.imports if m.kind == "cuda"]
+        todo += list(mod.imports)
+    if not found:
+        return None
+    source = "".join(m.inspect_source("") for m in found)
+    return {"kind": "cuda", "format": "CUDA C (compiled with NVRTC when the board loads the library)",
+            "kernels": source.count("__global__")}
+
+
 def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure: MeasureConfig, threads: int,
             rpc: RPCSettings | None = None) -> Artifact:
     onnx_path, _ = resolve(model)
@@ -52,7 +66,7 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
                        "definition": target.to_dict()},
             "versions": versions(),
             "compile": {"quantized": compiled.quantized, "kernel_layout": cfg.layout, "ops": compiled.ops,
-                        "tuning_database": compiled.database, "tuning": compiled.tuning.to_dict() if compiled.tuning else None,
+                        "device_code": device_code(compiled.executable), "tuning_database": compiled.database, "tuning": compiled.tuning.to_dict() if compiled.tuning else None,
                         "seconds": compiled.seconds},
             "accuracy": dict(info.accuracy) if info else {},
             "latency": {"predicted": info.latency if info else None, "measured": measured,

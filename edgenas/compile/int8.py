@@ -12,7 +12,8 @@ scale `sx * sw` (per output channel), which TVM fuses with the next layer's quan
     (conv2d(pad(xq, zx), Wq, int32) - zx * sum(Wq) + Bq) * (sx * sw)
 
 Padding with the zero point makes the padded border equal to a real 0.0, so the zero-point term is one
-constant per output channel. The same goes for matmul(dequantize(x), permute_dims(dequantize(W))) (Gemm).
+constant per output channel (the padding is a concat, so that an NHWC conversion passes through it).
+The same goes for matmul(dequantize(x), permute_dims(dequantize(W))) (Gemm).
 """
 
 from __future__ import annotations
@@ -56,6 +57,31 @@ def _requantize(acc, bias, sx: float, sw: np.ndarray, zx: int, wsum: np.ndarray,
     return out
 
 
+def pad_by_concat(x, pad: list[int], value: int):
+    """Pad H and W of an NCHW tensor with `value` by concatenating borders.
+
+    Unlike `nn.pad`, `concat` and the ops that make the borders have layout rules, so ConvertLayout carries
+    NHWC through the padding instead of transposing around every padded convolution. The borders are
+    computed from slices of `x` (x * 0 + value): concat follows its first input's layout, and a constant
+    border would pin it to NCHW.
+    """
+    from tvm import relax
+
+    dtype = str(x.ty.dtype)
+    top, left, bottom, right = pad
+    if max(top, bottom) > int(x.ty.shape[2]) or max(left, right) > int(x.ty.shape[3]):  # borders wider than a slice
+        return relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(value))
+
+    def border(t, axis: int, size: int):
+        edge = relax.op.strided_slice(t, axes=[axis], begin=[0], end=[size])
+        return relax.op.add(relax.op.multiply(edge, relax.const(np.array(0, dtype))), relax.const(np.array(value, dtype)))
+
+    for axis, before, after in ((2, top, bottom), (3, left, right)):
+        if before or after:
+            x = relax.op.concat([border(x, axis, before)] * bool(before) + [x] + [border(x, axis, after)] * bool(after), axis)
+    return x
+
+
 def _patterns():
     from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -97,8 +123,7 @@ def _conv_rewriter(p: dict, with_bias: bool):
         xq = m[p["xq"]]
         pad = [int(v) for v in attrs.padding]  # top, left, bottom, right
         if zx != 0 and any(pad):
-            xq = relax.op.nn.pad(xq, [0, 0, 0, 0, pad[0], pad[2], pad[1], pad[3]], pad_value=float(zx))
-            pad = [0, 0, 0, 0]
+            xq, pad = pad_by_concat(xq, pad, zx), [0, 0, 0, 0]
         acc = relax.op.nn.conv2d(xq, relax.const(wq), strides=attrs.strides, padding=pad, dilation=attrs.dilation,
                                  groups=attrs.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32")
         wsum = wq.astype(np.int64).reshape(wq.shape[0], -1).sum(axis=1)
