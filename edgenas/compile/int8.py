@@ -151,10 +151,6 @@ def _matmul_rewriter(p: dict, with_bias: bool):
 
 def integer_qdq(mod):
     """Rewrite every quantized conv2d and matmul of `mod`'s functions into integer compute."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.dpl import rewrite_call
-
     p, patterns = _patterns()
     rewriters = [
         (patterns["conv_bias"], _conv_rewriter(p, True)),
@@ -162,10 +158,19 @@ def integer_qdq(mod):
         (patterns["matmul_bias"], _matmul_rewriter(p, True)),
         (patterns["matmul"], _matmul_rewriter(p, False)),
     ]
+    return rewrite_functions(mod, rewriters)
+
+
+def rewrite_functions(mod, rules):
+    """`mod` with every (pattern, rewriter) rule applied, in order, to each of its Relax functions."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
     out = tvm.IRModule()
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
-            for pattern, rewriter in rewriters:
+            for pattern, rewriter in rules:
                 func = rewrite_call(pattern, rewriter, func)
         out[gv] = func
     return relax.transform.Normalize()(out)

@@ -44,9 +44,10 @@ def _dequantize(q, scale, zero):
 
 def elementwise_qdq(mod):
     """Per-tensor quantize/dequantize and every clip as elementwise arithmetic with layout rules."""
-    import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_op, wildcard
+
+    from edgenas.compile.int8 import rewrite_functions
 
     def qdq(orig, _m):
         scale, zero = _scalar(orig.args[1]), _scalar(orig.args[2])
@@ -64,13 +65,7 @@ def elementwise_qdq(mod):
 
     rules = [(is_op(name)(wildcard(), wildcard(), wildcard()), qdq) for name in QDQ_OPS]
     rules.append((is_op("relax.clip")(wildcard(), wildcard(), wildcard()), clip))
-    out = tvm.IRModule()
-    for gv, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            for pattern, rewriter in rules:
-                func = rewrite_call(pattern, rewriter, func)
-        out[gv] = func
-    return relax.transform.Normalize()(out)
+    return rewrite_functions(mod, rules)
 
 
 def to_nhwc(mod):
