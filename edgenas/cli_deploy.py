@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import METHODS, QuantizeConfig
 from edgenas.measure.timing import MeasureConfig
 
@@ -38,6 +39,36 @@ def export_cmd(search, out, threads, as_json):
     if as_json:
         return _echo_json({"out_dir": str(out), **info.to_dict()})
     click.echo(f"{out}: {info.arch['encoding']}, fp32 validation accuracy {info.accuracy['fp32']:.4f}")
+
+
+@click.command("prune")
+@click.argument("model", type=click.Path(path_type=Path))
+@out_option
+@click.option("--target-ms", type=float, default=None, help="Predicted latency to reach, in milliseconds.")
+@click.option("--ratio", type=float, default=None, help="Or that as a fraction of the model's predicted latency (e.g. 0.8).")
+@click.option("--steps-ms", "step_ms", type=float, default=None,
+              help="Latency each pruning step removes [default: a fifth of the way to the target].")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=PruneConfig.finetune_epochs, show_default=True,
+              help="Epochs of distillation from the supernet after pruning.")
+@click.option("--candidate-steps", type=click.IntRange(min=1), default=PruneConfig.candidate_steps, show_default=True,
+              help="Distillation steps each candidate gets before it is scored.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads for training and the accuracy checks (more pay off on a quiet machine only).")
+@json_option
+def prune_cmd(model, out, target_ms, ratio, step_ms, finetune_epochs, candidate_steps, threads, as_json):
+    """Prune a model bundle's channels toward a latency target (NetAdapt, distilled from the supernet); resumable."""
+    cfg = PruneConfig(target_ms, ratio, step_ms, finetune_epochs, candidate_steps)  # checks the flags before torch loads
+    from edgenas.compress.prune import prune
+
+    r = prune(model, out, cfg, threads)
+    if as_json:
+        return _echo_json(r)
+    b, a = r["before"], r["after"]
+    measured = (f", measured {b['measured_ms']:.4f} -> {a['measured_ms']:.4f} ms" if a["measured_ms"] is not None
+                else f" (not measured: {r['not_measured']})")
+    click.echo(f"{out}: predicted {b['predicted_ms']:.4f} -> {a['predicted_ms']:.4f} ms (target {r['target_ms']:.4f}){measured}, "
+               f"MACs {b['macs']:,} -> {a['macs']:,}, parameters {b['params']:,} -> {a['params']:,}, validation accuracy "
+               f"{b['val_accuracy']:.4f} -> {a['val_accuracy']:.4f} ({len(r['steps'])} steps, {r['seconds']:.0f} s)")
 
 
 @click.command("quantize")
@@ -152,4 +183,4 @@ def bench_cmd(artifact, threads, rpc_tracker, repeat, rpc_key, as_json):
     click.echo(f"{art.path}: {r['median_ms']:.4f} ms median (min {r['min_ms']:.4f}, {r['count']} samples) on {r['where']}")
 
 
-COMMANDS = (export_cmd, quantize_cmd, compile_cmd, run_cmd, bench_cmd)
+COMMANDS = (export_cmd, prune_cmd, quantize_cmd, compile_cmd, run_cmd, bench_cmd)

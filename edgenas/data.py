@@ -208,12 +208,17 @@ def to_input(x_uint8, norm: Normalization, resolution: int | None = None):
     statistics, then bilinear resize with antialiasing.
     """
     import torch
-    import torch.nn.functional as F
 
     x = torch.as_tensor(x_uint8).float().div_(255.0)
     mean = torch.tensor(norm.mean).view(1, -1, 1, 1)
     std = torch.tensor(norm.std).view(1, -1, 1, 1)
-    x = (x - mean) / std
-    if resolution and resolution != x.shape[-1]:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return x
+    return resize((x - mean) / std, resolution)
+
+
+def resize(x, resolution: int | None):
+    """Float images (N, C, H, W) -> `resolution` x `resolution`, bilinear with antialiasing as the artifact resizes."""
+    import torch.nn.functional as F
+
+    if not resolution or resolution == x.shape[-1]:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)

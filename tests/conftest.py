@@ -59,8 +59,8 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shipped(tiny_run, tmp_path_factory):
-    """The tiny search's winner exported, quantized and compiled for host: (root, export, quantize, compile JSON)."""
+def exported(tiny_run, tmp_path_factory):
+    """A tiny search's winner (ROOT/search) exported as an fp32 bundle (ROOT/fp32): (root, export JSON)."""
     from edgenas.search.latency_predictor import TableLatencyPredictor
     from edgenas.space import get_space
     from edgenas.tables.latency_table import LatencyTable
@@ -70,7 +70,13 @@ def shipped(tiny_run, tmp_path_factory):
     fastest = TableLatencyPredictor(LatencyTable.load(tables / "host" / "tiny" / "ort.json"), get_space(TINY_SPACE)).fastest()[0]
     run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
             "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
-    exported = json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)
+    return root, json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)
+
+
+@pytest.fixture(scope="session")
+def shipped(exported):
+    """The tiny search's winner exported, quantized and compiled for host: (root, export, quantize, compile JSON)."""
+    root, exported = exported
     quantized = json.loads(run_cli("quantize", root / "fp32", "--out", root / "int8", "--calibration", 100, "--json", check=0).stdout)
     compiled = json.loads(run_cli("compile", root / "int8", "--out", root / "art", "--repeat", 5, "--json", check=0).stdout)
     return root, exported, quantized, compiled

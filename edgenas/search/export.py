@@ -27,12 +27,14 @@ def load_search_result(path: Path) -> tuple[dict, Path]:
 
 
 def searched_network(best: dict):
-    """The winner with the supernet's weights and recalibrated BatchNorm, its model description, and the split."""
+    """The winner with the supernet's weights and recalibrated BatchNorm, its model description, and the evaluator
+    (the supernet and the split it was trained on)."""
     supernet, run = load_supernet(Path(best["supernet"]))
     split = run_split(run, Path(best["supernet"]))
     arch = Arch.from_dict(best["arch"])
     supernet.space.check_arch(arch)
-    net = SubnetEvaluator(supernet, split).network(arch).to(memory_format=torch.contiguous_format)
+    evaluator = SubnetEvaluator(supernet, split)
+    net = evaluator.network(arch).to(memory_format=torch.contiguous_format)
     shape = (1, supernet.space.in_channels, arch.resolution, arch.resolution)
     info = ModelInfo(
         input_name=INPUT_NAME, input_shape=shape, normalization=split.normalization.to_dict(), classes=split.classes,
@@ -40,14 +42,14 @@ def searched_network(best: dict):
         latency={"predicted_ms": best["predicted_latency_ms"], "measured_ms": best["measured_latency_ms"],
                  "budget_ms": best["budget_ms"], "table": best["table"]},
     )
-    return net, info, split
+    return net, info, evaluator
 
 
 def export(search: Path, out: Path, threads: int = 1) -> ModelInfo:
     best, best_path = load_search_result(search)
-    net, info, split = searched_network(best)
+    net, info, evaluator = searched_network(best)
     onnx_model = to_onnx(net, info.input_shape)
-    info = info.then("export", accuracy={"fp32": ort_accuracy(onnx_model, info, split, threads)},
+    info = info.then("export", accuracy={"fp32": ort_accuracy(onnx_model, info, evaluator.split, threads)},
                      record={"search": str(best_path.resolve()), "supernet": best["supernet"]})
     write_bundle(out, onnx_model, info)
     return info

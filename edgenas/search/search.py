@@ -159,13 +159,17 @@ class Searcher:
 
     def measure_latency(self, arch: Arch) -> float:
         """End-to-end latency of the extracted sub-network on the backend, the table's statistic."""
-        net = self.evaluator.network(arch)
         shape = (1, self.space.in_channels, arch.resolution, arch.resolution)
-        b = make_backend(self.backend, self.target, MeasureConfig.for_backend(self.backend), self.threads)
-        try:
-            return getattr(b.measure(to_onnx(net, shape), shape), STATISTIC)
-        finally:
-            b.close()
+        return measure_ms(to_onnx(self.evaluator.network(arch), shape), shape, self.backend, self.target, self.threads)
+
+
+def measure_ms(onnx_model: bytes, shape: tuple[int, ...], backend: str, target: Target, threads: int) -> float:
+    """A whole network's latency on a backend here, as the table measures (its statistic, default settings)."""
+    b = make_backend(backend, target, MeasureConfig.for_backend(backend), threads)
+    try:
+        return getattr(b.measure(onnx_model, shape), STATISTIC)
+    finally:
+        b.close()
 
 
 def search(run_dir: Path, target: Target, backend: str, budget_ms: float, tables_dir: Path, out_dir: Path, *,

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, split as split_data, to_input
+from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, resize, split as split_data, to_input
 from edgenas.errors import BadInput, EdgenasError, Interrupted
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, read_json
 from edgenas.progress import bar
@@ -70,9 +70,7 @@ class Sandwich(nn.Module):
 
     def _run(self, arch: Arch, x: torch.Tensor) -> torch.Tensor:
         self.supernet.set_active(arch)
-        if arch.resolution != x.shape[-1]:
-            x = F.interpolate(x, size=(arch.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
-        return self.supernet(x)
+        return self.supernet(resize(x, arch.resolution))
 
 
 def shift_augment(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
@@ -122,10 +120,11 @@ def load_run(run_dir: Path) -> dict:
     return data
 
 
-def _save_checkpoint(run_dir: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save, atomically: a job killed while saving keeps its previous checkpoint."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(run_dir / CHECKPOINT, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainConfig = TrainConfig(),
@@ -206,7 +205,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
                     "val_acc_largest": evaluator(space.largest()), "val_acc_smallest": evaluator(space.smallest()),
                     "seconds": round(time.perf_counter() - t0, 2),
                 })
-                _save_checkpoint(run_dir, {"model": supernet.state_dict(), "optimizer": opt.state_dict(),
+                save_checkpoint(run_dir / CHECKPOINT, {"model": supernet.state_dict(), "optimizer": opt.state_dict(),
                                            "scheduler": sched.state_dict(), "epoch": epoch + 1})
                 atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": epoch + 1, "history": history, "updated": now()})
             _barrier(world)

@@ -1,0 +1,412 @@
+"""`edgenas prune`: structured channel pruning of an exported network toward a latency target, after NetAdapt.
+
+Each step asks for `step_ms` less predicted latency. For every prunable unit (an MBConv block's mid channels,
+shared by its expand, depthwise, squeeze-excite and project convolutions, and the head's 1x1 expansion) the
+candidate removes the fewest channels, smallest group L2 magnitude first, that reach it on the latency table.
+Each candidate is distilled briefly from the supernet's largest network and scored on training images held
+out of fine-tuning, and the most accurate one is kept: NetAdapt's rule (its candidates all save at least the
+step, so accuracy alone decides; the held-out cross-entropy breaks ties). Torch-Pruning's dependency graph does the
+slicing, so coupled layers always move together. A longer distillation, BatchNorm recalibration and the
+ONNX export follow, with MACs, parameters, predicted and measured latency and validation accuracy before and
+after. A checkpoint after every step (and fine-tuning epoch) lets an interrupted run resume.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import copy
+import hashlib
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+from edgenas.bundle import ModelInfo, load_bundle, resolve, write_bundle
+from edgenas.compress.accuracy import model_inputs, ort_accuracy
+from edgenas.compress.prune_config import DEFAULT_STEPS, PruneConfig
+from edgenas.data import Split, resize, to_input
+from edgenas.errors import BadInput, EdgenasError, Interrupted
+from edgenas.jsonio import exclusive_lock
+from edgenas.measure.onnx_export import to_onnx
+from edgenas.progress import bar
+from edgenas.search.export import load_search_result, searched_network
+from edgenas.search.search import measure_ms
+from edgenas.space import SearchSpace
+from edgenas.space.blocks import Head, MBConv, make_divisible
+from edgenas.space.space import LayerSpec
+from edgenas.supernet.evaluate import BN_CALIBRATION_IMAGES, recalibrate_bn
+from edgenas.supernet.train import save_checkpoint, shift_augment
+from edgenas.supernet.train_config import TrainConfig
+from edgenas.tables.correction import apply_correction
+from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.targets import get_target
+
+STATE = "prune-state.pt"
+#: a unit's predicted latency never falls below this share of its smallest table entry
+FLOOR = 0.05
+IMPORTANCE = tp.importance.GroupMagnitudeImportance(p=2)
+
+
+# ---- latency of pruned networks ------------------------------------------------------------------
+class ChannelCurve:
+    """One unit's latency as a function of its mid channels, from table entries of the same unit at other widths.
+
+    The table holds a block only at the space's expand ratios (for `digits`, 3, 4 and 6 times its input width),
+    and a pruned block usually falls between them. Every layer of a block costs about linearly in its mid
+    channels, so: linear interpolation between the two neighbouring entries; linear extrapolation from the two
+    nearest beyond either end (below the smallest, what does not shrink stays: the projection to the output
+    width, the residual, the call); a floor at `FLOOR` of the smallest entry, so a prediction never reaches
+    zero. With a single entry there is no slope, and the cost is taken as proportional to the mid channels,
+    which overstates what pruning saves by the unit's fixed part.
+    """
+
+    def __init__(self, points: dict[float, float]):
+        self.x = sorted(points)
+        self.y = [points[c] for c in self.x]
+        self.floor = FLOOR * min(self.y)
+
+    def __call__(self, channels: float) -> float:
+        x, y = self.x, self.y
+        if len(x) == 1:
+            return max(self.floor, y[0] * channels / x[0])
+        i = min(max(bisect.bisect_left(x, channels), 1), len(x) - 1)
+        slope = (y[i] - y[i - 1]) / (x[i] - x[i - 1])
+        return max(self.floor, y[i - 1] + slope * (channels - x[i - 1]))
+
+
+def _entry_ms(table: LatencyTable, spec: LayerSpec) -> float:
+    if spec.key not in table.entries:
+        raise EdgenasError(f"{table.path}: no entry for {spec.key}; complete it with `edgenas profile --resume`")
+    return table.entries[spec.key][STATISTIC]
+
+
+def unit_points(table: LatencyTable, space: SearchSpace, spec: LayerSpec) -> dict[float, float]:
+    """The table's entries for `spec` at other mid widths: {mid channels: ms}, its own entry included.
+
+    An MBConv block has one entry per expand ratio. The head's expansion has one width in the space, so its
+    entries at the last stage's other input widths stand in, each at the mid width with the same expansion
+    MACs (mid * their input width / this one).
+    """
+    _entry_ms(table, spec)
+    if spec.kind == "mbconv":
+        variants = {make_divisible(spec.cin * e): replace(spec, expand=e) for e in space.expand_ratios}
+    else:
+        variants = {spec.mid * c / spec.cin: replace(spec, cin=c) for c in space.stages[-1].widths}
+    return {c: table.entries[v.key][STATISTIC] for c, v in variants.items() if v.key in table.entries}
+
+
+class PrunedLatency:
+    """Predicted end-to-end latency of a network of the space with pruned mid channels: the stem from the table,
+    every other unit through its `ChannelCurve`, and the table's correction applied as `TableLatencyPredictor` does."""
+
+    def __init__(self, table: LatencyTable, space: SearchSpace, specs: list[LayerSpec]):
+        self.correction, self.units = table.correction, len(specs)
+        self.stem_ms = sum(_entry_ms(table, s) for s in specs if s.kind == "stem")
+        self.curves = {i: ChannelCurve(unit_points(table, space, s)) for i, s in enumerate(specs) if s.kind != "stem"}
+
+    def __call__(self, channels: dict[int, int]) -> float:
+        """`channels`: mid channels per unit (layer index), as `mid_channels` gives them."""
+        raw = self.stem_ms + sum(self.curves[i](c) for i, c in channels.items())
+        return apply_correction(self.correction, raw, self.units) if self.correction else raw
+
+
+# ---- the network -----------------------------------------------------------------------------------
+def mid_channels(net: nn.Module) -> dict[int, int]:
+    """The prunable units of a `Network`, layer index -> mid channels: every MBConv block and the head."""
+    return {i: m.expand[0].out_channels for i, m in enumerate(net) if isinstance(m, (MBConv, Head))}
+
+
+def prune_unit(net: nn.Module, layer: int, keep: int) -> nn.Module:
+    """Keep the `keep` mid channels of unit `layer` with the largest group L2 magnitude. Torch-Pruning's
+    dependency graph slices every layer coupled to them: BatchNorms, the depthwise convolution, squeeze-excite's
+    two convolutions, the projection's input (or the classifier's)."""
+    conv = net[layer].expand[0]
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=_example(net))
+    scores = IMPORTANCE(graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels))))
+    drop = scores.argsort()[: conv.out_channels - keep].tolist()
+    graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=drop).prune()
+    return net.to(memory_format=torch.channels_last)
+
+
+def _example(net: nn.Module) -> torch.Tensor:
+    spec = net.layer_specs[0]
+    return torch.zeros(1, spec.cin, net.arch.resolution, net.arch.resolution)
+
+
+def macs_params(net: nn.Module) -> tuple[int, int]:
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for --json
+        macs, params = tp.utils.count_ops_and_params(net, _example(net))
+    return int(macs), int(params)
+
+
+# ---- distillation ----------------------------------------------------------------------------------
+class Distiller:
+    """Fine-tunes pruned networks on the training split less `holdout` images, which score the candidates
+    (validation accuracy is for the report only). The loss is the KL divergence to the teacher's predictions
+    plus cross-entropy on the labels, with the random shifts supernet training used."""
+
+    def __init__(self, teacher: nn.Module, split: Split, cfg: PruneConfig, resolution: int):
+        self.teacher, self.cfg, self.res, self.norm = teacher.eval(), cfg, resolution, split.normalization
+        self.teacher_res = teacher.arch.resolution
+        hold = min(cfg.holdout, len(split.train_y) // 5)
+        self.n = len(split.train_y) - hold
+        self.x, self.y = split.train_x[: self.n], torch.as_tensor(split.train_y[: self.n])
+        self.hold_x = self._input(split.train_x[self.n:])
+        self.hold_y = torch.as_tensor(split.train_y[self.n:])
+        self.cal = self._input(self.x[:BN_CALIBRATION_IMAGES])
+        self.per_epoch = max(1, self.n // cfg.batch_size)
+
+    def _input(self, images) -> torch.Tensor:
+        return to_input(images, self.norm, self.res).contiguous(memory_format=torch.channels_last)
+
+    def fit(self, net: nn.Module, steps: int, opt, gen: torch.Generator, sched=None, progress=None) -> None:
+        net.train()
+        bs, order = min(self.cfg.batch_size, self.n), None
+        for s in range(steps):
+            if s % self.per_epoch == 0:
+                order = torch.randperm(self.n, generator=gen).numpy()
+            idx = order[(s % self.per_epoch) * bs:(s % self.per_epoch + 1) * bs]
+            x = shift_augment(to_input(self.x[idx], self.norm), TrainConfig.shift, gen)
+            with torch.no_grad():
+                soft = F.softmax(self.teacher(resize(x, self.teacher_res).contiguous(memory_format=torch.channels_last)), 1)
+            logits = net(resize(x, self.res).contiguous(memory_format=torch.channels_last))
+            loss = F.kl_div(F.log_softmax(logits, 1), soft, reduction="batchmean") + F.cross_entropy(logits, self.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if progress is not None:
+                progress.update()
+
+    def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(net.parameters(), lr=self.cfg.lr, weight_decay=TrainConfig.weight_decay)
+
+    def score(self, net: nn.Module) -> tuple[float, float]:
+        """Held-out accuracy and cross-entropy, after recalibrating BatchNorm (pruning shifts every statistic after
+        the unit). The supernet trained on these images too, so accuracy saturates and ties; the loss breaks ties."""
+        net = recalibrate_bn(net, self.cal)
+        with torch.no_grad():
+            logits = net(self.hold_x)
+        return (logits.argmax(1) == self.hold_y).sum().item() / len(self.hold_y), F.cross_entropy(logits, self.hold_y).item()
+
+
+# ---- inputs -----------------------------------------------------------------------------------------
+def _search_of(info: ModelInfo | None, where: Path) -> dict:
+    """The search result the bundle was exported from: its network is rebuilt with the supernet's weights."""
+    record = next((h for h in info.history if h.get("stage") == "export"), None) if info else None
+    if record is None:
+        raise BadInput(f"{where}: prune needs a model made by `edgenas export` (its model.json names the search and "
+                       f"supernet the network is rebuilt from)")
+    later = [h.get("stage") for h in info.history if h.get("stage") != "export"]
+    if later:
+        raise BadInput(f"{where}: already through {', '.join(later)}; prune the fp32 bundle `edgenas export` wrote "
+                       f"(prune comes before quantize)")
+    best, best_path = load_search_result(Path(record["search"]))
+    if best["encoding"] != (info.arch or {}).get("encoding"):
+        raise BadInput(f"{best_path}: holds {best['encoding']}, not the exported {(info.arch or {}).get('encoding')}; "
+                       f"it changed since the export")
+    return best
+
+
+def _check_rebuilt(net: nn.Module, onnx_model: bytes, info: ModelInfo, split: Split, where: Path, supernet: str) -> None:
+    """Refuse to prune a network other than the exported one (the supernet may have trained on since)."""
+    import onnxruntime as ort
+
+    x = model_inputs(info, split.val_x[:16])
+    sess = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    ref = np.concatenate([sess.run(None, {info.input_name: x[i:i + 1]})[0] for i in range(len(x))])
+    with torch.no_grad():
+        ours = net.eval()(torch.from_numpy(x)).numpy()
+    diff = float(np.abs(ours - ref).max())
+    if diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
+        raise BadInput(f"{where}: the network rebuilt from {supernet} differs from the exported one (outputs differ by "
+                       f"{diff:.3g}); the supernet changed since the export: export again")
+
+
+def _table(info: ModelInfo, space: SearchSpace):
+    """The latency table the search used, and the target to measure on (None, with why, when not this machine)."""
+    if not info.latency or not info.latency.get("table"):
+        raise BadInput("model.json: no latency table recorded in 'latency'; export the model again")
+    path = Path(info.latency["table"])
+    ident = LatencyTable.load(path).meta.get("identity", {})
+    try:
+        target = get_target(ident.get("target", ""))
+    except BadInput:
+        target = None
+    table = LatencyTable.open(path, {**ident, "space": space.name, "space_hash": space.hash}, target)
+    if target is None:
+        return table, None, f"target '{ident.get('target')}' is not registered here"
+    if ident.get("measured_on") != "local" or not target.runs_here:
+        return table, None, f"the table's target '{target.name}' ({ident.get('measured_on')}) is not this machine"
+    return table, target, None
+
+
+# ---- the stage --------------------------------------------------------------------------------------
+def candidates(latency: PrunedLatency, channels: dict[int, int], goal: float, multiple: int) -> dict[int, tuple[float, int]]:
+    """Per unit, the most mid channels (a multiple of `multiple`) that bring the prediction to `goal`:
+    {layer: (predicted ms, channels)}. When no unit reaches it alone, every unit at its fewest channels."""
+    reach, lowest, now = {}, {}, latency(channels)
+    for i, c in channels.items():
+        options = [(latency({**channels, i: k}), k) for k in range(c - (c % multiple or multiple), min(multiple, c) - 1, -multiple)]
+        hit = next((o for o in options if o[0] <= goal), None)
+        if hit:
+            reach[i] = hit
+        elif options and options[-1][0] < now:
+            lowest[i] = options[-1]
+    return reach or lowest
+
+
+def _identity(onnx_model: bytes, cfg: PruneConfig) -> dict:
+    return {"source": hashlib.sha256(onnx_model).hexdigest()[:16], **cfg.to_dict()}
+
+
+def _rebuild(net: nn.Module, state: dict) -> nn.Module:
+    """The checkpoint's network: the same units pruned to its channel counts, then its weights."""
+    for i, c in state["channels"].items():
+        if c < net[i].expand[0].out_channels:
+            prune_unit(net, i, c)
+    net.load_state_dict(state["model"])
+    return net
+
+
+def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
+    """Prune the bundle `model` into the bundle `out`; `threads` for training and the accuracy checks. One by default:
+    on a shared 2-core machine, two threads of these small networks ran 25x slower than one (OpenMP waits)."""
+    start = time.perf_counter()
+    torch.set_num_threads(threads)
+    onnx_path, _ = resolve(model)
+    if Path(out).resolve() == onnx_path.parent.resolve():
+        raise BadInput(f"--out {out}: is the input bundle; give a new directory")
+    onnx_model, info = load_bundle(model)
+    best = _search_of(info, onnx_path)
+    net, _, evaluator = searched_network(best)
+    split, space = evaluator.split, evaluator.supernet.space
+    _check_rebuilt(net, onnx_model, info, split, onnx_path, best["supernet"])
+    table, target, not_measured = _table(info, space)
+    specs, arch = net.layer_specs, net.arch
+    latency = PrunedLatency(table, space, specs)
+    net = net.to(memory_format=torch.channels_last)
+    start_channels = mid_channels(net)
+    start_ms = latency(start_channels)
+    goal = cfg.target_ms if cfg.target_ms is not None else cfg.ratio * start_ms
+    if goal >= start_ms:
+        raise BadInput(f"--target-ms {goal:g}: {onnx_path} is already predicted at {start_ms:.4f} ms; nothing to prune")
+    fastest = latency({i: min(cfg.multiple, c) for i, c in start_channels.items()})
+    if fastest > goal:
+        raise EdgenasError(f"target {goal:.4f} ms is out of reach: with {cfg.multiple} mid channels left in every unit the "
+                           f"network is predicted at {fastest:.4f} ms (from {start_ms:.4f} ms), the fastest pruning reaches")
+    step_ms = cfg.step_ms or (start_ms - goal) / DEFAULT_STEPS
+
+    def measure(data: bytes) -> float | None:
+        return None if target is None else measure_ms(data, info.input_shape, table.meta["identity"]["backend"], target,
+                                                      table.meta["identity"]["threads"])
+
+    out = Path(out)
+    state_path, ident = out / STATE, _identity(onnx_model, cfg)
+    with exclusive_lock(state_path):
+        if state_path.exists():
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            if state["identity"] != ident:
+                diff = next(k for k in ident if state["identity"].get(k) != ident[k])
+                raise BadInput(f"{state_path}: holds a pruning with another {diff}; use a new --out or delete it")
+            net = _rebuild(net, state)
+        else:
+            macs, params = macs_params(net)
+            state = {"identity": ident, "steps": [], "finetune": None, "seconds": 0.0, "before": {
+                "macs": macs, "params": params, "predicted_ms": start_ms, "measured_ms": measure(onnx_model),
+                "val_accuracy": ort_accuracy(onnx_model, info, split, threads)}}
+        resumed_from = len(state["steps"])
+        teacher = evaluator.network(space.largest())
+        distiller = Distiller(teacher, split, cfg, arch.resolution)
+
+        t0 = start
+
+        def checkpoint() -> None:
+            nonlocal t0
+            t0, elapsed = time.perf_counter(), time.perf_counter() - t0
+            state.update(channels=mid_channels(net), model=net.state_dict(), seconds=state["seconds"] + elapsed)
+            save_checkpoint(state_path, state)
+
+        try:
+            checkpoint()
+            while latency(mid_channels(net)) > goal:
+                net = _netadapt_step(net, latency, distiller, cfg, goal, step_ms, state["steps"], specs)
+                checkpoint()
+            _finetune(net, distiller, cfg, state, checkpoint)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted: {len(state['steps'])} pruning step(s) are saved in {state_path}; "
+                              f"run the same command to resume") from None
+        recalibrate_bn(net, distiller.cal)
+        pruned = to_onnx(net.to(memory_format=torch.contiguous_format), info.input_shape)
+        macs, params = macs_params(net)
+        channels = mid_channels(net)
+        after = {"macs": macs, "params": params, "predicted_ms": latency(channels), "measured_ms": measure(pruned),
+                 "val_accuracy": ort_accuracy(pruned, info, split, threads)}
+        report = {
+            "source": str(onnx_path.resolve()), "target_ms": goal, "step_ms": step_ms, "table": str(table.path),
+            "before": state["before"], "after": after,
+            "units": [{"layer": i, "unit": specs[i].key, "before": c, "after": channels[i]} for i, c in start_channels.items()],
+            "steps": state["steps"], "fastest_ms": fastest, "not_measured": not_measured, "resumed_from_step": resumed_from,
+            "config": cfg.to_dict(), "seconds": round(state["seconds"] + time.perf_counter() - t0, 2),
+        }
+        write_bundle(out, pruned, info.then(
+            "prune", accuracy={"fp32": after["val_accuracy"]},
+            latency={**info.latency, "predicted_ms": after["predicted_ms"], "measured_ms": after["measured_ms"]}, record=report))
+        state_path.unlink()
+    return {"out_dir": str(out), **report}
+
+
+def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: PruneConfig, goal: float, step_ms: float,
+                   steps: list, specs: list[LayerSpec]) -> nn.Module:
+    """One NetAdapt step: every unit's candidate, briefly distilled and scored; the most accurate is returned."""
+    t0, k = time.perf_counter(), len(steps) + 1
+    channels = mid_channels(net)
+    step_goal = max(goal, latency(channels) - step_ms)
+    options = candidates(latency, channels, step_goal, cfg.multiple)
+    if not options:
+        raise EdgenasError(f"no unit can be pruned further at {latency(channels):.4f} ms predicted; the target is out of reach")
+    tried = []
+    with bar(len(options), f"prune step {k}", unit="net") as progress:
+        for i, (ms, keep) in options.items():
+            cand = prune_unit(copy.deepcopy(net), i, keep)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k * 1009 + i)
+            distiller.fit(cand, cfg.candidate_steps, distiller.optimizer(cand), gen)
+            acc, loss = distiller.score(cand)
+            tried.append({"layer": i, "unit": specs[i].key, "channels": [channels[i], keep], "predicted_ms": ms,
+                          "holdout_accuracy": acc, "holdout_loss": loss, "net": cand})
+            progress.update()
+    chosen = max(tried, key=lambda t: (t["holdout_accuracy"], -t["holdout_loss"]))
+    steps.append({"step": k, "goal_ms": step_goal, **{n: v for n, v in chosen.items() if n != "net"},
+                  "seconds": round(time.perf_counter() - t0, 2),
+                  "candidates": [{n: t[n] for n in ("layer", "channels", "predicted_ms", "holdout_accuracy", "holdout_loss")}
+                                 for t in tried]})
+    return chosen["net"]
+
+
+def _finetune(net: nn.Module, distiller: Distiller, cfg: PruneConfig, state: dict, checkpoint) -> None:
+    """The final distillation, cosine learning rate to zero; a checkpoint after every epoch."""
+    total = cfg.finetune_epochs * distiller.per_epoch
+    if not total:
+        return
+    opt = distiller.optimizer(net)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    done = 0
+    if state["finetune"]:
+        opt.load_state_dict(state["finetune"]["optimizer"])
+        sched.load_state_dict(state["finetune"]["scheduler"])
+        done = state["finetune"]["epochs_done"]
+    with bar(total, "fine-tune", initial=done * distiller.per_epoch, unit="step") as progress:
+        for epoch in range(done, cfg.finetune_epochs):
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            distiller.fit(net, distiller.per_epoch, opt, gen, sched, progress)
+            state["finetune"] = {"epochs_done": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            checkpoint()

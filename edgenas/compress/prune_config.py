@@ -1,0 +1,42 @@
+"""Pruning settings, kept apart from the pruning code so the CLI can check them without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgenas.errors import BadInput
+
+#: NetAdapt steps a run takes by default: the way from the start to the target in this many equal reductions
+DEFAULT_STEPS = 5
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    target_ms: float | None = None  # predicted latency to reach, or
+    ratio: float | None = None  # that as a fraction of the model's predicted latency
+    step_ms: float | None = None  # latency each NetAdapt step removes [default: (start - target) / DEFAULT_STEPS]
+    finetune_epochs: int = 10  # the final distillation, over the training split
+    candidate_steps: int = 50  # the short distillation of each candidate before it is scored
+    batch_size: int = 64
+    lr: float = 5e-4  # AdamW; constant for candidates, cosine to zero for the final fine-tune
+    holdout: int = 500  # training images kept out of fine-tuning to score candidates (validation is for reporting)
+    multiple: int = 8  # channel counts stay multiples of this (SIMD width); a unit keeps at least this many
+    seed: int = 0
+
+    def __post_init__(self):
+        if (self.target_ms is None) == (self.ratio is None):
+            raise BadInput("give exactly one of --target-ms and --ratio")
+        if self.ratio is not None and not 0 < self.ratio < 1:
+            raise BadInput(f"--ratio {self.ratio:g} must be between 0 and 1 (a fraction of the predicted latency)")
+        if self.target_ms is not None and self.target_ms <= 0:
+            raise BadInput(f"--target-ms {self.target_ms:g} must be positive")
+        if self.step_ms is not None and self.step_ms <= 0:
+            raise BadInput(f"--steps-ms {self.step_ms:g} must be positive")
+        for name in ("candidate_steps", "batch_size", "multiple"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name} {getattr(self, name)} must be at least 1")
+        if self.finetune_epochs < 0 or self.holdout < 1:
+            raise BadInput("finetune_epochs must be at least 0 and holdout at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
