@@ -58,7 +58,7 @@ def test_ir_computes_convolutions_in_integers(shipped):
     from edgenas.compile.build import lower
     from edgenas.compile.frontend import to_relax
     from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path, integer_qdq
-    from edgenas.compile.layout import to_nhwc
+    from edgenas.compile.layout import elementwise_qdq, to_nhwc
     from edgenas.targets import get_target
 
     root = shipped[0]
@@ -73,7 +73,7 @@ def test_ir_computes_convolutions_in_integers(shipped):
     # NHWC: the layout is carried from the first convolution to the last; only the graph's input is transposed
     from tvm import relax
 
-    nhwc = relax.transform.FoldConstant()(to_nhwc(integer_qdq(mod)))
+    nhwc = relax.transform.FoldConstant()(to_nhwc(elementwise_qdq(integer_qdq(mod))))
     calls = [b.value for block in nhwc["main"].body.blocks for b in block.bindings if hasattr(b.value, "op")]
     convs = [c for c in calls if c.op.name == "relax.nn.conv2d"]
     assert convs and all(c.attrs.data_layout == "NHWC" and c.attrs.kernel_layout == "OHWI" for c in convs)

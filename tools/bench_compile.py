@@ -8,7 +8,7 @@ For each: latency with ONNX Runtime fp32 and int8, TVM fp32 and int8 untuned, TV
 per model and layout (a fresh database each), and the time of a second compile that reuses the database.
 
     .venv/bin/python tools/bench_compile.py --supernet runs/bench-supernet --trials 2000   # hours on 2 cores
-    .venv/bin/python tools/bench_compile.py --models searched --trials 500 --layouts NCHW
+    .venv/bin/python tools/bench_compile.py --models searched --trials 500 --layouts NCHW --precisions int8
 """
 
 import argparse
@@ -75,6 +75,8 @@ def bench_model(name: str, fp32: bytes, int8: bytes, target, args, work: Path) -
     row = {"ort_fp32_ms": round(ort.measure(fp32, shape).median_ms, 5), "ort_int8_ms": round(ort.measure(int8, shape).median_ms, 5)}
     measure = MeasureConfig.for_backend("tvm")
     for precision, model in (("fp32", fp32), ("int8", int8)):
+        if precision not in args.precisions:
+            continue
         for layout in args.layouts:
             key = f"tvm_{precision}_{layout}"
             empty = work / f"{key}-untuned-db"
@@ -86,7 +88,23 @@ def bench_model(name: str, fp32: bytes, int8: bytes, target, args, work: Path) -
                 compile_onnx_model(model, "model", target, CompileConfig(args.trials, layout, db))
                 row[f"{key}_reuse_compile_seconds"] = round(time.perf_counter() - t0, 2)
             print(f"{name} {key}: {json.dumps({k: v for k, v in row.items() if k.startswith(key)})}", file=sys.stderr)
-    return row
+    return {**row, "summary": summary(row)}
+
+
+def summary(row: dict) -> dict:
+    """The issue's targets: TVM int8 against TVM fp32 and against ONNX Runtime int8, fastest build of each."""
+    best = {}
+    for precision in ("fp32", "int8"):
+        runs = {k: v["median_ms"] for k, v in row.items() if k.startswith(f"tvm_{precision}_") and isinstance(v, dict)}
+        if runs:
+            key = min(runs, key=runs.get)
+            best[precision] = {"build": key, "median_ms": runs[key]}
+    out = {"fastest": best}
+    if "int8" in best:
+        out["tvm_int8_vs_ort_int8"] = round(best["int8"]["median_ms"] / row["ort_int8_ms"], 3)
+        if "fp32" in best:
+            out["tvm_int8_speedup_over_tvm_fp32"] = round(best["fp32"]["median_ms"] / best["int8"]["median_ms"], 3)
+    return out
 
 
 def main() -> None:
@@ -95,11 +113,12 @@ def main() -> None:
     ap.add_argument("--budget-ms", type=float, default=0.2)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--layouts", default="NCHW,NHWC")
+    ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--trials", type=int, default=2000, help="MetaSchedule trials per model and layout; 0: untuned only")
     ap.add_argument("--threads", type=int, default=None, help="[default: the target's]")
     ap.add_argument("--work", type=Path, default=None, help="keep databases and models here [default: a temporary directory]")
     args = ap.parse_args()
-    args.layouts = args.layouts.split(",")
+    args.layouts, args.precisions = args.layouts.split(","), args.precisions.split(",")
     target = get_target("host")
     args.threads = args.threads or target.thread_count()
     import os

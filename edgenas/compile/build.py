@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgenas.compile.frontend import ModelInput, to_relax
 from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path, integer_qdq
-from edgenas.compile.layout import to_nhwc
+from edgenas.compile.layout import elementwise_qdq, to_nhwc
 from edgenas.compile.tune import TuneReport, apply_database, compile_target, database_dir, tune
 from edgenas.errors import warn
 from edgenas.targets import Target
@@ -48,6 +48,7 @@ def lower(mod, target: Target, layout: str):
     if left:
         warn(f"{left} quantized convolution(s) or matmul(s) have no integer form (not per-tensor uint8/int8 activations "
              f"with int8 weights) and compute in float")
+    mod = elementwise_qdq(mod)
     if layout == "NHWC":
         mod = to_nhwc(mod)
     ops = compute_ops(mod)

@@ -57,6 +57,18 @@ def _requantize(acc, bias, sx: float, sw: np.ndarray, zx: int, wsum: np.ndarray,
     return out
 
 
+def operand(value, dtype: str, ndim: int):
+    """`value` as a one-element tensor of rank `ndim`, not a scalar.
+
+    Legalization inlines scalar constants into the kernel, so every layer's own scale made its own tuning
+    task (55 tasks for 55 kernels); as tensors they are arguments, and layers of the same shape share one
+    tuned schedule. The rank must match for the layout rules to pass them through.
+    """
+    from tvm import relax
+
+    return relax.const(np.full((1,) * ndim, value, dtype))
+
+
 def pad_by_concat(x, pad: list[int], value: int):
     """Pad H and W of an NCHW tensor with `value` by concatenating borders.
 
@@ -74,7 +86,7 @@ def pad_by_concat(x, pad: list[int], value: int):
 
     def border(t, axis: int, size: int):
         edge = relax.op.strided_slice(t, axes=[axis], begin=[0], end=[size])
-        return relax.op.add(relax.op.multiply(edge, relax.const(np.array(0, dtype))), relax.const(np.array(value, dtype)))
+        return relax.op.add(relax.op.multiply(edge, operand(0, dtype, 4)), operand(value, dtype, 4))
 
     for axis, before, after in ((2, top, bottom), (3, left, right)):
         if before or after:

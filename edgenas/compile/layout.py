@@ -1,10 +1,13 @@
-"""NHWC for the whole quantized graph, so that int8 convolutions can use dot-product intrinsics (VNNI, sdot).
+"""Quantize/dequantize/clip as plain elementwise arithmetic, and NHWC for the whole quantized graph.
 
-`relax.transform.ConvertLayout` carries a layout only through operators with a layout rule. In TVM 0.27
-`quantize`, `dequantize` and `clip` have none, so converting a QDQ graph puts a transpose on both sides of
-every one of them: 205 transposes in a 41-convolution network. No Python hook registers a layout rule, so we
-first write those three operators as the elementwise arithmetic their legalization computes (same rounding,
-same order), then convert; only the graph's input and output keep a transpose.
+Two reasons to write those three operators as the arithmetic their legalization computes (same rounding,
+same order) rather than keep them:
+- `relax.transform.ConvertLayout` carries a layout only through operators with a layout rule, and in TVM 0.27
+  `quantize`, `dequantize` and `clip` have none (no Python hook registers one). Converting a QDQ graph to
+  NHWC, which the int8 dot-product intrinsics (VNNI, sdot) need, put a transpose on both sides of each: 205
+  transposes in a 41-convolution network. Written out, only the graph's input keeps one.
+- Their legalization inlines each layer's scale into the kernel, so no two kernels were the same tuning task.
+  Our scales are tensor arguments (`int8.operand`), and layers of the same shape share a tuned schedule.
 """
 
 from __future__ import annotations
@@ -24,12 +27,18 @@ def _scalar(expr):
     return None
 
 
+def _rank(x) -> int:
+    return len(x.ty.shape)
+
+
 def _quantize(x, scale, zero, dtype: str):
     """clip(round(x / scale) + zero, dtype range), cast: relax.quantize's legalization, op by op."""
     from tvm import relax
 
+    from edgenas.compile.int8 import operand
+
     info = np.iinfo(dtype)
-    f32 = lambda v: relax.const(np.float32(v))  # noqa: E731
+    f32 = lambda v: operand(v, "float32", _rank(x))  # noqa: E731
     y = relax.op.add(relax.op.round(relax.op.divide(x, f32(scale))), f32(zero))
     return relax.op.astype(relax.op.maximum(relax.op.minimum(y, f32(info.max)), f32(info.min)), dtype)
 
@@ -38,8 +47,10 @@ def _dequantize(q, scale, zero):
     """(int32(q) - zero) * scale in float32: relax.dequantize's legalization, op by op."""
     from tvm import relax
 
-    diff = relax.op.subtract(relax.op.astype(q, "int32"), relax.const(np.int32(zero)))
-    return relax.op.multiply(relax.op.astype(diff, "float32"), relax.const(np.float32(scale)))
+    from edgenas.compile.int8 import operand
+
+    diff = relax.op.subtract(relax.op.astype(q, "int32"), operand(zero, "int32", _rank(q)))
+    return relax.op.multiply(relax.op.astype(diff, "float32"), operand(scale, "float32", _rank(q)))
 
 
 def elementwise_qdq(mod):
@@ -47,7 +58,7 @@ def elementwise_qdq(mod):
     from tvm import relax
     from tvm.relax.dpl import is_op, wildcard
 
-    from edgenas.compile.int8 import rewrite_functions
+    from edgenas.compile.int8 import operand, rewrite_functions
 
     def qdq(orig, _m):
         scale, zero = _scalar(orig.args[1]), _scalar(orig.args[2])
@@ -60,7 +71,7 @@ def elementwise_qdq(mod):
     def clip(orig, _m):
         x, lo, hi = orig.args
         dtype = str(x.ty.dtype)
-        bound = lambda v: relax.const(np.array(getattr(v.value, "value", v.value), dtype))  # noqa: E731
+        bound = lambda v: operand(getattr(v.value, "value", v.value), dtype, _rank(x))  # noqa: E731
         return relax.op.minimum(relax.op.maximum(x, bound(lo)), bound(hi))
 
     rules = [(is_op(name)(wildcard(), wildcard(), wildcard()), qdq) for name in QDQ_OPS]
@@ -69,8 +80,7 @@ def elementwise_qdq(mod):
 
 
 def to_nhwc(mod):
-    """Convolutions in NHWC/OHWI with the layout carried through everything between them."""
+    """Convolutions in NHWC/OHWI, carried through everything between them once `elementwise_qdq` has run."""
     from tvm import relax
 
-    mod = elementwise_qdq(mod)
     return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
