@@ -66,6 +66,9 @@ def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned)
     assert [h["stage"] for h in info.history] == ["export", "prune"]
     assert info.accuracy == {"fp32": after["val_accuracy"]} and info.latency["predicted_ms"] == after["predicted_ms"]
     assert info.history[-1]["units"] == r["units"] and not (out / "prune-state.pt").exists()
+    # the architecture names its pruned channels, so an artifact compiled from it is not taken for the searched one
+    assert info.arch["encoding"].startswith(export["arch"]["encoding"] + "/pruned:")
+    assert info.arch["mid_channels"] == {str(u["layer"]): u["after"] for u in r["units"]}
 
 
 def test_pruned_bundle_quantizes_and_is_not_pruned_again(pruned, tmp_path):

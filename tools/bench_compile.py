@@ -5,10 +5,10 @@ Prints one JSON object. Models: the network `edgenas search` finds on the bench 
 (exported and quantized by edgenas, with its validation accuracies), and MobileNetV2 (width 1.0, random
 weights, 224x224 and 96x96; its int8 version is calibrated on random inputs, so it has no accuracy).
 For each: latency with ONNX Runtime fp32 and int8, TVM fp32 and int8 untuned, TVM tuned with --trials
-per model and layout (a fresh database each), and the time of a second compile that reuses the database.
+per model and build (a fresh database each), and the time of a second compile that reuses the database.
 
     .venv/bin/python tools/bench_compile.py --supernet runs/bench-supernet --trials 2000   # hours on 2 cores
-    .venv/bin/python tools/bench_compile.py --models searched --trials 500 --layouts NCHW --precisions int8
+    .venv/bin/python tools/bench_compile.py --models searched --trials 500 --builds fp32:NCHW,int8:NHWC
 """
 
 import argparse
@@ -74,20 +74,16 @@ def bench_model(name: str, fp32: bytes, int8: bytes, target, args, work: Path) -
     shape = tuple(d.dim_value for d in __import__("onnx").load_from_string(fp32).graph.input[0].type.tensor_type.shape.dim)
     row = {"ort_fp32_ms": round(ort.measure(fp32, shape).median_ms, 5), "ort_int8_ms": round(ort.measure(int8, shape).median_ms, 5)}
     measure = MeasureConfig.for_backend("tvm")
-    for precision, model in (("fp32", fp32), ("int8", int8)):
-        if precision not in args.precisions:
-            continue
-        for layout in args.layouts:
-            key = f"tvm_{precision}_{layout}"
-            empty = work / f"{key}-untuned-db"
-            row[f"{key}_untuned"] = tvm_latency(model, target, CompileConfig(0, layout, empty), measure)
-            if args.trials:
-                db = work / f"{key}-db"
-                row[f"{key}_tuned"] = tvm_latency(model, target, CompileConfig(args.trials, layout, db), measure)
-                t0 = time.perf_counter()
-                compile_onnx_model(model, "model", target, CompileConfig(args.trials, layout, db))
-                row[f"{key}_reuse_compile_seconds"] = round(time.perf_counter() - t0, 2)
-            print(f"{name} {key}: {json.dumps({k: v for k, v in row.items() if k.startswith(key)})}", file=sys.stderr)
+    for precision, layout in args.builds:
+        model, key = {"fp32": fp32, "int8": int8}[precision], f"tvm_{precision}_{layout}"
+        row[f"{key}_untuned"] = tvm_latency(model, target, CompileConfig(0, layout, work / f"{key}-untuned-db"), measure)
+        if args.trials:
+            db = work / f"{key}-db"
+            row[f"{key}_tuned"] = tvm_latency(model, target, CompileConfig(args.trials, layout, db), measure)
+            t0 = time.perf_counter()
+            compile_onnx_model(model, "model", target, CompileConfig(args.trials, layout, db))
+            row[f"{key}_reuse_compile_seconds"] = round(time.perf_counter() - t0, 2)
+        print(f"{name} {key}: {json.dumps({k: v for k, v in row.items() if k.startswith(key)})}", file=sys.stderr)
     return {**row, "summary": summary(row)}
 
 
@@ -112,13 +108,12 @@ def main() -> None:
     ap.add_argument("--supernet", type=Path, default=Path("runs/bench-supernet"), help="a trained run (tools/bench_search.py)")
     ap.add_argument("--budget-ms", type=float, default=0.2)
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--layouts", default="NCHW,NHWC")
-    ap.add_argument("--precisions", default="fp32,int8")
-    ap.add_argument("--trials", type=int, default=2000, help="MetaSchedule trials per model and layout; 0: untuned only")
+    ap.add_argument("--builds", default="fp32:NCHW,fp32:NHWC,int8:NCHW,int8:NHWC", help="TVM builds, precision:layout")
+    ap.add_argument("--trials", type=int, default=2000, help="MetaSchedule trials per model and build; 0: untuned only")
     ap.add_argument("--threads", type=int, default=None, help="[default: the target's]")
     ap.add_argument("--work", type=Path, default=None, help="keep databases and models here [default: a temporary directory]")
     args = ap.parse_args()
-    args.layouts, args.precisions = args.layouts.split(","), args.precisions.split(",")
+    args.builds = [tuple(b.split(":")) for b in args.builds.split(",")]
     target = get_target("host")
     args.threads = args.threads or target.thread_count()
     import os

@@ -358,8 +358,12 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
             "steps": state["steps"], "fastest_ms": fastest, "not_measured": not_measured, "resumed_from_step": resumed_from,
             "config": cfg.to_dict(), "seconds": round(state["seconds"] + time.perf_counter() - t0, 2),
         }
+        # the searched architecture with its pruned channel counts: compile names the artifact after `encoding`
+        pruned_units = [f"{i}:{channels[i]}" for i, c in start_channels.items() if channels[i] != c]
+        arch = {**info.arch, "encoding": f"{info.arch['encoding']}/pruned:{','.join(pruned_units)}",
+                "mid_channels": {str(i): channels[i] for i in start_channels}}
         write_bundle(out, pruned, info.then(
-            "prune", accuracy={"fp32": after["val_accuracy"]},
+            "prune", arch=arch, accuracy={"fp32": after["val_accuracy"]},
             latency={**info.latency, "predicted_ms": after["predicted_ms"], "measured_ms": after["measured_ms"]}, record=report))
         state_path.unlink()
     return {"out_dir": str(out), **report}
