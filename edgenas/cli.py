@@ -15,7 +15,9 @@ import click
 
 from edgenas.cli_deploy import COMMANDS
 from edgenas.errors import EdgenasError
+from edgenas.jsonio import ensure_writable_dir
 from edgenas.measure.timing import MeasureConfig
+from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 
@@ -112,6 +114,7 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
     from edgenas.tables.profile import profile
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
+    ensure_writable_dir(tdir, "--tables")
     results = [
         profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
@@ -132,6 +135,7 @@ def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, a
     from edgenas.tables.validate import validate
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
+    ensure_writable_dir(tdir, "--tables")  # the table's correction, the report, the plot and the measured networks
     reports = [
         validate(tgt, b, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
@@ -167,6 +171,7 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
     from edgenas.supernet.train import train
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit)
+    ensure_writable_dir(out, "--out")
     r = train(data, get_space(space), out, cfg, resize=resize).to_dict()
     if as_json:
         return _print_json(r)
@@ -211,7 +216,7 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
         raise click.BadParameter(f"--parent-ratio {parent_ratio} + --mutation-ratio {mutation_ratio} exceeds 1")
     cfg = EvolutionConfig(population, parent_ratio, mutation_ratio, mutate_prob, generations, seed)
     tgt = get_target(target)
-    out = out or Path(run_dir) / f"search-{tgt.name}-{backend}-{budget_ms:g}ms"
+    out = ensure_writable_dir(out or Path(run_dir) / f"search-{tgt.name}-{backend}-{budget_ms:g}ms", "--out")
     r = search(run_dir, tgt, backend, budget_ms, tables or tables_dir(), out, config=cfg, subnets=subnets,
                max_params=max_params, threads=threads, measure=not no_measure, margin_pct=margin_pct).to_dict()
     if as_json:
@@ -224,6 +229,52 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
                f"{r['seconds']:.1f} s in all; outputs in {r['out_dir']}")
 
 
+@cli.command("build")
+@target_options
+@click.option("--budget-ms", type=float, required=True, help="Latency budget on the target, in milliseconds.")
+@click.option("--data", "-d", default="digits", show_default=True,
+              help="'digits' (bundled), a directory of class folders, or an .npz with x and y.")
+@click.option("--backend", "-b", type=click.Choice(["ort", "tvm"]), default=BuildConfig.backend, show_default=True,
+              help="The table the search trusts, and the runtime the artifact's latency is checked on.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=BuildConfig.out, show_default=True,
+              help="Run directory; the same command resumes it, and changed flags re-run only the stages they affect.")
+@click.option("--epochs", type=click.IntRange(min=1), default=BuildConfig.epochs, show_default=True, help="Supernet training epochs.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Train on the first N training images only.")
+@click.option("--subnets", type=click.IntRange(min=10), default=BuildConfig.subnets, show_default=True,
+              help="Sub-networks evaluated to train the accuracy predictor.")
+@click.option("--generations", type=click.IntRange(min=1), default=EvolutionConfig.generations, show_default=True)
+@click.option("--population", type=click.IntRange(min=2), default=EvolutionConfig.population, show_default=True)
+@click.option("--margin-pct", type=float, default=None, help="Guard band [default: the table's 95th-percentile overrun].")
+@click.option("--prune-ratio", type=float, default=BuildConfig.prune_ratio, show_default=True,
+              help="Prune to this fraction of the searched network's predicted latency; 1 skips pruning.")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=BuildConfig.finetune_epochs, show_default=True,
+              help="Distillation epochs after pruning.")
+@click.option("--calibration", type=click.IntRange(min=1), default=BuildConfig.calibration, show_default=True,
+              help="Training images that calibrate int8.")
+@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True, help="MetaSchedule trials (0: no tuning).")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=BuildConfig.layout, show_default=True)
+@click.option("--tuning-db", type=click.Path(path_type=Path), default=None, help="Tuning database [default: per target].")
+def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, budget_ms, data, backend, out, epochs,
+              limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration, tune_trials,
+              layout, tuning_db):
+    """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable."""
+    from edgenas.pipeline.build import build, check_budget_met
+    from edgenas.pipeline.config import BuildConfig as Config
+    from edgenas.pipeline.report import table_text
+
+    cfg = Config(target, budget_ms, data, backend, out, space, tables, threads, repeat, rpc_tracker, rpc_key, epochs, limit,
+                 subnets, margin_pct, EvolutionConfig(population=population, generations=generations), prune_ratio,
+                 finetune_epochs, calibration, tune_trials, layout, tuning_db)
+    r = build(cfg)
+    if as_json:
+        _print_json(r)
+    else:
+        click.echo(table_text(r["summary"]))
+        click.echo(f"{r['seconds']:.0f} s in all; stages: " +
+                   ", ".join(f"{n} {s['status']}" + (f" ({s['seconds']:.0f} s)" if s.get("seconds") else "") for n, s in r["stages"].items()))
+    check_budget_met(r)
+
+
 for _cmd in COMMANDS:
     cli.add_command(_cmd)
 
@@ -233,8 +284,10 @@ def main(argv=None) -> None:
         cli.main(args=argv, prog_name="edgenas", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # bad usage: one line too, with where to look
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        click.echo(f"edgenas: error: {e.format_message()}{hint}", err=True)
         sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("edgenas: interrupted", err=True)

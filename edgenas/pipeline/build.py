@@ -1,0 +1,94 @@
+"""`edgenas build`: profile -> train -> search -> prune -> quantize -> compile -> bench, resumable stage by stage."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from edgenas.errors import EdgenasError, Interrupted
+from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
+from edgenas.pipeline.config import BuildConfig
+from edgenas.pipeline.report import summarize, write_report
+from edgenas.pipeline.rundir import RECORD, RunRecord, fingerprint
+from edgenas.pipeline.stages import STAGES, Context, check_reachable
+from edgenas.progress import bar
+
+SUMMARY = "summary.json"
+
+
+def open_context(cfg: BuildConfig) -> Context:
+    from edgenas.measure.rpc import RPCSettings
+    from edgenas.paths import tables_dir
+    from edgenas.space import get_space
+    from edgenas.targets import get_target
+
+    target = get_target(cfg.target)
+    return Context(cfg, Path(cfg.out), target, get_space(cfg.space), Path(cfg.tables or tables_dir()),
+                   RPCSettings.parse(cfg.rpc_tracker, cfg.rpc_key), cfg.threads or target.thread_count())
+
+
+def say(message: str) -> None:
+    """A line above the progress bars (tqdm.write keeps them intact), on stderr with the bars."""
+    from tqdm import tqdm
+
+    tqdm.write(f"edgenas build: {message}", file=sys.stderr)
+
+
+def run_stage(stage, ctx: Context, record: RunRecord, fps: dict, tag: str) -> None:
+    """Skip the stage when it finished on the same inputs, else run it (resuming its own saved progress)."""
+    def stage_fp() -> str:
+        return fingerprint({"stage": stage.name, "inputs": stage.inputs(ctx), "after": {d: fps[d] for d in stage.after}})
+
+    fps[stage.name] = stage_fp()
+    done = record.finished(stage.name, fps[stage.name])
+    if done:
+        ctx.results[stage.name] = done["result"]
+        return say(f"{tag}: reused (finished {done['finished']})")
+    if not record.start(stage.name, fps[stage.name]):
+        for d in stage.outputs:  # other inputs: nothing of the old output may leak into the new one
+            shutil.rmtree(ctx.out / d, ignore_errors=True)
+    say(f"{tag}: running")
+    t0 = time.perf_counter()
+    try:
+        result = stage.run(ctx)
+    except (KeyboardInterrupt, Interrupted):
+        raise Interrupted(f"interrupted in stage {stage.name}; the finished stages and its saved progress are in "
+                          f"{ctx.out}: run the same command to resume") from None
+    fps[stage.name] = stage_fp()  # a stage may make its own input (profile: the table it measured)
+    record.stages[stage.name]["fingerprint"] = fps[stage.name]
+    ctx.results[stage.name] = record.finish(stage.name, result, time.perf_counter() - t0)["result"]
+    say(f"{tag}: done in {time.perf_counter() - t0:.1f} s")
+
+
+def build(cfg: BuildConfig) -> dict:
+    ctx = open_context(cfg)
+    record = RunRecord(ctx.out, cfg.to_dict())
+    fps: dict[str, str] = {}
+    started = time.perf_counter()
+    with exclusive_lock(ctx.out / RECORD), bar(len(STAGES), "build", unit="stage") as progress:
+        for i, stage in enumerate(STAGES):
+            tag = f"[{i + 1}/{len(STAGES)}] {stage.name}"
+            progress.set_description(f"build {tag}")
+            run_stage(stage, ctx, record, fps, tag)
+            progress.update()
+            if stage.name == "profile":
+                check_reachable(ctx)
+    sm = summarize(ctx.results, ctx.out, ctx.target.name)
+    validation_path = ctx.table.with_suffix(".validation.json")
+    report = write_report(ctx.out, sm, record.stages, read_json(validation_path) if validation_path.exists() else None)
+    result = {"run_dir": str(ctx.out), "seconds": round(time.perf_counter() - started, 2), "summary": sm,
+              "stages": {n: {k: r.get(k) for k in ("status", "seconds", "runs", "finished")} for n, r in record.stages.items()},
+              "report": str(report)}
+    atomic_write_json(ctx.out / SUMMARY, result)
+    return result
+
+
+def check_budget_met(result: dict) -> None:
+    """The promise: the artifact, measured on the target, within the budget; everything is kept either way."""
+    sm = result["summary"]
+    if sm["within_budget"] is False:
+        raise EdgenasError(f"the artifact measured {sm['measured_ms']['artifact_int8']:.4f} ms ({sm['statistic']}) on "
+                           f"{sm['target']} with {sm['backend']}, over the {sm['budget_ms']:g} ms budget; the artifact and "
+                           f"{sm['report']} are kept")

@@ -1,0 +1,68 @@
+"""What a build is asked for, checked before anything costly starts (importable without torch)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgenas.compile.build import LAYOUTS
+from edgenas.errors import BadInput
+from edgenas.search.evolution_config import EvolutionConfig
+from edgenas.supernet.train_config import TrainConfig
+
+BACKENDS = ("ort", "tvm")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    target: str = "host"
+    budget_ms: float = 2.0
+    data: str = "digits"
+    backend: str = "tvm"  # the table the search trusts and the runtime the budget is checked on
+    out: Path = Path("runs/build")
+    space: str = "digits"
+    tables: Path | None = None
+    threads: int | None = None
+    repeat: int | None = None
+    rpc_tracker: str | None = None
+    rpc_key: str | None = None
+    # train
+    epochs: int = TrainConfig.epochs
+    limit: int = 0
+    # search
+    subnets: int = 200
+    margin_pct: float | None = None
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    # prune: to this fraction of the searched network's predicted latency (1: no pruning)
+    prune_ratio: float = 0.9
+    finetune_epochs: int = 3
+    # quantize
+    calibration: int = 300
+    # compile
+    tune_trials: int = 0
+    layout: str = "NCHW"
+    tuning_db: Path | None = None
+
+    def __post_init__(self):
+        if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, (int, float)) \
+                or not math.isfinite(self.budget_ms) or self.budget_ms <= 0:
+            raise BadInput(f"--budget-ms {self.budget_ms!r}: must be a positive number of milliseconds")
+        if self.backend not in BACKENDS:
+            raise BadInput(f"--backend {self.backend}: one of {', '.join(BACKENDS)}")
+        if self.layout not in LAYOUTS:
+            raise BadInput(f"--layout {self.layout}: one of {', '.join(LAYOUTS)}")
+        if not 0 < self.prune_ratio <= 1:
+            raise BadInput(f"--prune-ratio {self.prune_ratio:g}: must be in (0, 1]; 1 skips pruning")
+        if self.backend == "ort" and self.rpc_tracker:
+            raise BadInput("--backend ort measures on this machine only; a board over RPC needs --backend tvm")
+        for name in ("epochs", "subnets", "calibration"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name} {getattr(self, name)}: must be at least 1")
+        for name in ("limit", "finetune_epochs", "tune_trials"):
+            if getattr(self, name) < 0:
+                raise BadInput(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 0")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}

@@ -1,0 +1,101 @@
+"""What a build ends with: the summary table it prints, and report.md with its two plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgenas.jsonio import atomic_write_bytes
+from edgenas.plots import new_figure, save_figure
+from edgenas.tables.latency_table import now
+
+LATENCY_PLOT, REPORT = "latency.png", "report.md"
+
+
+def summarize(results: dict, out: Path, target: str) -> dict:
+    """The figures a person asks for first, from the stage results; every latency is the table's statistic."""
+    s, p, q, c, b = (results[k] for k in ("search", "prune", "quantize", "compile", "bench"))
+    before, after = p["before"], p["after"]
+    return {
+        "target": target,
+        "budget_ms": s["budget_ms"], "margin_pct": s["margin_pct"], "backend": b["checked_on"], "statistic": b["statistic"],
+        "predicted_ms": {"searched": s["predicted_latency_ms"], "pruned": after["predicted_ms"]},
+        "measured_ms": {"searched_fp32": s["measured_latency_ms"], "pruned_fp32": after["measured_ms"],
+                        "artifact_int8": b["measured_ms"]},
+        "artifact_runs": b["runs"],
+        "within_budget": b["within_budget"],
+        "accuracy": {"searched_fp32": before["val_accuracy"], "pruned_fp32": q["fp32_accuracy"], "int8": q["int8_accuracy"],
+                     "int8_drop_points": q["drop_points"], "quantize_remedy": q["remedy"]},
+        "macs": {"searched": before["macs"], "shipped": after["macs"]},
+        "params": {"searched": before["params"], "shipped": after["params"]},
+        "files_bytes": c["files_bytes"],
+        "network": s["encoding"], "pruned": p["pruned"],
+        "artifact": c["artifact"], "report": str(Path(out) / REPORT),
+    }
+
+
+def _ms(v) -> str:
+    return "not measured" if v is None else f"{v:.4f} ms"
+
+
+def rows(sm: dict) -> list[tuple[str, str]]:
+    pr, me, acc = sm["predicted_ms"], sm["measured_ms"], sm["accuracy"]
+    verdict = {True: "within budget", False: "OVER BUDGET", None: "not checked (target not measurable here)"}[sm["within_budget"]]
+    pruned = (lambda text: f", {text}") if sm["pruned"] else (lambda text: "")
+    return [
+        ("budget", f"{sm['budget_ms']:g} ms on {sm['target']} ({sm['backend']}), searched with a {sm['margin_pct']:.1f}% guard band"),
+        ("latency, predicted", f"searched {_ms(pr['searched'])}" + pruned(f"pruned {_ms(pr['pruned'])}")),
+        ("latency, measured", f"searched fp32 {_ms(me['searched_fp32'])}" + pruned(f"pruned fp32 {_ms(me['pruned_fp32'])}") +
+                              f", artifact int8 {_ms(me['artifact_int8'])} ({sm['statistic']}): {verdict}"),
+        ("accuracy (validation)", f"searched fp32 {acc['searched_fp32']:.4f}" + pruned(f"pruned fp32 {acc['pruned_fp32']:.4f}") +
+                                  f", int8 {acc['int8']:.4f} ({-acc['int8_drop_points']:+.2f} points; remedy {acc['quantize_remedy']})"),
+        ("MACs", f"{sm['macs']['searched']:,}" + pruned(f"{sm['macs']['shipped']:,} after pruning")),
+        ("parameters", f"{sm['params']['searched']:,}" + pruned(f"{sm['params']['shipped']:,} after pruning")),
+        ("size", ", ".join(f"{name} {n / 1024:.1f} KiB" for name, n in sm["files_bytes"].items())),
+        ("network", sm["network"] + (" (then pruned)" if sm["pruned"] else "")),
+        ("artifact", sm["artifact"]),
+        ("report", sm["report"]),
+    ]
+
+
+def table_text(sm: dict) -> str:
+    r = rows(sm)
+    width = max(len(k) for k, _ in r)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in r)
+
+
+def latency_plot(path: Path, sm: dict, validation: dict | None) -> None:
+    """Predicted against measured: the table's held-out networks, and this build's networks on top."""
+    fig, ax = new_figure(figsize=(5.2, 4.6), dpi=120)
+    points = []
+    if validation:
+        held = [n for n in validation.get("networks", []) if n.get("split") == "held_out"] or validation.get("networks", [])
+        ax.scatter([n["corrected_ms"] for n in held], [n["measured_ms"] for n in held], s=10, color="0.6",
+                   label=f"table's held-out networks ({len(held)})")
+        points += [v for n in held for v in (n["corrected_ms"], n["measured_ms"])]
+    pr, me = sm["predicted_ms"], sm["measured_ms"]
+    for label, x, y, marker in (("searched, fp32", pr["searched"], me["searched_fp32"], "o"),
+                                ("pruned, fp32", pr["pruned"], me["pruned_fp32"] if sm["pruned"] else None, "s"),
+                                ("artifact, int8", pr["pruned"], me["artifact_int8"], "*")):
+        if y is not None:
+            ax.scatter([x], [y], marker=marker, s=60, zorder=3, label=label)
+            points += [x, y]
+    lo, hi = min(points + [sm["budget_ms"]]) * 0.9, max(points + [sm["budget_ms"]]) * 1.1
+    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="predicted = measured")
+    ax.axhline(sm["budget_ms"], color="tab:red", ls="--", lw=1, label=f"budget {sm['budget_ms']:g} ms")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted latency (ms)", ylabel=f"measured latency (ms, {sm['statistic']})",
+           title=f"{sm['target']} / {sm['backend']}")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def write_report(out: Path, sm: dict, stages: dict, validation: dict | None) -> Path:
+    out = Path(out)
+    latency_plot(out / LATENCY_PLOT, sm, validation)
+    lines = [f"# edgenas build: {sm['network']}", "", f"Written {now()}.", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v.replace('|', '/')} |" for k, v in rows(sm)]
+    lines += ["", "## Stages", "", "| stage | status | seconds | runs |", "|---|---|---:|---:|"]
+    lines += [f"| {name} | {rec['status']} | {rec.get('seconds', '')} | {rec.get('runs', '')} |" for name, rec in stages.items()]
+    lines += ["", "## Accuracy against latency (the search's Pareto front)", "", "![Pareto front](search/pareto.png)",
+              "", "## Predicted against measured latency", "", f"![predicted against measured]({LATENCY_PLOT})", ""]
+    atomic_write_bytes(out / REPORT, "\n".join(lines).encode())
+    return out / REPORT

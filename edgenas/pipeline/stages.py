@@ -1,0 +1,244 @@
+"""The seven stages of a build, each a call into the verb of the same job, and what each one's result depends on.
+
+A stage reads its inputs from `Context` and the results of the stages before it, writes its files under the
+run directory, and returns a JSON-able result that the build records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from edgenas.errors import BadInput
+from edgenas.measure.rpc import RPCSettings
+from edgenas.measure.timing import MeasureConfig
+from edgenas.pipeline.config import BuildConfig
+from edgenas.pipeline.rundir import fingerprint
+from edgenas.space import SearchSpace
+from edgenas.tables.latency_table import STATISTIC, LatencyTable, identity, table_path
+from edgenas.targets import Target
+
+#: Networks `validate` measures when a table has no end-to-end correction yet (as `edgenas validate`'s default)
+VALIDATE_SAMPLES = 40
+
+
+@dataclass
+class Context:
+    cfg: BuildConfig
+    out: Path
+    target: Target
+    space: SearchSpace
+    tables: Path
+    rpc: RPCSettings | None
+    threads: int
+    results: dict = field(default_factory=dict)  # stage name -> its recorded result
+
+    @property
+    def table(self) -> Path:
+        return table_path(self.tables, self.target, self.cfg.backend, self.space)
+
+    @property
+    def measures_here(self) -> bool:
+        return self.rpc is None and self.target.runs_here
+
+    @cached_property
+    def data_fingerprint(self) -> str:
+        from edgenas.data import load_dataset
+
+        return load_dataset(self.cfg.data).fingerprint
+
+    def measure_config(self, backend: str) -> MeasureConfig:
+        return MeasureConfig.for_backend(backend, self.cfg.repeat)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    after: tuple[str, ...]  # the stages whose results it reads
+    inputs: Callable[[Context], dict]  # its own settings its result depends on
+    run: Callable[[Context], dict]
+    outputs: tuple[str, ...] = ()  # its directories in the run directory, emptied when its inputs change
+
+
+# ---- profile: a valid table, measured only when there is none ------------------------------------------------
+def _table_identity(ctx: Context) -> dict:
+    return identity(ctx.target, ctx.cfg.backend, ctx.space, ctx.threads, ctx.rpc)
+
+
+def _profile_inputs(ctx: Context) -> dict:
+    """The table's identity, and its checksum once it is complete and corrected: a re-profiled table re-runs the search."""
+    from edgenas.artifact.artifact import sha256
+
+    expected, ready = _table_identity(ctx), None
+    if ctx.table.exists():
+        try:
+            table = LatencyTable.load(ctx.table)
+            table.check(expected)
+            ready = sha256(ctx.table) if table.correction and not table.missing(ctx.space) else None
+        except BadInput:
+            pass  # the stage runs, and profile() says what is wrong with the file
+    return {"table": str(ctx.table), "identity": expected, "sha256": ready}
+
+
+def _profile(ctx: Context) -> dict:
+    from edgenas.tables.profile import profile
+    from edgenas.tables.validate import validate
+
+    b, cfg = ctx.cfg.backend, ctx.measure_config(ctx.cfg.backend)
+    measured = profile(ctx.target, b, ctx.space, ctx.tables, resume=True, threads=ctx.threads, rpc=ctx.rpc, cfg=cfg).measured
+    table = LatencyTable.open(ctx.table, _table_identity(ctx), ctx.target)
+    validated = not table.correction
+    if validated:
+        validate(ctx.target, b, ctx.space, ctx.tables, VALIDATE_SAMPLES, threads=ctx.threads, rpc=ctx.rpc, cfg=cfg)
+        table = LatencyTable.load(ctx.table)
+    return {"table": str(ctx.table), "entries": len(table.entries), "measured": measured, "validated": validated,
+            "overrun_p95_pct": table.correction.get("held_out", {}).get("overrun_p95_pct")}
+
+
+def check_reachable(ctx: Context) -> None:
+    """An unreachable budget fails here, after the table and before the training, with the fastest latency there is."""
+    from edgenas.search.evolution import check_budget
+    from edgenas.search.latency_predictor import TableLatencyPredictor
+
+    check_budget(ctx.cfg.budget_ms, *TableLatencyPredictor(LatencyTable.load(ctx.table), ctx.space).fastest())
+
+
+# ---- train: the supernet, shared by every build on the same data, space and settings ---------------------------
+def _train_config(ctx: Context):
+    from edgenas.supernet.train_config import TrainConfig
+
+    return TrainConfig(epochs=ctx.cfg.epochs, limit=ctx.cfg.limit)
+
+
+def _train_inputs(ctx: Context) -> dict:
+    return {"data": ctx.cfg.data, "data_fingerprint": ctx.data_fingerprint, "space": ctx.space.hash,
+            "train": _train_config(ctx).to_dict()}
+
+
+def supernet_dir(ctx: Context) -> Path:
+    """Keyed by everything but the epochs: more epochs resume the same run, other data or settings get their own."""
+    key = {k: v for k, v in _train_inputs(ctx).items() if k != "train"}
+    key["train"] = {k: v for k, v in _train_config(ctx).to_dict().items() if k != "epochs"}
+    return ctx.out / f"supernet-{fingerprint(key)[:8]}"
+
+
+def _train(ctx: Context) -> dict:
+    from edgenas.supernet.train import train
+
+    r = train(ctx.cfg.data, ctx.space, supernet_dir(ctx), _train_config(ctx))
+    last = r.history[-1]
+    return {"run_dir": r.run_dir, "epochs": r.epochs, "resumed_from_epoch": r.resumed_from_epoch, "seconds": r.seconds,
+            "val_acc_largest": last["val_acc_largest"], "val_acc_smallest": last["val_acc_smallest"]}
+
+
+# ---- search ---------------------------------------------------------------------------------------------------
+def _search_inputs(ctx: Context) -> dict:
+    c = ctx.cfg
+    return {"budget_ms": c.budget_ms, "backend": c.backend, "target": ctx.target.to_dict(), "subnets": c.subnets,
+            "margin_pct": c.margin_pct, "evolution": c.evolution.to_dict(), "measure": ctx.measures_here}
+
+
+def _search(ctx: Context) -> dict:
+    from edgenas.search.search import search
+
+    c = ctx.cfg
+    r = search(Path(ctx.results["train"]["run_dir"]), ctx.target, c.backend, c.budget_ms, ctx.tables, ctx.out / "search",
+               config=c.evolution, subnets=c.subnets, threads=ctx.threads, measure=ctx.measures_here, margin_pct=c.margin_pct)
+    return r.to_dict()
+
+
+# ---- prune (after exporting the searched network) --------------------------------------------------------------
+def _prune_inputs(ctx: Context) -> dict:
+    return {"ratio": ctx.cfg.prune_ratio, "finetune_epochs": ctx.cfg.finetune_epochs}
+
+
+def _prune(ctx: Context) -> dict:
+    from edgenas.search.export import export
+
+    fp32 = ctx.out / "fp32"
+    info = export(ctx.out / "search", fp32)
+    if ctx.cfg.prune_ratio < 1:
+        from edgenas.compress.prune import prune
+        from edgenas.compress.prune_config import PruneConfig
+
+        r = prune(fp32, ctx.out / "pruned", PruneConfig(ratio=ctx.cfg.prune_ratio, finetune_epochs=ctx.cfg.finetune_epochs))
+        return {"model": str(ctx.out / "pruned"), "pruned": True, "before": r["before"], "after": r["after"],
+                "units": r["units"], "seconds": r["seconds"]}
+    from edgenas.compress.prune import macs_params
+    from edgenas.search.export import load_search_result, searched_network
+
+    s = ctx.results["search"]
+    macs, params = macs_params(searched_network(load_search_result(ctx.out / "search")[0])[0])
+    same = {"macs": macs, "params": params, "predicted_ms": s["predicted_latency_ms"], "measured_ms": s["measured_latency_ms"],
+            "val_accuracy": info.accuracy["fp32"]}
+    return {"model": str(fp32), "pruned": False, "before": same, "after": same}
+
+
+# ---- quantize, compile, bench ------------------------------------------------------------------------------------
+def _quantize_inputs(ctx: Context) -> dict:
+    return {"calibration": ctx.cfg.calibration, "symmetric": ctx.target.device == "cuda"}
+
+
+def _quantize(ctx: Context) -> dict:
+    from edgenas.compress.quantize import QuantizeConfig, quantize
+
+    q = _quantize_inputs(ctx)
+    return quantize(Path(ctx.results["prune"]["model"]), ctx.out / "int8",
+                    QuantizeConfig(calibration=q["calibration"], symmetric=q["symmetric"])).to_dict()
+
+
+def _compile_inputs(ctx: Context) -> dict:
+    c = ctx.cfg
+    return {"target": ctx.target.to_dict(), "tune_trials": c.tune_trials, "layout": c.layout, "tuning_db": str(c.tuning_db),
+            "measure": ctx.measures_here or ctx.rpc is not None}
+
+
+def _compile(ctx: Context) -> dict:
+    from edgenas.artifact.package import package
+    from edgenas.compile.build import CompileConfig
+
+    c = ctx.cfg
+    art = package(ctx.out / "int8", ctx.target, ctx.out / "artifact", CompileConfig(c.tune_trials, c.layout, c.tuning_db),
+                  ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
+    files = {name: (art.path / name).stat().st_size for name in art.meta["files"]}
+    return {"artifact": str(art.path), "compile": {k: art.meta["compile"][k] for k in ("seconds", "tuning", "ops", "kernel_layout")},
+            "files_bytes": files}
+
+
+def _bench_inputs(ctx: Context) -> dict:
+    return {"budget_ms": ctx.cfg.budget_ms, "backend": ctx.cfg.backend, "repeat": ctx.cfg.repeat,
+            "rpc": None if ctx.rpc is None else ctx.rpc.tracker + "/" + ctx.rpc.key}
+
+
+def _bench(ctx: Context) -> dict:
+    """The budget is checked on the artifact, with the runtime the table measured: its library for tvm, its int8
+    ONNX model for ort; with the table's statistic, so that predicted and measured compare."""
+    from edgenas.artifact.artifact import ONNX_FILE, load_artifact
+    from edgenas.artifact.runtime import bench
+
+    art = load_artifact(Path(ctx.results["compile"]["artifact"]))
+    runs = {}
+    if ctx.measures_here or ctx.rpc is not None:
+        runs["tvm"] = bench(art, ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
+    if ctx.cfg.backend == "ort":
+        from edgenas.measure.ort import OrtBackend
+
+        ort = OrtBackend(ctx.target, ctx.measure_config("ort"), ctx.threads)
+        runs["ort"] = ort.measure((art.path / ONNX_FILE).read_bytes(), art.input_shape).to_dict()
+    checked = runs.get(ctx.cfg.backend)
+    measured = checked[STATISTIC] if checked else None
+    return {"runs": runs, "checked_on": ctx.cfg.backend, "statistic": STATISTIC, "measured_ms": measured,
+            "budget_ms": ctx.cfg.budget_ms, "within_budget": None if measured is None else measured <= ctx.cfg.budget_ms}
+
+
+STAGES = (
+    Stage("profile", (), _profile_inputs, _profile),
+    Stage("train", (), _train_inputs, _train),
+    Stage("search", ("profile", "train"), _search_inputs, _search, ("search",)),
+    Stage("prune", ("search",), _prune_inputs, _prune, ("fp32", "pruned")),
+    Stage("quantize", ("prune",), _quantize_inputs, _quantize, ("int8",)),
+    Stage("compile", ("quantize",), _compile_inputs, _compile, ("artifact",)),
+    Stage("bench", ("compile",), _bench_inputs, _bench),
+)

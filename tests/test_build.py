@@ -1,0 +1,130 @@
+"""`edgenas build` end to end on a slice of the digits and the tiny space: outputs, the resume path and bad input."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TINY_SPACE, assert_one_line_error, run_cli
+from edgenas.artifact.artifact import load_artifact
+from edgenas.pipeline.rundir import RECORD
+
+EARLY = ("profile", "train", "search")
+
+
+def build_args(tables, out, budget_ms, *extra):
+    return ("build", "--space", TINY_SPACE, "--backend", "ort", "--tables", tables, "--out", out, "--budget-ms", budget_ms,
+            "--epochs", 1, "--limit", 640, "--subnets", 10, "--generations", 5, "--population", 10, "--finetune-epochs", 0,
+            "--calibration", 50, "--repeat", 5, "--threads", 1, *extra)
+
+
+def record(out) -> dict:
+    return json.loads((out / RECORD).read_text())
+
+
+def kill_after(args, out, stage: str, timeout: float = 600) -> None:
+    """Start the build, and kill it (SIGKILL: nothing gets to clean up) as soon as `stage` is recorded finished."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgenas", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if record(out)["stages"].get(stage, {}).get("status") == "done":
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the build ended before it could be killed:\n{proc.stderr.read()}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A build killed right after its search, then run again with the same command: (out, JSON, record before)."""
+    root = tmp_path_factory.mktemp("build")
+    tables, out = root / "tables", root / "run"
+    args = build_args(tables, out, 5)
+    kill_after(args, out, "search")
+    before = record(out)["stages"]
+    proc = run_cli(*args, "--json", check=0)
+    return tables, out, json.loads(proc.stdout), before, proc.stderr
+
+
+def test_resume_after_a_kill_repeats_no_finished_stage(built):
+    _, out, r, before, stderr = built
+    assert set(before) >= set(EARLY) and all(before[s]["status"] == "done" for s in EARLY)
+    after = record(out)["stages"]
+    for s in EARLY:
+        assert after[s]["finished"] == before[s]["finished"] and after[s]["runs"] == 1, s
+        assert f"{s}: reused" in stderr, stderr
+    assert list(after) == ["profile", "train", "search", "prune", "quantize", "compile", "bench"]
+    assert all(a["status"] == "done" for a in after.values())
+    assert r["stages"] == {n: {k: a.get(k) for k in ("status", "seconds", "runs", "finished")} for n, a in after.items()}
+
+
+def test_build_writes_every_output(built):
+    tables, out, r, _, _ = built
+    sm = r["summary"]
+    assert sm["within_budget"] is True and sm["backend"] == "ort" and sm["target"] == "host"
+    measured = sm["measured_ms"]
+    assert 0 < measured["artifact_int8"] <= sm["budget_ms"] and measured["searched_fp32"] > 0
+    assert sm["artifact_runs"]["ort"]["min_ms"] == measured["artifact_int8"] and sm["artifact_runs"]["tvm"]["median_ms"] > 0
+    assert sm["pruned"] and sm["predicted_ms"]["pruned"] < sm["predicted_ms"]["searched"]
+    assert sm["macs"]["shipped"] < sm["macs"]["searched"] and sm["params"]["shipped"] <= sm["params"]["searched"]
+    acc = sm["accuracy"]
+    assert 0.3 < acc["int8"] <= 1 and abs(acc["pruned_fp32"] - acc["int8"]) * 100 == pytest.approx(abs(acc["int8_drop_points"]), abs=0.01)
+    # the artifact is sealed and is the one the summary names, with the accuracy and latency it was built with
+    art = load_artifact(sm["artifact"])
+    assert art.meta["accuracy"]["int8"] == acc["int8"] and sm["files_bytes"]["model.so"] == (art.path / "model.so").stat().st_size
+    assert (tables / "host" / "tiny" / "ort.json").exists() and (tables / "host" / "tiny" / "ort.validation.json").exists()
+    for d in ("search", "fp32", "pruned", "int8"):
+        assert (out / d / ("best.json" if d == "search" else "model.onnx")).exists(), d
+    report = (out / "report.md").read_text()
+    for image in ("search/pareto.png", "latency.png"):
+        assert f"]({image})" in report and (out / image).stat().st_size > 1000
+    assert sm["network"] in report and json.loads((out / "summary.json").read_text()) == r
+    x = out / "x.npy"
+    __import__("numpy").save(x, __import__("numpy").zeros((28, 28), "uint8"))
+    assert json.loads(run_cli("run", sm["artifact"], "--input", x, "--json", check=0).stdout)["label"]
+
+
+def test_a_changed_budget_reruns_only_what_depends_on_it(built):
+    tables, out, r, _, _ = built
+    old = record(out)["stages"]
+    budget = round(r["summary"]["predicted_ms"]["searched"] * 2, 4)
+    new = json.loads(run_cli(*build_args(tables, out, budget, "--prune-ratio", 1, "--json"), check=0).stdout)
+    stages = record(out)["stages"]
+    for s in ("profile", "train"):
+        assert stages[s]["finished"] == old[s]["finished"], s
+    for s in ("search", "prune", "quantize", "compile", "bench"):
+        assert stages[s]["finished"] > old[s]["finished"] and stages[s]["fingerprint"] != old[s]["fingerprint"], s
+    assert new["summary"]["budget_ms"] == budget and not new["summary"]["pruned"] and not (out / "pruned").exists()
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "abc"])
+def test_bad_budgets(tmp_path, budget):
+    proc = run_cli(*build_args(tmp_path / "tables", tmp_path / "run", budget))
+    assert_one_line_error(proc, "--budget-ms")
+    assert not (tmp_path / "tables").exists()
+
+
+def test_unreachable_budget_fails_before_training(tmp_path):
+    # the committed digits table: nothing to measure, so this takes seconds
+    proc = run_cli("build", "--backend", "ort", "--budget-ms", 0.001, "--out", tmp_path / "run")
+    assert_one_line_error(proc, "fastest reachable latency")
+    assert not list((tmp_path / "run").glob("supernet-*"))
+
+
+def test_a_run_directory_of_another_version_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RECORD).write_text(json.dumps({"schema": "edgenas.build", "schema_version": 1, "edgenas": "0.0.1", "stages": {}}))
+    assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), str(out / RECORD), "edgenas 0.0.1")
+    (out / RECORD).write_text("{not json")
+    assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), str(out / RECORD))
