@@ -128,3 +128,12 @@ def test_a_run_directory_of_another_version_is_refused(tmp_path):
     assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), str(out / RECORD), "edgenas 0.0.1")
     (out / RECORD).write_text("{not json")
     assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), str(out / RECORD))
+
+
+def test_two_builds_in_one_directory_are_locked_out(tmp_path):
+    from edgenas.jsonio import exclusive_lock
+
+    out = tmp_path / "run"
+    with exclusive_lock(out / RECORD):
+        assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), "another edgenas process", code=1)
+    assert not (tmp_path / "tables").exists()
