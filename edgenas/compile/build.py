@@ -66,7 +66,7 @@ def compile_onnx_model(data: bytes, where: str, target: Target, cfg: CompileConf
     mod, inp = to_relax(data, where, cfg.input_shape)
     mod, quantized, ops = lower(mod, target, cfg.layout)
     db = database_dir(target, cfg.tuning_db)
-    report = tune(mod, target, db, cfg.trials) if cfg.trials else None
-    mod = apply_database(mod, target, db)
+    report, database = tune(mod, target, db, cfg.trials) if cfg.trials else (None, None)
+    mod = apply_database(mod, target, db, database)
     executable = tvm.compile(mod, target=compile_target(target))
     return Compiled(executable, inp, quantized, ops, str(db), report, round(time.perf_counter() - start, 2))

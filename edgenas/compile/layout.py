@@ -81,6 +81,18 @@ def elementwise_qdq(mod):
 
 def to_nhwc(mod):
     """Convolutions in NHWC/OHWI, carried through everything between them once `elementwise_qdq` has run."""
+    import numpy as np
     from tvm import relax
+    from tvm.relax.dpl import is_const, is_op
 
-    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+    from edgenas.compile.int8 import rewrite_functions
+
+    def transposed(orig, _m):
+        # ConvertLayout transposes every weight and one-element scale at run time; left to the zero pipeline's
+        # FoldConstant, each of them (629 on the searched int8 network) is a kernel compiled and run: 15 s of compile
+        value = orig.args[0].value.numpy()
+        axes = None if orig.attrs.axes is None else [int(a) for a in orig.attrs.axes]
+        return relax.const(np.transpose(value, axes), str(value.dtype))
+
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+    return rewrite_functions(mod, [(is_op("relax.permute_dims")(is_const()), transposed)])

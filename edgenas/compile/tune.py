@@ -165,8 +165,10 @@ def _has_schedule(db, task, target) -> bool:
     return db.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
 
 
-def tune(mod, target: Target, db_dir: Path, trials: int) -> TuneReport:
-    """Tune the fused module's tasks that the database lacks, spreading `trials` (> 0) evenly over them."""
+def tune(mod, target: Target, db_dir: Path, trials: int):
+    """Tune the fused module's tasks that the database lacks, spreading `trials` (> 0) evenly over them.
+
+    Returns the report and the database, loaded once: parsing a database of a few thousand records takes seconds."""
     from tvm.s_tir import meta_schedule as ms
 
     start = time.perf_counter()
@@ -199,15 +201,18 @@ def tune(mod, target: Target, db_dir: Path, trials: int) -> TuneReport:
     if untuned:
         warn(f"{len(untuned)} task(s) have no working schedule in {db_dir} and run untuned: {', '.join(untuned[:5])}")
     return TuneReport(str(db_dir), len(tasks), len(tasks) - len(todo), len(todo), per_task * len(todo),
-                      round(time.perf_counter() - start, 2), untuned)
+                      round(time.perf_counter() - start, 2), untuned), db
 
 
-def apply_database(mod, target: Target, db_dir: Path):
-    """`mod` with every task the database holds a schedule for replaced by its best schedule."""
+def apply_database(mod, target: Target, db_dir: Path, db=None):
+    """`mod` with every task the database (`db`, or the one in `db_dir`) holds a schedule for replaced by its best."""
     from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
 
-    if not (db_dir / "database_workload.json").exists():
-        return mod
-    with compile_target(target):
-        return relax.transform.MetaScheduleApplyDatabase(str(db_dir))(mod)
+    if db is None:
+        if not (db_dir / "database_workload.json").exists():
+            return mod
+        db = ms.database.JSONDatabase(work_dir=str(db_dir))
+    with compile_target(target), db:
+        return relax.transform.MetaScheduleApplyDatabase()(mod)
 
