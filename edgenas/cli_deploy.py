@@ -9,6 +9,7 @@ import click
 
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import METHODS, QuantizeConfig
+from edgenas.jsonio import ensure_writable_dir
 from edgenas.measure.timing import MeasureConfig
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -33,6 +34,7 @@ def _echo_json(obj) -> None:
 @json_option
 def export_cmd(search, out, threads, as_json):
     """Write the network a search found (SEARCH: its directory or best.json) as a model bundle: model.onnx + model.json."""
+    ensure_writable_dir(out, "--out")
     from edgenas.search.export import export
 
     info = export(search, out, threads)
@@ -58,6 +60,7 @@ def export_cmd(search, out, threads, as_json):
 def prune_cmd(model, out, target_ms, ratio, step_ms, finetune_epochs, candidate_steps, threads, as_json):
     """Prune a model bundle's channels toward a latency target (NetAdapt, distilled from the supernet); resumable."""
     cfg = PruneConfig(target_ms, ratio, step_ms, finetune_epochs, candidate_steps)  # checks the flags before torch loads
+    ensure_writable_dir(out, "--out")
     from edgenas.compress.prune import prune
 
     r = prune(model, out, cfg, threads)
@@ -85,6 +88,7 @@ def prune_cmd(model, out, target_ms, ratio, step_ms, finetune_epochs, candidate_
 @json_option
 def quantize_cmd(model, out, calibration, method, symmetric, max_drop, threads, as_json):
     """Quantize a model bundle to int8 (ONNX QDQ), checked against its fp32 validation accuracy."""
+    ensure_writable_dir(out, "--out")
     from edgenas.compress.quantize import quantize
 
     r = quantize(model, out, QuantizeConfig(calibration, method, symmetric, max_drop), threads).to_dict()
@@ -130,6 +134,7 @@ def compile_cmd(model, target, out, tune_trials, layout, tuning_db, input_shape,
 
     tgt = get_target(target)
     rpc = RPCSettings.parse(rpc_tracker, rpc_key)
+    ensure_writable_dir(out, "--out")
     art = package(model, tgt, out, CompileConfig(tune_trials, layout, tuning_db, input_shape), MeasureConfig.for_backend("tvm", repeat),
                   threads or tgt.thread_count(), rpc)
     if as_json:

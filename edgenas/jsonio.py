@@ -16,6 +16,26 @@ def _umask() -> int:
     return mask
 
 
+def ensure_writable_dir(path: Path, flag: str) -> Path:
+    """Fail at once, with one line naming `flag` and `path`, when files cannot be written into the directory `path`.
+
+    Called by every verb that writes, before its long work. It creates nothing: it writes and removes a probe file in
+    `path`, or in its deepest existing ancestor when `path` does not exist yet (the verb creates it later)."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        reason = "it is a file" if existing == path else f"{existing} is a file, not a directory"
+        raise BadInput(f"{flag} {path}: cannot write there ({reason})")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgenas-probe-", dir=existing)
+    except OSError as e:
+        where = "" if existing == path else f"{existing}: "
+        raise BadInput(f"{flag} {path}: cannot write there ({where}{e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     try:
@@ -56,8 +76,12 @@ def read_json(path: Path):
 def exclusive_lock(path: Path):
     """Hold `<path>.lock` so two jobs writing one file fail clearly instead of corrupting it."""
     lock_path = Path(str(path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_path, "w")
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write ({e.strerror})") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,5 +1,7 @@
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,32 +84,75 @@ def shipped(exported):
     return root, exported, quantized, compiled
 
 
+def _wait(ready, what: str, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while not ready():
+        assert time.time() < deadline, f"{what} within {seconds:g} s"
+        time.sleep(0.2)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def start_tracker() -> tuple[subprocess.Popen, int]:
+    """A real TVM RPC tracker on loopback, listening: (process, port)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                             "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait(lambda: _listening(port), "the tracker did not start")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port
+
+
+def registered_keys(tracker_port: int) -> set[str]:
+    from tvm import rpc
+
+    return {s["key"].split(":", 1)[-1] for s in rpc.connect_tracker("127.0.0.1", tracker_port).summary()["server_info"]}
+
+
+def start_rpc_server(tracker_port: int, key: str, wait: bool = True) -> subprocess.Popen:
+    """A real TVM RPC server (a board) registered at the tracker under `key`; in its own process group, so that
+    `stop` also ends the worker process it forks for each session, as a board that drops would."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end",
+         str(port + 1), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    if wait:
+        try:
+            _wait(lambda: key in registered_keys(tracker_port), "the RPC server did not register")
+        except BaseException:
+            stop(proc)
+            raise
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill a process started by these helpers and everything it forked."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture(scope="session")
 def rpc_tracker():
     """A real TVM RPC tracker and server on loopback; yields (tracker "host:port", key)."""
-    from tvm import rpc
-
-    port, server_port, key = free_port(), free_port(), "loopback-test"
-    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-                               "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    key = "loopback-test"
+    tracker, port = start_tracker()
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "tracker did not start"
-                time.sleep(0.2)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
-             "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", key],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        while not any(s["key"].endswith(key) for s in rpc.connect_tracker("127.0.0.1", port).summary()["server_info"]):
-            assert time.time() < deadline, "server did not register"
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}", key
+        server = start_rpc_server(port, key)
+        try:
+            yield f"127.0.0.1:{port}", key
+        finally:
+            stop(server)
     finally:
-        for p in reversed(procs):
-            p.kill()
-            p.wait()
+        stop(tracker)

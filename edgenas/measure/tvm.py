@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,30 @@ from edgenas.errors import BadInput, EdgenasError
 from edgenas.measure.rpc import RPCSettings, open_session
 from edgenas.measure.timing import MeasureConfig, Measurement
 from edgenas.targets import Target
+
+#: A measurement on a board whose RPC connection breaks mid-run (the server restarted, the board rebooted) is retried
+#: up to this many times, each time on a session opened anew through the tracker.
+RPC_RETRIES = 3
+#: Seconds to wait before the n-th retry: n x this (2, 4, 6 s), time for a restarted server to register again.
+RPC_BACKOFF_S = 2.0
+#: What the TVM runtime says when a session's socket is gone (src/runtime/rpc/rpc_endpoint.cc, rpc_socket_impl.cc,
+#: support/socket.h), besides the OSError subclasses Python raises itself. A call in flight when the server dies gets
+#: "Check failed: (code == RPCCode::kReturn) is false: code=1" (kShutdown); the next one "SockChannel::Send Error:Broken pipe".
+_CONNECTION_LOST = ("RPCCode::kReturn) is false", "SockChannel", "Channel closes before", "connection was previously closed",
+                    "Connection reset", "Broken pipe", "RPCSessionTimeoutError")
+
+
+def connection_lost(e: BaseException) -> bool:
+    """Whether `e`, raised by a call over an RPC session, means the session broke (rather than the call failing)."""
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return True
+    text = f"{type(e).__name__}: {e}"
+    return any(s in text for s in _CONNECTION_LOST)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def compile_onnx(onnx_model: bytes, target: Target):
@@ -54,6 +79,8 @@ def load_remote(session, path: Path, rpc: RPCSettings):
         session.upload(str(path))
         return session.load_module(Path(path).name)
     except Exception as e:  # the RPC layer raises TVMError, OSError or RuntimeError
+        if connection_lost(e):
+            raise  # the session broke, not the library: TvmBackend reopens it
         raise EdgenasError(f"the board at {rpc.tracker} (key '{rpc.key}') failed to load {Path(path).name}: {e}") from None
 
 
@@ -88,23 +115,47 @@ class TvmBackend:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgenas-tvm-")
         self._count = 0
 
-    def _load(self, executable):
-        if self.session is None:
-            return executable, device(self.target)
+    def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
+        executable = compile_onnx(onnx_model, self.target)
+        if self.rpc is None:
+            return time_main(executable, device(self.target), input_shape, self.cfg)
         self._count += 1
         path = export_library(executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
-        return load_remote(self.session, path, self.rpc), device(self.target, self.session)
-
-    def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
-        lib, dev = self._load(compile_onnx(onnx_model, self.target))
-        return time_main(lib, dev, input_shape, self.cfg)
+        return self._measure_remote(path, input_shape, "float32")
 
     def measure_library(self, path: Path, input_shape: tuple[int, ...], dtype: str = "float32") -> Measurement:
         """Latency of an exported library (an artifact's), loaded here or uploaded to the board."""
         import tvm
 
-        lib = load_remote(self.session, path, self.rpc) if self.session else tvm.runtime.load_module(str(path))
-        return time_main(lib, device(self.target, self.session), input_shape, self.cfg, dtype)
+        if self.rpc is None:
+            return time_main(tvm.runtime.load_module(str(path)), device(self.target), input_shape, self.cfg, dtype)
+        return self._measure_remote(path, input_shape, dtype)
+
+    def _measure_remote(self, path: Path, input_shape: tuple[int, ...], dtype: str) -> Measurement:
+        """Upload, load and time a library on the board. When the session breaks, a new one is opened and the
+        measurement retried, RPC_RETRIES times with a growing back-off, before a one-line error."""
+        last = None
+        for retry in range(RPC_RETRIES + 1):
+            if retry:
+                time.sleep(RPC_BACKOFF_S * retry)
+            if self.session is None:
+                try:
+                    self.session = open_session(self.rpc)
+                except EdgenasError as e:  # the server has not registered again (yet), or refused
+                    last = e
+                    continue
+            try:
+                lib = load_remote(self.session, path, self.rpc)
+                return time_main(lib, device(self.target, self.session), input_shape, self.cfg, dtype)
+            except Exception as e:
+                if not connection_lost(e):
+                    raise
+                last, self.session = e, None
+        raise EdgenasError(
+            f"lost the connection to the RPC server with key '{self.rpc.key}' at tracker {self.rpc.tracker}, and "
+            f"{RPC_RETRIES} retries on a new session over {RPC_BACKOFF_S * RPC_RETRIES * (RPC_RETRIES + 1) / 2:g} s "
+            f"failed (last: {_first_line(last)})"
+        )
 
     def describe(self) -> dict:
         import tvm

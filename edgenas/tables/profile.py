@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgenas.errors import BadInput, Interrupted
+from edgenas.errors import BadInput, EdgenasError, Interrupted
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.backends import make_backend
 from edgenas.measure.onnx_export import to_onnx
@@ -89,13 +89,20 @@ def profile(
 
 
 def _measure_into(table: LatencyTable, todo: list, backend, total: int, desc: str) -> None:
-    """Measure `todo` into the table, saving after every entry so that a kill loses none."""
+    """Measure `todo` into the table, saving after every entry so that a kill or a lost board loses none."""
     done = 0
     try:
         with bar(total, desc, initial=total - len(todo), unit="block") as progress:
             for i, layer in enumerate(todo):
                 model = to_onnx(randomize_bn(build_layer(layer), seed=i), layer.input_shape)
-                table.entries[layer.key] = backend.measure(model, layer.input_shape).to_dict()
+                try:
+                    measured = backend.measure(model, layer.input_shape)
+                except EdgenasError as e:  # e.g. the RPC board is gone for good: say what is kept
+                    raise type(e)(
+                        f"{e}; {total - len(todo) + done} of {total} entries are saved in {table.path}; run the same "
+                        f"command with --resume to measure the rest"
+                    ) from None
+                table.entries[layer.key] = measured.to_dict()
                 table.save()
                 done += 1
                 progress.update()

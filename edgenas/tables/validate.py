@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.errors import BadInput, Interrupted
+from edgenas.errors import BadInput, EdgenasError, Interrupted
 from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
 from edgenas.measure.backends import make_backend
 from edgenas.measure.onnx_export import to_onnx
@@ -142,7 +142,12 @@ def _measure_networks(todo, cache, samples_path, ident, backend_name, target, sp
             for arch in todo:
                 net = randomize_bn(Network(space, arch))
                 shape = (1, space.in_channels, arch.resolution, arch.resolution)
-                cache[arch.encoding] = {"arch": arch.to_dict(), "measured": backend.measure(to_onnx(net, shape), shape).to_dict()}
+                try:
+                    measured = backend.measure(to_onnx(net, shape), shape)
+                except EdgenasError as e:  # e.g. the RPC board is gone for good: the networks measured so far are kept
+                    raise type(e)(f"{e}; {len(cache)} measured networks are kept in {samples_path}; run the same command "
+                                  f"again to measure the rest") from None
+                cache[arch.encoding] = {"arch": arch.to_dict(), "measured": measured.to_dict()}
                 atomic_write_json(samples_path, {"identity": ident, "samples": cache})
                 progress.update()
     except KeyboardInterrupt:
