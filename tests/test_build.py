@@ -137,3 +137,9 @@ def test_two_builds_in_one_directory_are_locked_out(tmp_path):
     with exclusive_lock(out / RECORD):
         assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), "another edgenas process", code=1)
     assert not (tmp_path / "tables").exists()
+
+
+def test_an_output_directory_that_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert_one_line_error(run_cli(*build_args(tmp_path / "tables", tmp_path / "file" / "run", 5)), "--out", "is a file")
+    assert_one_line_error(run_cli(*build_args(tmp_path / "file" / "tables", tmp_path / "run", 5)), "--tables", "is a file")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from edgenas.errors import EdgenasError, Interrupted
-from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
+from edgenas.jsonio import atomic_write_json, ensure_writable_dir, exclusive_lock, read_json
 from edgenas.pipeline.config import BuildConfig
 from edgenas.pipeline.report import summarize, write_report
 from edgenas.pipeline.rundir import RECORD, RunRecord, fingerprint
@@ -25,6 +25,7 @@ def open_context(cfg: BuildConfig) -> Context:
     from edgenas.targets import get_target
 
     target = get_target(cfg.target)
+    ensure_writable_dir(cfg.out, "--out")
     return Context(cfg, Path(cfg.out), target, get_space(cfg.space), Path(cfg.tables or tables_dir()),
                    RPCSettings.parse(cfg.rpc_tracker, cfg.rpc_key), cfg.threads or target.thread_count())
 

@@ -41,7 +41,7 @@ class BuildConfig:
     calibration: int = 300
     # compile
     tune_trials: int = 0
-    layout: str = "NCHW"
+    layout: str = "NHWC"  # int8 untuned: 1.36 ms against 1.85 ms NCHW on the searched digits network
     tuning_db: Path | None = None
 
     def __post_init__(self):

@@ -86,6 +86,9 @@ def _profile(ctx: Context) -> dict:
     from edgenas.tables.profile import profile
     from edgenas.tables.validate import validate
 
+    from edgenas.jsonio import ensure_writable_dir
+
+    ensure_writable_dir(ctx.tables, "--tables")  # here, not up front: a complete table may sit in a read-only install
     b, cfg = ctx.cfg.backend, ctx.measure_config(ctx.cfg.backend)
     measured = profile(ctx.target, b, ctx.space, ctx.tables, resume=True, threads=ctx.threads, rpc=ctx.rpc, cfg=cfg).measured
     table = LatencyTable.open(ctx.table, _table_identity(ctx), ctx.target)
