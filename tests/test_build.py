@@ -97,7 +97,8 @@ def test_build_writes_every_output(built):
 def test_a_changed_budget_reruns_only_what_depends_on_it(built):
     tables, out, r, _, _ = built
     old = record(out)["stages"]
-    budget = round(r["summary"]["predicted_ms"]["searched"] * 2, 4)
+    # int8 with ONNX Runtime runs these tiny networks about 2x slower than the fp32 the table predicts
+    budget = round(r["summary"]["predicted_ms"]["searched"] * 4, 4)
     new = json.loads(run_cli(*build_args(tables, out, budget, "--prune-ratio", 1, "--json"), check=0).stdout)
     stages = record(out)["stages"]
     for s in ("profile", "train"):

@@ -31,7 +31,7 @@ from torch import nn
 
 from edgenas.bundle import ModelInfo, load_bundle, resolve, write_bundle
 from edgenas.compress.accuracy import model_inputs, ort_accuracy
-from edgenas.compress.prune_config import DEFAULT_STEPS, PruneConfig
+from edgenas.compress.prune_config import PruneConfig
 from edgenas.data import Split, resize, to_input
 from edgenas.errors import BadInput, EdgenasError, Interrupted
 from edgenas.jsonio import exclusive_lock
@@ -304,7 +304,7 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
     if fastest > goal:
         raise EdgenasError(f"target {goal:.4f} ms is out of reach: with {cfg.multiple} mid channels left in every unit the "
                            f"network is predicted at {fastest:.4f} ms (from {start_ms:.4f} ms), the fastest pruning reaches")
-    step_ms = cfg.step_ms or (start_ms - goal) / DEFAULT_STEPS
+    step_ms = cfg.step_ms or (start_ms - goal) / cfg.steps
 
     def measure(data: bytes) -> float | None:
         return None if target is None else measure_ms(data, info.input_shape, table.meta["identity"]["backend"], target,

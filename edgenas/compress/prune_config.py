@@ -6,15 +6,14 @@ from dataclasses import asdict, dataclass
 
 from edgenas.errors import BadInput
 
-#: NetAdapt steps a run takes by default: the way from the start to the target in this many equal reductions
-DEFAULT_STEPS = 5
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     target_ms: float | None = None  # predicted latency to reach, or
     ratio: float | None = None  # that as a fraction of the model's predicted latency
-    step_ms: float | None = None  # latency each NetAdapt step removes [default: (start - target) / DEFAULT_STEPS]
+    step_ms: float | None = None  # latency each NetAdapt step removes [default: (start - target) / steps]
+    steps: int = 5  # or the way from the start to the target in this many equal reductions
     finetune_epochs: int = 10  # the final distillation, over the training split
     candidate_steps: int = 50  # the short distillation of each candidate before it is scored
     batch_size: int = 64
@@ -32,7 +31,7 @@ class PruneConfig:
             raise BadInput(f"--target-ms {self.target_ms:g} must be positive")
         if self.step_ms is not None and self.step_ms <= 0:
             raise BadInput(f"--steps-ms {self.step_ms:g} must be positive")
-        for name in ("candidate_steps", "batch_size", "multiple"):
+        for name in ("steps", "candidate_steps", "batch_size", "multiple"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} {getattr(self, name)} must be at least 1")
         if self.finetune_epochs < 0 or self.holdout < 1:

@@ -47,7 +47,7 @@ def rows(sm: dict) -> list[tuple[str, str]]:
         ("latency, measured", f"searched fp32 {_ms(me['searched_fp32'])}" + pruned(f"pruned fp32 {_ms(me['pruned_fp32'])}") +
                               f", artifact int8 {_ms(me['artifact_int8'])} ({sm['statistic']}): {verdict}"),
         ("accuracy (validation)", f"searched fp32 {acc['searched_fp32']:.4f}" + pruned(f"pruned fp32 {acc['pruned_fp32']:.4f}") +
-                                  f", int8 {acc['int8']:.4f} ({-acc['int8_drop_points']:+.2f} points; remedy {acc['quantize_remedy']})"),
+                                  f", int8 {acc['int8']:.4f} ({0.0 - acc['int8_drop_points']:+.2f} points; remedy {acc['quantize_remedy']})"),
         ("MACs", f"{sm['macs']['searched']:,}" + pruned(f"{sm['macs']['shipped']:,} after pruning")),
         ("parameters", f"{sm['params']['searched']:,}" + pruned(f"{sm['params']['shipped']:,} after pruning")),
         ("size", ", ".join(f"{name} {n / 1024:.1f} KiB" for name, n in sm["files_bytes"].items())),
