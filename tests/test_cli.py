@@ -15,6 +15,14 @@ def test_spaces_json():
 
 
 def test_usage_error_exit_code():
-    proc = run_cli("profile", "--backend", "nosuch")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert_one_line_error(run_cli("profile", "--backend", "nosuch"), "--backend", "edgenas profile --help")
+    assert_one_line_error(run_cli("nosuchverb"), "nosuchverb")
     assert_one_line_error(run_cli("profile", "--space", "nosuchspace"), "nosuchspace")
+
+
+def test_every_verb_takes_json():
+    from edgenas.cli import cli
+
+    assert len(cli.commands) >= 13
+    missing = [name for name, cmd in cli.commands.items() if "--json" not in {o for p in cmd.params for o in p.opts}]
+    assert not missing, missing
