@@ -27,6 +27,13 @@ def run_cli(*args, check=None, timeout=600, env=None):
     return proc
 
 
+def start_cli(*args, **popen_kwargs) -> subprocess.Popen:
+    """`edgenas` in the background, as a user's terminal would start it: with Ctrl-C (SIGINT) delivered. A shell
+    without job control starts background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    return subprocess.Popen([sys.executable, "-m", "edgenas", *map(str, args)], text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen_kwargs)
+
+
 def assert_one_line_error(proc, *needles, code=2):
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr

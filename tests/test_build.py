@@ -3,12 +3,11 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import TINY_SPACE, assert_one_line_error, run_cli
+from conftest import TINY_SPACE, assert_one_line_error, run_cli, start_cli
 from edgenas.artifact.artifact import load_artifact
 from edgenas.pipeline.rundir import RECORD
 
@@ -27,8 +26,7 @@ def record(out) -> dict:
 
 def kill_after(args, out, stage: str, timeout: float = 600) -> None:
     """Start the build, and kill it (SIGKILL: nothing gets to clean up) as soon as `stage` is recorded finished."""
-    proc = subprocess.Popen([sys.executable, "-m", "edgenas", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and proc.poll() is None:

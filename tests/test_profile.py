@@ -3,12 +3,11 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, start_cli
 from edgenas.jsonio import exclusive_lock
 from edgenas.space import get_space
 from edgenas.tables.latency_table import SCHEMA_VERSION, LatencyTable
@@ -53,8 +52,7 @@ def test_existing_table_needs_resume_and_resume_measures_nothing_new(tables):
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
 def test_killed_profile_keeps_entries_and_resumes(tables, sig, code):
     path = table_file(tables)
-    proc = subprocess.Popen([sys.executable, "-m", "edgenas", *map(str, profile_args(tables))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(*profile_args(tables), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (path.exists() and len(json.loads(path.read_text())["entries"]) >= 3):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()

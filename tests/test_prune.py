@@ -5,7 +5,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -13,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import TINY_SPACE, assert_one_line_error, run_cli
+from conftest import TINY_SPACE, assert_one_line_error, run_cli, start_cli
 from edgenas.bundle import load_bundle
 from edgenas.compress.prune import ChannelCurve, PrunedLatency, unit_points
 from edgenas.paths import ROOT
@@ -135,8 +134,7 @@ def test_interrupted_prune_resumes_where_it_stopped(exported, pruned, tmp_path):
     uninterrupted run ended (every random draw is seeded by step and unit)."""
     root, _ = exported
     out = tmp_path / "p"
-    args = [sys.executable, "-m", "edgenas", "prune", str(root / "fp32"), "--out", str(out), *map(str, QUICK), "--json"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("prune", root / "fp32", "--out", out, *QUICK, "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
         state = out / "prune-state.pt"

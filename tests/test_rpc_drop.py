@@ -2,12 +2,11 @@
 
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, start_rpc_server, start_tracker, stop
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, start_cli, start_rpc_server, start_tracker, stop
 from edgenas.measure.tvm import RPC_RETRIES
 from edgenas.space import get_space
 from edgenas.tables.latency_table import LatencyTable
@@ -59,7 +58,7 @@ def _profile_until(tmp_path, args, table, entries: int):
     """Start `edgenas profile` and return (process, stderr path) once the table holds `entries` entries."""
     err = tmp_path / "stderr.txt"
     with open(err, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "edgenas", *map(str, args)], stdout=subprocess.DEVNULL, stderr=f)
+        proc = start_cli(*args, stdout=subprocess.DEVNULL, stderr=f)
     deadline = time.time() + 60
     while not (table.exists() and len(json.loads(table.read_text())["entries"]) >= entries):
         assert proc.poll() is None, f"profile ended early (exit {proc.returncode}): {err.read_text()}"
