@@ -262,9 +262,11 @@ def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_j
     from edgenas.pipeline.config import BuildConfig as Config
     from edgenas.pipeline.report import table_text
 
-    cfg = Config(target, budget_ms, data, backend, out, space, tables, threads, repeat, rpc_tracker, rpc_key, epochs, limit,
-                 subnets, margin_pct, EvolutionConfig(population=population, generations=generations), prune_ratio,
-                 finetune_epochs, calibration, tune_trials, layout, tuning_db)
+    cfg = Config(target=target, budget_ms=budget_ms, data=data, backend=backend, out=out, space=space, tables=tables,
+                 threads=threads, repeat=repeat, rpc_tracker=rpc_tracker, rpc_key=rpc_key, epochs=epochs, limit=limit,
+                 subnets=subnets, margin_pct=margin_pct, evolution=EvolutionConfig(population=population, generations=generations),
+                 prune_ratio=prune_ratio, finetune_epochs=finetune_epochs, calibration=calibration, tune_trials=tune_trials,
+                 layout=layout, tuning_db=tuning_db)
     r = build(cfg)
     if as_json:
         _print_json(r)

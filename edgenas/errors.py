@@ -19,6 +19,12 @@ class Interrupted(EdgenasError):
     exit_code = 130
 
 
+def one_line(e: BaseException, last: bool = False) -> str:
+    """A library's multi-line message as one line: its first (or, for TVM's tracebacks, `last`) non-empty line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[-1] if last else lines[0]) if lines else type(e).__name__
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr: the run goes on, but the user should know."""
     import sys

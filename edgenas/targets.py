@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from edgenas.errors import BadInput
+from edgenas.errors import BadInput, one_line
 from edgenas.paths import targets_dir
 
 DEVICE_KINDS = ("cpu", "cuda")
@@ -57,16 +57,11 @@ class Target:
             host = _resolve_native(self.tvm_host) if self.tvm_host else None
             tgt = tvm.target.Target(_resolve_native(self.tvm_target), host=host)
         except Exception as e:  # TVM raises assorted error types for bad target specs
-            raise BadInput(f"{self.source}: field 'tvm.target' is not a valid TVM target ({_first_line(e)})") from None
+            raise BadInput(f"{self.source}: field 'tvm.target' is not a valid TVM target ({one_line(e, last=True)})") from None
         return tgt
 
     def thread_count(self) -> int:
         return self.threads or (os.cpu_count() or 1)
-
-
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(e).__name__
 
 
 def _resolve_native(spec: str | dict) -> str | dict:

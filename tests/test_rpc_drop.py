@@ -73,12 +73,17 @@ def _finish(proc, err, timeout=90) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, "", err.read_text())
 
 
-def test_board_lost_for_good_keeps_entries_and_resume_measures_the_rest(tables, board, tmp_path):
+def _drop_mid_profile(tables, board, tmp_path):
+    """A profile over RPC with its board dropped after 3 entries: (args, table, entries in all, process, stderr file)."""
     args = _profile_args(tables, board)
     table = tables / "host" / "tiny" / "tvm.json"
-    total = len(get_space(TINY_SPACE).all_layers())
     proc, err = _profile_until(tmp_path, args, table, 3)
     board.drop()
+    return args, table, len(get_space(TINY_SPACE).all_layers()), proc, err
+
+
+def test_board_lost_for_good_keeps_entries_and_resume_measures_the_rest(tables, board, tmp_path):
+    args, table, total, proc, err = _drop_mid_profile(tables, board, tmp_path)
     line = assert_one_line_error(_finish(proc, err), f"key '{board.key}'", f"tracker {board.tracker}",
                                  f"{RPC_RETRIES} retries", str(table), "--resume", code=1)
     kept = LatencyTable.load(table).entries
@@ -94,11 +99,7 @@ def test_board_lost_for_good_keeps_entries_and_resume_measures_the_rest(tables, 
 
 
 def test_board_back_within_retry_window_finishes_the_profile(tables, board, tmp_path):
-    args = _profile_args(tables, board)
-    table = tables / "host" / "tiny" / "tvm.json"
-    total = len(get_space(TINY_SPACE).all_layers())
-    proc, err = _profile_until(tmp_path, args, table, 3)
-    board.drop()
+    _, table, total, proc, err = _drop_mid_profile(tables, board, tmp_path)
     assert len(LatencyTable.load(table).entries) < total  # the rest can only be measured on a new session
     board.restart(wait=False)  # registers again a second or two later, within the back-off
     done = _finish(proc, err)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from edgenas.errors import BadInput
+from edgenas.errors import BadInput, one_line
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,7 @@ def parse_onnx(data: bytes, where: str):
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
     except Exception as e:  # protobuf DecodeError, onnx ValidationError: both mean a file we cannot use
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(f"{where}: not a valid ONNX model ({first})") from None
+        raise BadInput(f"{where}: not a valid ONNX model ({one_line(e)})") from None
     return model
 
 

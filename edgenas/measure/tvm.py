@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.errors import BadInput, EdgenasError
+from edgenas.errors import BadInput, EdgenasError, one_line
 from edgenas.measure.rpc import RPCSettings, open_session
 from edgenas.measure.timing import MeasureConfig, Measurement
 from edgenas.targets import Target
@@ -34,11 +34,6 @@ def connection_lost(e: BaseException) -> bool:
         return True
     text = f"{type(e).__name__}: {e}"
     return any(s in text for s in _CONNECTION_LOST)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 def compile_onnx(onnx_model: bytes, target: Target):
@@ -154,7 +149,7 @@ class TvmBackend:
         raise EdgenasError(
             f"lost the connection to the RPC server with key '{self.rpc.key}' at tracker {self.rpc.tracker}, and "
             f"{RPC_RETRIES} retries on a new session over {RPC_BACKOFF_S * RPC_RETRIES * (RPC_RETRIES + 1) / 2:g} s "
-            f"failed (last: {_first_line(last)})"
+            f"failed (last: {one_line(last)})"
         )
 
     def describe(self) -> dict:

@@ -45,8 +45,7 @@ class BuildConfig:
     tuning_db: Path | None = None
 
     def __post_init__(self):
-        if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, (int, float)) \
-                or not math.isfinite(self.budget_ms) or self.budget_ms <= 0:
+        if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
             raise BadInput(f"--budget-ms {self.budget_ms!r}: must be a positive number of milliseconds")
         if self.backend not in BACKENDS:
             raise BadInput(f"--backend {self.backend}: one of {', '.join(BACKENDS)}")

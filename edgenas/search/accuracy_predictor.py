@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import kendalltau
 
-from edgenas.errors import BadInput
+from edgenas.errors import BadInput, one_line
 from edgenas.jsonio import atomic_write_bytes
 from edgenas.space import Arch, SearchSpace
 
@@ -77,5 +77,5 @@ class AccuracyPredictor:
         try:
             model.load_model(str(path))
         except (xgb.core.XGBoostError, json.JSONDecodeError, OSError) as e:
-            raise BadInput(f"{path}: not an accuracy predictor ({str(e).splitlines()[0]})") from None
+            raise BadInput(f"{path}: not an accuracy predictor ({one_line(e)})") from None
         return cls(space, model)

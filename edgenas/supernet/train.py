@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, resize, split as split_data, to_input
-from edgenas.errors import BadInput, EdgenasError, Interrupted
+from edgenas.errors import BadInput, EdgenasError, Interrupted, one_line
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, read_json
 from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
@@ -230,5 +230,5 @@ def load_supernet(run_dir: Path) -> tuple[Supernet, dict]:
     try:
         supernet.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"])
     except (RuntimeError, KeyError, EOFError) as e:
-        raise EdgenasError(f"{run_dir / CHECKPOINT}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
+        raise EdgenasError(f"{run_dir / CHECKPOINT}: unreadable checkpoint ({one_line(e)})") from None
     return supernet.eval(), run
