@@ -36,12 +36,25 @@ def read_input(path: Path, art: Artifact) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:
             raise BadInput(f"--input {path}: not a readable .npy file ({e})") from None
+        if not isinstance(arr, np.ndarray):
+            arr.close()
+            raise BadInput(f"--input {path}: an .npz archive, not a .npy array")
         if arr.dtype != np.uint8:
+            if arr.dtype.kind not in "biuf":
+                raise BadInput(f"--input {path}: a preprocessed input must hold real numbers, not {arr.dtype}")
             if arr.size != np.prod(shape):
                 raise BadInput(f"--input {path}: a preprocessed input must have shape {list(shape)}, not {list(arr.shape)}")
-            return arr.reshape(shape).astype(inp["dtype"])
+            with np.errstate(over="ignore"):  # a value too large for the model's dtype becomes inf, refused below
+                x = arr.reshape(shape).astype(inp["dtype"])
+            bad = np.flatnonzero(~np.isfinite(x)) if x.dtype.kind == "f" else []
+            if len(bad):
+                where = [int(i) for i in np.unravel_index(bad[0], arr.shape)]
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise BadInput(f"--input {path}: value {arr.flat[bad[0]]} at index {where}{more} is not a finite "
+                               f"{x.dtype} number; a model input must hold finite numbers")
+            return x
         image = arr[None] if arr.ndim == 2 else arr
         if image.ndim != 3 or image.shape[0] != channels:
             raise BadInput(f"--input {path}: a uint8 image array must be (H, W) or ({channels}, H, W), not {list(arr.shape)}")
