@@ -16,6 +16,8 @@ from edgenas.tables.latency_table import now
 
 SCHEMA, SCHEMA_VERSION = "edgenas.model", 1
 MODEL_FILE, INFO_FILE = "model.onnx", "model.json"
+#: what to do about a damaged model.json
+REDO = "write the bundle again with the verb that made it (export, prune or quantize)"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class ModelInfo:
             kw["history"] = tuple(kw.get("history", ()))
             return cls(**kw)
         except (KeyError, TypeError, ValueError) as e:
-            raise BadInput(f"{where}: malformed model description ({e})") from None
+            raise BadInput(f"{where}: malformed model description ({e}); {REDO}") from None
 
     def then(self, stage: str, **changes) -> "ModelInfo":
         """This description after one more stage; `changes` replace fields, `record` describes the stage."""
@@ -84,7 +86,7 @@ def resolve(path: Path) -> tuple[Path, Path | None]:
 
 def load_bundle(path: Path) -> tuple[bytes, ModelInfo | None]:
     onnx_path, info_path = resolve(path)
-    info = ModelInfo.from_dict(read_json(info_path), str(info_path)) if info_path else None
+    info = ModelInfo.from_dict(read_json(info_path, remedy=REDO), str(info_path)) if info_path else None
     return onnx_path.read_bytes(), info
 
 

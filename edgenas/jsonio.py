@@ -60,16 +60,24 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
 
 
-def read_json(path: Path):
+def read_json(path: Path, remedy: str | None = None):
+    """The JSON in `path`. For a file edgenas wrote itself, `remedy` says what to do when it is damaged (not UTF-8,
+    not JSON, or not a JSON object, as every such file is); the one-line error then ends with it."""
     path = Path(path)
+    then = f"; {remedy}" if remedy else ""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
-        raise BadInput(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        raise BadInput(f"{path}: not valid JSON (line {e.lineno}: {e.msg}){then}") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path}: not valid JSON (not UTF-8 text: byte {e.start}){then}") from None
     except OSError as e:
         raise BadInput(f"{path}: cannot read ({e.strerror})") from None
+    if remedy is not None and not isinstance(data, dict):
+        raise BadInput(f"{path}: damaged (its top level is not a JSON object){then}")
+    return data
 
 
 @contextlib.contextmanager

@@ -58,7 +58,8 @@ def load_artifact(path: Path) -> Artifact:
     path = Path(path)
     if not path.is_dir():
         raise BadInput(f"{path}: no such artifact directory")
-    meta = read_json(path / METADATA)
+    redo = f"compile the model again into {path} (or copy the artifact again)"
+    meta = read_json(path / METADATA, remedy=redo)
     if meta.get("schema") != SCHEMA:
         raise BadInput(f"{path / METADATA}: not an edgenas artifact (schema '{meta.get('schema')}')")
     if meta.get("schema_version") != SCHEMA_VERSION:
@@ -67,6 +68,9 @@ def load_artifact(path: Path) -> Artifact:
     files = meta.get("files")
     if not isinstance(files, dict) or LIBRARY not in files:
         raise BadInput(f"{path / METADATA}: field 'files' must list the sha256 of {LIBRARY} and the other files")
+    missing = [k for k in ("input", "target") if not isinstance(meta.get(k), dict)]
+    if missing:
+        raise BadInput(f"{path / METADATA}: damaged (no field '{missing[0]}'); {redo}")
     for name, digest in files.items():
         if not (path / name).is_file():
             raise BadInput(f"{path / name}: missing from the artifact")

@@ -16,12 +16,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgenas.errors import BadInput, Interrupted, warn
+from edgenas.errors import BadInput, Interrupted, one_line, warn
 from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
 from edgenas.progress import bar
 from edgenas.targets import Target
 
 LEDGER = "edgenas-tasks.json"
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")  # MetaSchedule's JSONDatabase, a record a line
 #: LocalBuilder's 30 s let builds fail silently on 2 busy cores (../shared/NOTES-tvm.md); ours start warm
 BUILD_TIMEOUT_S = 300.0
 TRIALS_PER_ITER = 64
@@ -161,6 +162,34 @@ def _task_key(task) -> str:
     return f"{task.task_name}:{tvm_ffi.structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
 
 
+def _retune(db_dir: Path) -> str:
+    return f"delete the directory {db_dir} and compile again to re-tune (or give another --tuning-db)"
+
+
+def open_database(db_dir: Path):
+    """MetaSchedule's JSON database in `db_dir`; a damaged file is a one-line error naming it and the remedy."""
+    import json
+
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        return ms.database.JSONDatabase(work_dir=str(db_dir))
+    except RuntimeError as e:  # TVM parses both files at once and does not say which line failed; find it
+        for path in (db_dir / name for name in DATABASE_FILES):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    for n, line in enumerate(f, 1):
+                        if line.strip():
+                            json.loads(line)
+            except OSError:
+                continue
+            except ValueError as bad:  # not JSON, or not UTF-8
+                why = f"line {n} is not valid JSON" if isinstance(bad, json.JSONDecodeError) else "not UTF-8 text"
+                raise BadInput(f"{path}: damaged tuning database ({why}); {_retune(db_dir)}") from None
+        raise BadInput(f"{db_dir / DATABASE_FILES[0]} and {DATABASE_FILES[1]}: damaged tuning database "
+                       f"({one_line(e, last=True)}); {_retune(db_dir)}") from None
+
+
 def _has_schedule(db, task, target) -> bool:
     return db.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
 
@@ -177,8 +206,8 @@ def tune(mod, target: Target, db_dir: Path, trials: int):
     per_task = max(1, math.ceil(trials / max(1, len(tasks))))
     db_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(db_dir / LEDGER):
-        ledger = read_json(db_dir / LEDGER) if (db_dir / LEDGER).exists() else {}
-        db = ms.database.JSONDatabase(work_dir=str(db_dir))
+        ledger = read_json(db_dir / LEDGER, remedy=_retune(db_dir)) if (db_dir / LEDGER).exists() else {}
+        db = open_database(db_dir)
         todo = [t for t in tasks if ledger.get(_task_key(t), 0) < per_task]
         if todo:
             register_tensor_intrinsics()
@@ -207,12 +236,11 @@ def tune(mod, target: Target, db_dir: Path, trials: int):
 def apply_database(mod, target: Target, db_dir: Path, db=None):
     """`mod` with every task the database (`db`, or the one in `db_dir`) holds a schedule for replaced by its best."""
     from tvm import relax
-    from tvm.s_tir import meta_schedule as ms
 
     if db is None:
-        if not (db_dir / "database_workload.json").exists():
+        if not (db_dir / DATABASE_FILES[0]).exists():
             return mod
-        db = ms.database.JSONDatabase(work_dir=str(db_dir))
+        db = open_database(db_dir)
     with compile_target(target), db:
         return relax.transform.MetaScheduleApplyDatabase()(mod)
 

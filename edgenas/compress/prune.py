@@ -43,7 +43,7 @@ from edgenas.space import SearchSpace
 from edgenas.space.blocks import Head, MBConv, make_divisible
 from edgenas.space.space import LayerSpec
 from edgenas.supernet.evaluate import BN_CALIBRATION_IMAGES, recalibrate_bn
-from edgenas.supernet.train import save_checkpoint, shift_augment
+from edgenas.supernet.train import load_checkpoint, save_checkpoint, shift_augment
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.correction import apply_correction
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
@@ -314,7 +314,8 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
     state_path, ident = out / STATE, _identity(onnx_model, cfg)
     with exclusive_lock(state_path):
         if state_path.exists():
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            state = load_checkpoint(state_path, ("identity", "steps", "channels", "model"),
+                                    "delete it to prune from the start")
             if state["identity"] != ident:
                 diff = next(k for k in ident if state["identity"].get(k) != ident[k])
                 raise BadInput(f"{state_path}: holds a pruning with another {diff}; use a new --out or delete it")

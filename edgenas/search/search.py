@@ -76,8 +76,17 @@ def subnet_accuracies(run_dir: Path, evaluator: SubnetEvaluator, space: SearchSp
     """Validation accuracy of `n` random sub-networks spread over sizes, cached in the run directory (resumable)."""
     path = Path(run_dir) / SUBNET_SAMPLES
     key = {"checkpoint_epoch": epoch, "seed": seed}
-    cache = read_json(path) if path.exists() else {}
-    samples = cache.get("samples", {}) if cache.get("key") == key else {}
+    samples, again = {}, "evaluating the sub-networks again"
+    if path.exists():
+        try:
+            cache = read_json(path, remedy=again)
+            samples = cache.get("samples", {}) if cache.get("key") == key else {}
+            if not (isinstance(samples, dict) and all(isinstance(s, dict) and isinstance(s.get("val_accuracy"), (int, float))
+                                                      for s in samples.values())):
+                raise BadInput(f"{path}: damaged (malformed 'samples'); {again}")
+        except BadInput as e:  # a cache: a damaged one costs only the time to fill it again
+            warn(str(e))
+            samples = {}
     rng = random.Random(seed)
     archs = [space.largest(), space.smallest()]
     while len({a.encoding for a in archs}) < n:  # half uniform, half leaning toward either end by a random amount

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, fields
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, resize, split as split_data, to_input
-from edgenas.errors import BadInput, EdgenasError, Interrupted, one_line
+from edgenas.errors import BadInput, Interrupted, one_line
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, read_json
 from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
@@ -110,13 +111,22 @@ def run_identity(space: SearchSpace, split: Split, cfg: TrainConfig) -> dict:
             "config": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "epochs"}}
 
 
+def _retrain(run_dir: Path) -> str:
+    return f"delete it and train again (`edgenas train --out {run_dir}` with the run's flags starts from the first epoch)"
+
+
 def load_run(run_dir: Path) -> dict:
-    data = read_json(Path(run_dir) / RUN_FILE)
+    path = Path(run_dir) / RUN_FILE
+    remedy = f"train again into a new --out directory, or delete {run_dir} and train again"
+    data = read_json(path, remedy)
     if data.get("schema") != RUN_SCHEMA:
         raise BadInput(f"{run_dir}/{RUN_FILE}: not an edgenas supernet run")
     if data.get("schema_version") != RUN_SCHEMA_VERSION:
         raise BadInput(f"{run_dir}/{RUN_FILE}: run schema version {data.get('schema_version')} is not the supported "
                        f"{RUN_SCHEMA_VERSION}; train again into a new directory")
+    missing = [k for k in ("identity", "space") if k not in data]
+    if missing:
+        raise BadInput(f"{path}: damaged (no field '{missing[0]}'); {remedy}")
     return data
 
 
@@ -125,6 +135,24 @@ def save_checkpoint(path: Path, state: dict) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+#: what torch.load raises on a damaged file: a truncated zip archive (RuntimeError), or bytes that the legacy
+#: unpickler reads as arbitrary opcodes
+_DAMAGED = (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError,
+            pickle.UnpicklingError)
+
+
+def load_checkpoint(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
+    """A checkpoint `save_checkpoint` wrote, holding `keys`; a damaged one is a one-line error naming it and `remedy`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except _DAMAGED as e:  # the first sentence: torch's zip error goes on for three more
+        raise BadInput(f"{path}: damaged checkpoint ({type(e).__name__}: {one_line(e).split('. ')[0]}); {remedy}") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise BadInput(f"{path}: damaged checkpoint (no '{missing[0]}'); {remedy}")
+    return state
 
 
 def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainConfig = TrainConfig(),
@@ -159,7 +187,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
             diff = next(k for k in ident if run["identity"].get(k) != ident[k])
             raise BadInput(f"{run_dir} holds a run with another {diff}; train into a new --out directory")
         if (run_dir / CHECKPOINT).exists():
-            state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+            state = load_checkpoint(run_dir / CHECKPOINT, ("model", "optimizer", "scheduler", "epoch"), _retrain(run_dir))
             supernet.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -227,8 +255,9 @@ def load_supernet(run_dir: Path) -> tuple[Supernet, dict]:
         raise BadInput(f"{run_dir}: no {CHECKPOINT}; the run has not finished an epoch")
     space = space_from_dict(run["space"], source=str(run_dir / RUN_FILE))
     supernet = Supernet(space)
+    state = load_checkpoint(run_dir / CHECKPOINT, ("model",), _retrain(run_dir))
     try:
-        supernet.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"])
-    except (RuntimeError, KeyError, EOFError) as e:
-        raise EdgenasError(f"{run_dir / CHECKPOINT}: unreadable checkpoint ({one_line(e)})") from None
+        supernet.load_state_dict(state["model"])
+    except RuntimeError as e:  # weights of another space than run.json's
+        raise BadInput(f"{run_dir / CHECKPOINT}: does not match {RUN_FILE} ({one_line(e)}); {_retrain(run_dir)}") from None
     return supernet.eval(), run
