@@ -14,20 +14,36 @@ from pathlib import Path
 import click
 
 from edgenas.cli_deploy import COMMANDS
+from edgenas.compile.build import LAYOUTS, CompileConfig
 from edgenas.errors import EdgenasError
 from edgenas.jsonio import ensure_writable_dir
 from edgenas.measure.timing import MeasureConfig
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
+from edgenas.tables.key import PRECISIONS
 
 
 def _print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1))
 
 
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
+    help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does).")
+layout_option = click.option("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
+                             help="TVM's convolution layout, as `compile` uses it (NHWC lets int8 dot products apply).")
+tuning_db_option = click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
+                                help="TVM tuning database that compile applies [default: per target].")
+
+
+def table_options(fn):
+    """--precision/--layout/--tuning-db: which kernels a table measures, shared by every verb that reads one."""
+    return functools.reduce(lambda f, opt: opt(f), reversed([precision_option, layout_option, tuning_db_option]), fn)
+
+
 def target_options(fn):
-    """--target/--backend/--space/--tables/--threads/--rpc-*/--json, shared by every measuring verb."""
+    """--target/--space/--tables/--threads/--repeat/--rpc-*/--json and the table options, shared by every measuring verb."""
     options = [
         click.option("--target", "-t", "target", default="host", show_default=True, help="Target name, or path to a target .toml."),
         click.option("--space", "space", default="digits", show_default=True, help="Search space name, or path to a space .json."),
@@ -40,7 +56,7 @@ def target_options(fn):
         click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
     ]
-    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), table_options(fn))
 
 
 def _resolve(target, space, tables, rpc_tracker, rpc_key):
@@ -94,6 +110,12 @@ def spaces_cmd(as_json):
         click.echo(f"{s.name:18s} {len(s.all_layers()):5d} blocks  {s.description}")
 
 
+def _key(target, backend, precision, space, threads, rpc, layout, tuning_db):
+    from edgenas.tables.key import TableKey
+
+    return TableKey(target, backend, precision, space, threads or target.thread_count(), rpc, layout, tuning_db)
+
+
 def _backends(choice: str, target, rpc) -> list[str]:
     if choice != "all":
         return [choice]
@@ -109,14 +131,16 @@ backend_option = click.option("--backend", "-b", type=click.Choice(["ort", "tvm"
 @backend_option
 @click.option("--resume", is_flag=True, help="Keep the existing table and measure only its missing entries.")
 @click.option("--overwrite", is_flag=True, help="Measure every entry again.")
-def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, backend, resume, overwrite):
-    """Measure every unique block of the space on the target into a latency table."""
+def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, backend,
+                resume, overwrite):
+    """Measure every unique block of the space on the target into this device's latency table."""
     from edgenas.tables.profile import profile
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
     ensure_writable_dir(tdir, "--tables")
     results = [
-        profile(tgt, b, spc, tdir, resume=resume, overwrite=overwrite, threads=threads, rpc=rpc, cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
+        profile(_key(tgt, b, precision, spc, threads, rpc, layout, tuning_db), tdir, resume=resume, overwrite=overwrite,
+                cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
     ]
     if as_json:
@@ -130,16 +154,22 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
 @backend_option
 @click.option("--samples", "-n", type=click.IntRange(min=1), default=40, show_default=True, help="Random networks to measure.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, backend, samples, seed):
-    """Measure random whole networks, compare with the table, and fit its end-to-end correction."""
-    from edgenas.tables.validate import validate
+def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, backend,
+                 samples, seed):
+    """Measure random whole networks, compare with the table, and fit its end-to-end correction.
 
+    With no table for this device (or one measured with other kernels), it is profiled first."""
+    from edgenas.tables.ready import measured_table
+    from edgenas.tables.validate import check_samples, validate
+
+    check_samples(samples)
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
     ensure_writable_dir(tdir, "--tables")  # the table's correction, the report, the plot and the measured networks
-    reports = [
-        validate(tgt, b, spc, tdir, samples, seed=seed, threads=threads, rpc=rpc, cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
-        for b in _backends(backend, tgt, rpc)
-    ]
+    reports = []
+    for b in _backends(backend, tgt, rpc):
+        key, cfg = _key(tgt, b, precision, spc, threads, rpc, layout, tuning_db), MeasureConfig.for_backend(b, repeat)
+        measured_table(key, tdir, cfg)
+        reports.append(validate(key, tdir, samples, seed=seed, cfg=cfg).to_dict())
     if as_json:
         return _print_json(reports)
     for r in reports:
@@ -204,25 +234,31 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
               help="Guard band: search up to budget / (1 + margin). [default: the table's 95th-percentile overrun "
                    "on held-out networks, from `edgenas validate`]")
 @click.option("--no-measure", is_flag=True, help="Skip measuring the best network end to end.")
+@table_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_params, seed, population, parent_ratio,
-               mutation_ratio, mutate_prob, generations, subnets, margin_pct, no_measure, as_json):
-    """Find the most accurate network within a latency budget on a target."""
+               mutation_ratio, mutate_prob, generations, subnets, margin_pct, no_measure, precision, layout, tuning_db, as_json):
+    """Find the most accurate network within a latency budget on a target.
+
+    Latency comes from this device's table at the precision that ships; with none, it is profiled first."""
     from edgenas.paths import tables_dir
-    from edgenas.search.search import search
+    from edgenas.search.search import run_space, search
     from edgenas.targets import get_target
 
     if parent_ratio + mutation_ratio > 1:
         raise click.BadParameter(f"--parent-ratio {parent_ratio} + --mutation-ratio {mutation_ratio} exceeds 1")
     cfg = EvolutionConfig(population, parent_ratio, mutation_ratio, mutate_prob, generations, seed)
     tgt = get_target(target)
-    out = ensure_writable_dir(out or Path(run_dir) / f"search-{tgt.name}-{backend}-{budget_ms:g}ms", "--out")
-    r = search(run_dir, tgt, backend, budget_ms, tables or tables_dir(), out, config=cfg, subnets=subnets,
-               max_params=max_params, threads=threads, measure=not no_measure, margin_pct=margin_pct).to_dict()
+    if out is not None:
+        ensure_writable_dir(out, "--out")  # before anything reads the inputs
+    key = _key(tgt, backend, precision, run_space(run_dir), threads, None, layout, tuning_db)
+    out = out or ensure_writable_dir(Path(run_dir) / f"search-{tgt.name}-{key.name}-{budget_ms:g}ms", "--out")
+    r = search(run_dir, key, budget_ms, tables or tables_dir(), out, config=cfg, subnets=subnets,
+               max_params=max_params, measure=not no_measure, margin_pct=margin_pct).to_dict()
     if as_json:
         return _print_json(r)
     measured = "not measured" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.4f} ms measured"
-    click.echo(f"best {r['encoding']}\n  latency {r['predicted_latency_ms']:.4f} ms predicted, {measured} "
+    click.echo(f"best {r['encoding']}\n  {r['precision']} latency {r['predicted_latency_ms']:.4f} ms predicted, {measured} "
                f"(budget {r['budget_ms']:g} ms, searched to {r['search_budget_ms']:.4f} ms with a {r['margin_pct']:.1f}% "
                f"guard band)\n  validation accuracy {r['val_accuracy']:.4f} (predicted {r['predicted_accuracy']:.4f}), "
                f"{r['params']} parameters\n  {r['evaluated']} candidates ({r['unique']} distinct) in {r['search_seconds']:.2f} s; "
@@ -252,17 +288,15 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 @click.option("--calibration", type=click.IntRange(min=1), default=BuildConfig.calibration, show_default=True,
               help="Training images that calibrate int8.")
 @click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True, help="MetaSchedule trials (0: no tuning).")
-@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=BuildConfig.layout, show_default=True)
-@click.option("--tuning-db", type=click.Path(path_type=Path), default=None, help="Tuning database [default: per target].")
-def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, budget_ms, data, backend, out, epochs,
-              limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration, tune_trials,
-              layout, tuning_db):
+def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, budget_ms, data,
+              backend, out, epochs, limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,
+              tune_trials):
     """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable."""
     from edgenas.pipeline.build import build, check_budget_met
     from edgenas.pipeline.config import BuildConfig as Config
     from edgenas.pipeline.report import table_text
 
-    cfg = Config(target=target, budget_ms=budget_ms, data=data, backend=backend, out=out, space=space, tables=tables,
+    cfg = Config(target=target, budget_ms=budget_ms, data=data, backend=backend, precision=precision, out=out, space=space, tables=tables,
                  threads=threads, repeat=repeat, rpc_tracker=rpc_tracker, rpc_key=rpc_key, epochs=epochs, limit=limit,
                  subnets=subnets, margin_pct=margin_pct, evolution=EvolutionConfig(population=population, generations=generations),
                  prune_ratio=prune_ratio, finetune_epochs=finetune_epochs, calibration=calibration, tune_trials=tune_trials,

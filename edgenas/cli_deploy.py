@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from edgenas.compile.build import LAYOUTS, CompileConfig
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import METHODS, QuantizeConfig
 from edgenas.jsonio import ensure_writable_dir
@@ -117,7 +118,7 @@ def _shape(_ctx, _param, value):
 @out_option
 @click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
               help="MetaSchedule trials for the tasks the tuning database lacks; 0: apply the database only.")
-@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
+@click.option("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
               help="Convolution layout inside the model (NHWC lets int8 dot-product instructions apply).")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="Tuning database [default: ~/.cache/edgenas/tuning/TARGET-HASH, or $EDGENAS_TUNING_DB/...].")
@@ -128,7 +129,6 @@ def _shape(_ctx, _param, value):
 def compile_cmd(model, target, out, tune_trials, layout, tuning_db, input_shape, threads, rpc_tracker, repeat, rpc_key, as_json):
     """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it."""
     from edgenas.artifact.package import package
-    from edgenas.compile.build import CompileConfig
     from edgenas.measure.rpc import RPCSettings
     from edgenas.targets import get_target
 

@@ -16,6 +16,26 @@ TINY_SPACE = str(DATA / "tiny_space.json")
 FAST = ["--repeat", "5", "--threads", "1"]
 
 
+def table_file(tables, backend="ort", precision="int8", space=TINY_SPACE, rpc=None) -> Path:
+    """Where this machine's table (or the board's, for `rpc`) of the tiny space lives under `tables`."""
+    from edgenas.space import get_space
+    from edgenas.tables.key import TableKey
+    from edgenas.targets import get_target
+
+    return TableKey(get_target("host"), backend, precision, get_space(space), 1, rpc).path(tables)
+
+
+def shipped_table(backend="ort") -> Path:
+    """A committed table of the digits space for `host`, from whichever machine measured it: data for tests of
+    algorithms, not a prediction for this machine."""
+    from edgenas.paths import ROOT
+
+    found = sorted((ROOT / "latency_tables" / "host").glob(f"*/{backend}-*.json"))
+    found = [p for p in found if p.suffixes == [".json"]]
+    assert found, f"no shipped {backend} table of host"
+    return found[0]
+
+
 def run_cli(*args, check=None, timeout=600, env=None):
     """Run `edgenas` in a child process, as a user would: exit codes and stderr are real."""
     proc = subprocess.run(
@@ -76,7 +96,7 @@ def exported(tiny_run, tmp_path_factory):
 
     tables, run = tiny_run
     root = tmp_path_factory.mktemp("deploy")
-    fastest = TableLatencyPredictor(LatencyTable.load(tables / "host" / "tiny" / "ort.json"), get_space(TINY_SPACE)).fastest()[0]
+    fastest = TableLatencyPredictor(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE)).fastest()[0]
     run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
             "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
     return root, json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)

@@ -7,17 +7,13 @@ import time
 
 import pytest
 
-from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, start_cli
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, start_cli, table_file
 from edgenas.jsonio import exclusive_lock
 from edgenas.space import get_space
 from edgenas.tables.latency_table import SCHEMA_VERSION, LatencyTable
 
 SPACE = get_space(TINY_SPACE)
 N_ENTRIES = len(SPACE.all_layers())
-
-
-def table_file(tables, backend="ort"):
-    return tables / "host" / "tiny" / f"{backend}.json"
 
 
 def profile_args(tables, backend="ort", *extra):

@@ -12,17 +12,33 @@ import onnx
 import pytest
 import torch
 
-from conftest import TINY_SPACE, assert_one_line_error, run_cli, start_cli
+from conftest import TINY_SPACE, assert_one_line_error, run_cli, shipped_table, start_cli
 from edgenas.bundle import load_bundle
 from edgenas.compress.prune import ChannelCurve, PrunedLatency, unit_points
-from edgenas.paths import ROOT
 from edgenas.search.latency_predictor import TableLatencyPredictor
 from edgenas.space import Arch, get_space
 from edgenas.space.blocks import make_divisible
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
 
 # tiny fine-tuning: the defaults (50 steps per candidate, 10 epochs) are for real runs
-QUICK = ("--ratio", 0.85, "--candidate-steps", 5, "--finetune-epochs", 1)
+QUICK = ("--candidate-steps", 5, "--finetune-epochs", 1)
+
+
+@pytest.fixture(scope="module")
+def ratio(exported) -> float:
+    """A pruning ratio halfway to the fastest network pruning can reach on this machine's own table: reachable on any
+    CPU, where a constant ratio held only for the timings of the machine it was chosen on."""
+    from edgenas.compress.prune import mid_channels
+    from edgenas.space.blocks import Network
+
+    _, export = exported
+    space = get_space(TINY_SPACE)
+    net = Network(space, Arch.from_dict(export["arch"]))
+    latency = PrunedLatency(LatencyTable.load(export["latency"]["table"]), space, net.layer_specs)
+    start = mid_channels(net)
+    floor = latency({i: min(8, c) for i, c in start.items()}) / latency(start)
+    assert floor < 0.99, "pruning can save nothing on this table"
+    return round(1 - (1 - floor) / 2, 4)
 
 
 def _conv_channels(path) -> dict[str, int]:
@@ -38,20 +54,22 @@ def _mids(specs) -> dict[int, int]:
 
 
 @pytest.fixture(scope="module")
-def pruned(exported, tmp_path_factory):
+def pruned(exported, ratio, tmp_path_factory):
     root, _ = exported
     out = tmp_path_factory.mktemp("prune") / "pruned"
-    return out, json.loads(run_cli("prune", root / "fp32", "--out", out, *QUICK, "--json", check=0).stdout)
+    return out, json.loads(run_cli("prune", root / "fp32", "--out", out, "--ratio", ratio, *QUICK, "--json", check=0).stdout)
 
 
-def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned):
+def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned, ratio):
     root, export = exported
     out, r = pruned
     before, after = r["before"], r["after"]
     # the interpolating predictor gives the search's own prediction for the unpruned network
     assert before["predicted_ms"] == pytest.approx(export["latency"]["predicted_ms"], rel=1e-9)
-    assert r["target_ms"] == pytest.approx(0.85 * before["predicted_ms"]) and after["predicted_ms"] <= r["target_ms"]
-    assert r["steps"] and all(s["predicted_ms"] <= s["goal_ms"] or s is r["steps"][-1] for s in r["steps"])
+    assert r["target_ms"] == pytest.approx(ratio * before["predicted_ms"]) and after["predicted_ms"] <= r["target_ms"]
+    # each step meets its goal, unless no unit could alone (then every candidate is a unit at its fewest channels)
+    assert r["steps"] and all(s["predicted_ms"] <= s["goal_ms"] or all(c["predicted_ms"] > s["goal_ms"] for c in s["candidates"])
+                              for s in r["steps"])
     assert before["measured_ms"] > 0 and after["measured_ms"] > 0 and r["not_measured"] is None
     assert after["macs"] < before["macs"] and after["params"] < before["params"]
     assert 0.1 < after["val_accuracy"] <= 1 and before["val_accuracy"] == export["accuracy"]["fp32"]
@@ -104,7 +122,7 @@ def test_bad_input_gets_one_line_errors(exported, tmp_path):
 
 def test_interpolation_on_the_shipped_digits_table():
     space = get_space("digits")
-    table = LatencyTable.load(ROOT / "latency_tables" / "host" / "ort.json")
+    table = LatencyTable.load(shipped_table("ort"))
     spec = next(s for s in space.all_layers() if s.kind == "mbconv" and s.cin == 32 and s.expand == 4)
     points = unit_points(table, space, spec)
     entries = {make_divisible(spec.cin * e): table.entries[replace(spec, expand=e).key][STATISTIC] for e in space.expand_ratios}
@@ -129,12 +147,13 @@ def test_interpolation_on_the_shipped_digits_table():
         assert PrunedLatency(table, space, specs)(_mids(specs)) == pytest.approx(predictor(arch), rel=1e-9)
 
 
-def test_interrupted_prune_resumes_where_it_stopped(exported, pruned, tmp_path):
+def test_interrupted_prune_resumes_where_it_stopped(exported, pruned, ratio, tmp_path):
     """Ctrl-C after the first step, then the same command: it goes on from the checkpoint and ends where an
     uninterrupted run ended (every random draw is seeded by step and unit)."""
     root, _ = exported
     out = tmp_path / "p"
-    proc = start_cli("prune", root / "fp32", "--out", out, *QUICK, "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = ("prune", root / "fp32", "--out", out, "--ratio", ratio, *QUICK, "--json")
+    proc = start_cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
         state = out / "prune-state.pt"
@@ -144,7 +163,7 @@ def test_interrupted_prune_resumes_where_it_stopped(exported, pruned, tmp_path):
         time.sleep(0.1)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command to resume" in err, err
-    r = json.loads(run_cli("prune", root / "fp32", "--out", out, *QUICK, "--json", check=0).stdout)
+    r = json.loads(run_cli(*args, check=0).stdout)
     assert r["resumed_from_step"] >= 1
     first = pruned[1]
     assert [(s["layer"], s["channels"]) for s in r["steps"]] == [(s["layer"], s["channels"]) for s in first["steps"]]

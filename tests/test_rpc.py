@@ -5,22 +5,29 @@ import socket
 import threading
 import time
 
-from conftest import FAST, TINY_SPACE, assert_one_line_error, free_port, run_cli
+from pathlib import Path
+
+from conftest import FAST, TINY_SPACE, assert_one_line_error, free_port, run_cli, table_file
 from edgenas.tables.latency_table import LatencyTable
 
 
 def test_profile_over_rpc(tables, rpc_tracker):
     tracker, key = rpc_tracker
     args = ("profile", "--target", "host", "--space", TINY_SPACE, "--backend", "tvm", "--tables", tables,
-            "--rpc-tracker", tracker, "--rpc-key", key, *FAST, "--json")
+            "--rpc-tracker", tracker, "--rpc-key", key, "--precision", "fp32", *FAST, "--json")
     out = json.loads(run_cli(*args, check=0).stdout)
     table = LatencyTable.load(out[0]["table"])
     assert out[0]["measured"] == len(table.entries) > 0
-    assert table.meta["identity"]["measured_on"] == f"rpc:{key}"
+    assert table.meta["identity"]["measured_on"] == f"rpc:{key}" and table.meta["identity"]["device"] == f"rpc-{key}"
     assert table.meta["backend_info"]["rpc"] == {"tracker": tracker, "key": key}
-    # the same table is not valid for local measurements
-    assert_one_line_error(run_cli("validate", "--target", "host", "--space", TINY_SPACE, "--backend", "tvm",
-                                  "--tables", tables, *FAST), "measured_on")
+    # the board's table sits apart from this machine's: local measurements never read or extend it
+    local = table_file(tables, "tvm", "fp32")
+    assert Path(out[0]["table"]).parent != local.parent and not local.exists()
+    path = Path(out[0]["table"])
+    data = json.loads(path.read_text())
+    data["meta"]["identity"]["measured_on"] = "local"
+    path.write_text(json.dumps(data))
+    assert_one_line_error(run_cli(*args[:-1], "--resume"), str(path), "measured_on", "refused")
 
 
 def test_unknown_key_lists_registered_keys(tables, rpc_tracker):

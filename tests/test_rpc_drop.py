@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, start_cli, start_rpc_server, start_tracker, stop
+from conftest import table_file, FAST, TINY_SPACE, assert_one_line_error, run_cli, start_cli, start_rpc_server, start_tracker, stop
 from edgenas.measure.tvm import RPC_RETRIES
 from edgenas.space import get_space
 from edgenas.tables.latency_table import LatencyTable
@@ -30,6 +30,12 @@ class Board:
     def tracker(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def rpc(self):
+        from edgenas.measure.rpc import RPCSettings
+
+        return RPCSettings("127.0.0.1", self.port, self.key)
+
     def drop(self) -> None:
         """Kill the server and the session worker it forked, as a board losing power would."""
         stop(self.server)
@@ -51,7 +57,7 @@ def board():
 
 def _profile_args(tables, board):
     return ("profile", "--target", "host", "--space", TINY_SPACE, "--backend", "tvm", "--tables", tables,
-            "--rpc-tracker", board.tracker, "--rpc-key", board.key, *FAST)
+            "--rpc-tracker", board.tracker, "--rpc-key", board.key, "--precision", "fp32", *FAST)
 
 
 def _profile_until(tmp_path, args, table, entries: int):
@@ -76,7 +82,7 @@ def _finish(proc, err, timeout=90) -> subprocess.CompletedProcess:
 def _drop_mid_profile(tables, board, tmp_path):
     """A profile over RPC with its board dropped after 3 entries: (args, table, entries in all, process, stderr file)."""
     args = _profile_args(tables, board)
-    table = tables / "host" / "tiny" / "tvm.json"
+    table = table_file(tables, "tvm", "fp32", rpc=board.rpc)
     proc, err = _profile_until(tmp_path, args, table, 3)
     board.drop()
     return args, table, len(get_space(TINY_SPACE).all_layers()), proc, err

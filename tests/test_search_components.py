@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FAST, TINY_SPACE, run_cli
+from conftest import FAST, TINY_SPACE, run_cli, shipped_table, table_file
 from edgenas.errors import BadInput
 from edgenas.search.accuracy_predictor import AccuracyPredictor, arch_features
 from edgenas.search.evolution import EvolutionConfig, EvolutionFinder, NoNetworkFits
@@ -26,7 +26,7 @@ def predictor(tmp_path_factory):
     common = ("--space", TINY_SPACE, "--backend", "ort", "--tables", tables, *FAST)
     run_cli("profile", *common, check=0)
     run_cli("validate", *common, "--samples", 12, check=0)  # fits a correction, so predictions use it
-    table = LatencyTable.load(tables / "host" / "tiny" / "ort.json")
+    table = LatencyTable.load(table_file(tables))
     assert table.correction
     return TableLatencyPredictor(table, SPACE)
 
@@ -82,12 +82,11 @@ def test_search_respects_budget_and_beats_the_fastest(predictor):
 def test_evolution_beats_random_search_at_equal_cost():
     """On the digits space and the shipped (measured, committed) host table, so the outcome does not hang on
     this machine's timing; the tiny space is small enough for random search to stumble on its optimum."""
-    from edgenas.paths import ROOT
     from edgenas.space.blocks import layer_params
     from edgenas.tables.latency_table import LatencyTable
 
     space = get_space("digits")
-    latency = TableLatencyPredictor(LatencyTable.load(ROOT / "latency_tables" / "host" / "ort.json"), space)
+    latency = TableLatencyPredictor(LatencyTable.load(shipped_table("ort")), space)
     log_params = lambda archs: [np.log(sum(layer_params(u) for u in space.layers(a))) for a in archs]  # noqa: E731
     lo, hi = latency.fastest()[0], latency(space.largest())
     for seed, q in enumerate((0.25, 0.5, 0.75)):

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.space import get_space  # noqa: E402
-from edgenas.tables.latency_table import cpu_model  # noqa: E402
+from edgenas.tables.device import cpu_model, llvm_cpu  # noqa: E402
+from edgenas.tables.key import TableKey  # noqa: E402
 from edgenas.tables.profile import profile  # noqa: E402
 from edgenas.tables.validate import validate  # noqa: E402
 from edgenas.targets import get_target  # noqa: E402
@@ -28,6 +29,7 @@ from edgenas.versions import versions  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="ort,tvm")
+    ap.add_argument("--precisions", default="int8", help="comma-separated: int8, fp32")
     ap.add_argument("--space", default="digits")
     ap.add_argument("--samples", type=int, default=200, help="random networks; half are held out")
     ap.add_argument("--tables", type=Path, default=tables_dir())
@@ -35,17 +37,18 @@ def main() -> None:
     args = ap.parse_args()
 
     target, space = get_target("host"), get_space(args.space)
-    out = {"benchmark": "latency_tables", "target": "host", "cpu": cpu_model(), "llvm_cpu": str(target.tvm.attrs["mcpu"]),
+    out = {"benchmark": "latency_tables", "target": "host", "cpu": cpu_model(), "llvm_cpu": llvm_cpu(),
            "cores": __import__("os").cpu_count(), "machine": platform.machine(), "space": space.name,
            "table_entries": len(space.all_layers()), "versions": versions(), "backends": {}}
-    for backend in args.backends.split(","):
+    for backend, precision in ((b, p) for b in args.backends.split(",") for p in args.precisions.split(",")):
+        key = TableKey(target, backend, precision, space, target.thread_count())
         if not args.keep:  # fresh whole-network measurements too, not ones cached by an earlier run
-            (args.tables / "host" / f"{backend}.samples.json").unlink(missing_ok=True)
+            key.path(args.tables).with_suffix(".samples.json").unlink(missing_ok=True)
         t0 = time.perf_counter()
-        prof = profile(target, backend, space, args.tables, resume=args.keep, overwrite=not args.keep)
+        prof = profile(key, args.tables, resume=args.keep, overwrite=not args.keep)
         profile_s = time.perf_counter() - t0
-        rep = validate(target, backend, space, args.tables, args.samples)
-        out["backends"][backend] = {
+        rep = validate(key, args.tables, args.samples)
+        out["backends"][key.name] = {
             "profile_seconds": round(profile_s, 1),
             "profile_measured_entries": prof.measured,
             "validation_networks": rep.samples,

@@ -12,7 +12,8 @@ from edgenas.compile.tune import compile_target
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
 from edgenas.measure.tvm import TvmBackend, export_library
-from edgenas.tables.latency_table import device_info, now
+from edgenas.tables.device import device_info
+from edgenas.tables.latency_table import now
 from edgenas.targets import Target
 from edgenas.versions import versions
 

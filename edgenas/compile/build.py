@@ -1,4 +1,4 @@
-"""ONNX -> Relax -> integer kernels -> (layout) -> tuned schedules -> a library for the target."""
+"""ONNX -> Relax -> integer kernels -> (layout) -> tuned schedules, default ones for the rest -> a library for the target."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from edgenas.compile.frontend import ModelInput, to_relax
 from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path, integer_qdq
 from edgenas.compile.layout import elementwise_qdq, to_nhwc
+from edgenas.compile.schedules import default_schedules
 from edgenas.compile.tune import TuneReport, apply_database, compile_target, database_dir, tune
 from edgenas.errors import warn
 from edgenas.targets import Target
@@ -20,7 +21,7 @@ LAYOUTS = ("NCHW", "NHWC")
 class CompileConfig:
     trials: int = 0  # MetaSchedule trials over the tasks not yet in the database; 0: apply the database only
     #: NHWC/OHWI lets MetaSchedule's int8 dot-product intrinsics (VNNI, sdot) apply
-    layout: str = "NCHW"
+    layout: str = "NHWC"
     tuning_db: Path | None = None
     input_shape: tuple[int, ...] | None = None
 
@@ -67,6 +68,6 @@ def compile_onnx_model(data: bytes, where: str, target: Target, cfg: CompileConf
     mod, quantized, ops = lower(mod, target, cfg.layout)
     db = database_dir(target, cfg.tuning_db)
     report, database = tune(mod, target, db, cfg.trials) if cfg.trials else (None, None)
-    mod = apply_database(mod, target, db, database)
+    mod = default_schedules(apply_database(mod, target, db, database), compile_target(target))
     executable = tvm.compile(mod, target=compile_target(target))
     return Compiled(executable, inp, quantized, ops, str(db), report, round(time.perf_counter() - start, 2))

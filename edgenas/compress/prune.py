@@ -33,7 +33,7 @@ from edgenas.bundle import ModelInfo, load_bundle, resolve, write_bundle
 from edgenas.compress.accuracy import model_inputs, ort_accuracy
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.data import Split, resize, to_input
-from edgenas.errors import BadInput, EdgenasError, Interrupted
+from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.onnx_export import to_onnx
 from edgenas.progress import bar
@@ -111,6 +111,13 @@ class PrunedLatency:
         self.correction, self.units = table.correction, len(specs)
         self.stem_ms = sum(_entry_ms(table, s) for s in specs if s.kind == "stem")
         self.curves = {i: ChannelCurve(unit_points(table, space, s)) for i, s in enumerate(specs) if s.kind != "stem"}
+        # A correction with a negative per-unit term takes off the overhead every standalone block paid (an int8 block's
+        # own input quantization, say). A unit extrapolated below its smallest entry must keep more than that overhead,
+        # or a heavily pruned network would be predicted to take no time, or less.
+        _, scale, per_unit = (self.correction or {}).get("coef", (0.0, 1.0, 0.0))
+        overhead = max(0.0, -per_unit / scale) if scale > 0 else 0.0
+        for curve in self.curves.values():
+            curve.floor = max(curve.floor, overhead * (1 + FLOOR))
 
     def __call__(self, channels: dict[int, int]) -> float:
         """`channels`: mid channels per unit (layer index), as `mid_channels` gives them."""
@@ -233,21 +240,28 @@ def _check_rebuilt(net: nn.Module, onnx_model: bytes, info: ModelInfo, split: Sp
 
 
 def _table(info: ModelInfo, space: SearchSpace):
-    """The latency table the search used, and the target to measure on (None, with why, when not this machine)."""
+    """The latency table the search used, and how to measure as it did (None, with why, when not on this machine)."""
+    from edgenas.tables.device import describe, device_info, device_key
+    from edgenas.tables.key import TableKey
+
     if not info.latency or not info.latency.get("table"):
         raise BadInput("model.json: no latency table recorded in 'latency'; export the model again")
     path = Path(info.latency["table"])
-    ident = LatencyTable.load(path).meta.get("identity", {})
+    ident = LatencyTable.load(path).identity
+    table = LatencyTable.open(path, {**ident, "space": space.name, "space_hash": space.hash})
     try:
         target = get_target(ident.get("target", ""))
     except BadInput:
-        target = None
-    table = LatencyTable.open(path, {**ident, "space": space.name, "space_hash": space.hash}, target)
-    if target is None:
         return table, None, f"target '{ident.get('target')}' is not registered here"
     if ident.get("measured_on") != "local" or not target.runs_here:
         return table, None, f"the table's target '{target.name}' ({ident.get('measured_on')}) is not this machine"
-    return table, target, None
+    if ident.get("device") != device_key():
+        warn(f"{path} was measured on {describe(table.meta.get('device', {}))}, this machine is "
+             f"{describe(device_info(target))}: its predictions may not hold here; pruning still measures here")
+    schedules = table.meta.get("schedules") or {}
+    key = TableKey(target, ident["backend"], ident["precision"], space, ident["threads"], None, ident.get("layout") or "NHWC",
+                   Path(schedules["database"]) if schedules.get("database") else None)
+    return table, key, None
 
 
 # ---- the stage --------------------------------------------------------------------------------------
@@ -291,7 +305,7 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
     net, _, evaluator = searched_network(best)
     split, space = evaluator.split, evaluator.supernet.space
     _check_rebuilt(net, onnx_model, info, split, onnx_path, best["supernet"])
-    table, target, not_measured = _table(info, space)
+    table, key, not_measured = _table(info, space)
     specs, arch = net.layer_specs, net.arch
     latency = PrunedLatency(table, space, specs)
     net = net.to(memory_format=torch.channels_last)
@@ -307,8 +321,7 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
     step_ms = cfg.step_ms or (start_ms - goal) / cfg.steps
 
     def measure(data: bytes) -> float | None:
-        return None if target is None else measure_ms(data, info.input_shape, table.meta["identity"]["backend"], target,
-                                                      table.meta["identity"]["threads"])
+        return None if key is None else measure_ms(data, info.input_shape, key)
 
     out = Path(out)
     state_path, ident = out / STATE, _identity(onnx_model, cfg)

@@ -89,6 +89,32 @@ def quantize_qdq(pre: Path, out: Path, reader: Reader, method: str, symmetric: b
     return out.read_bytes()
 
 
+def pre_process(work: Path, onnx_model: bytes) -> Path:
+    """ONNX Runtime's pre-processing (shape inference, graph optimisation) before quantization: work/pre.onnx."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    (work / "fp32.onnx").write_bytes(onnx_model)
+    quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"), skip_symbolic_shape=True)
+    return work / "pre.onnx"
+
+
+def symmetric_for(target) -> bool:
+    """Zero points all 0 and int8 activations for CUDA targets, whose int8 kernels (TensorRT-style) require them."""
+    return target.device == "cuda"
+
+
+def quantize_for_latency(onnx_model: bytes, input_shape: tuple[int, ...], symmetric: bool, samples: int = 4) -> bytes:
+    """`onnx_model` quantized as `quantize` does it (same pre-processing, format and types), calibrated on random
+    inputs: for latency tables, where only the graph the runtime executes matters, not the ranges."""
+    import onnx
+
+    name = onnx.load_from_string(onnx_model).graph.input[0].name
+    x = np.random.default_rng(0).standard_normal((samples, *input_shape[1:])).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="edgenas-quantize-") as tmp:
+        work = Path(tmp)
+        return quantize_qdq(pre_process(work, onnx_model), work / "int8.onnx", Reader(name, x), "minmax", symmetric, [])
+
+
 def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[list[str]]:
     """Per quantized tensor, worst first by signal-to-quantization-noise ratio: the nodes to leave in float
     so that it stays float (its producer, back through activations to the compute node, and its consumers)."""
@@ -116,8 +142,6 @@ def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[li
 
 
 def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), threads: int = 1) -> QuantizeReport:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if cfg.method not in METHODS:
         raise BadInput(f"--method {cfg.method}: known calibration methods are {', '.join(METHODS)}")
     if cfg.calibration < 1:
@@ -137,8 +161,7 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
 
     with tempfile.TemporaryDirectory(prefix="edgenas-quantize-") as tmp:
         work = Path(tmp)
-        (work / "fp32.onnx").write_bytes(data)
-        quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"), skip_symbolic_shape=True)
+        pre_process(work, data)
         passed = any(attempt(work, m, []) for m in (cfg.method, *[m for m in METHODS if m != cfg.method]))
         if not passed:
             _, best_method, _, best_model = max(attempts, key=lambda a: a[0])

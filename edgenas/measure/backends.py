@@ -10,7 +10,9 @@ from edgenas.targets import Target
 BACKENDS = ("ort", "tvm")
 
 
-def make_backend(name: str, target: Target, cfg: MeasureConfig, threads: int, rpc: RPCSettings | None = None) -> Backend:
+def make_backend(name: str, target: Target, cfg: MeasureConfig, threads: int, rpc: RPCSettings | None = None, *,
+                 layout: str = "NHWC", tuning_db=None) -> Backend:
+    """`layout` and `tuning_db`: how TVM compiles what it measures, as `compile` would."""
     if name == "ort":
         if rpc is not None:
             raise BadInput("--backend ort measures on this machine; RPC boards are measured with --backend tvm")
@@ -20,5 +22,5 @@ def make_backend(name: str, target: Target, cfg: MeasureConfig, threads: int, rp
     if name == "tvm":
         from edgenas.measure.tvm import TvmBackend
 
-        return TvmBackend(target, cfg, threads, rpc)
+        return TvmBackend(target, cfg, threads, rpc, layout, tuning_db)
     raise BadInput(f"unknown backend '{name}'; known backends: {', '.join(BACKENDS)}")

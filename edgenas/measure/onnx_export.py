@@ -26,3 +26,17 @@ def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
         )
     return buf.getvalue()
+
+
+def shipped_onnx(model: bytes, input_shape: tuple[int, ...], precision: str, target) -> bytes:
+    """The graph a build ships for the fp32 `model` at `precision`: quantized as `quantize` does it for int8.
+    What latency tables, validation, the search and pruning measure, so that a prediction is of what ships."""
+    if precision == "fp32":
+        return model
+    from edgenas.compress.quantize import quantize_for_latency, symmetric_for
+
+    return quantize_for_latency(model, input_shape, symmetric_for(target))
+
+
+def as_shipped(module: nn.Module, input_shape: tuple[int, ...], precision: str, target) -> bytes:
+    return shipped_onnx(to_onnx(module, input_shape), input_shape, precision, target)

@@ -36,12 +36,11 @@ def connection_lost(e: BaseException) -> bool:
     return any(s in text for s in _CONNECTION_LOST)
 
 
-def compile_onnx(onnx_model: bytes, target: Target):
-    import tvm
+def compile_onnx(onnx_model: bytes, target: Target, layout: str, tuning_db: Path | None):
+    """`compile`'s own path (integer rewrite, layout, database and default schedules), untuned: what ships."""
+    from edgenas.compile.build import CompileConfig, compile_onnx_model
 
-    from edgenas.compile.frontend import to_relax
-
-    return tvm.compile(to_relax(onnx_model, "ONNX graph")[0], target=target.tvm)
+    return compile_onnx_model(onnx_model, "ONNX graph", target, CompileConfig(0, layout, tuning_db)).executable
 
 
 def export_library(executable, path: Path, target: Target) -> Path:
@@ -97,7 +96,8 @@ def time_main(lib, dev, input_shape: tuple[int, ...], cfg: MeasureConfig, dtype:
 class TvmBackend:
     name = "tvm"
 
-    def __init__(self, target: Target, cfg: MeasureConfig, threads: int, rpc: RPCSettings | None = None):
+    def __init__(self, target: Target, cfg: MeasureConfig, threads: int, rpc: RPCSettings | None = None,
+                 layout: str = "NHWC", tuning_db: Path | None = None):
         if rpc is None and not target.runs_here:
             raise BadInput(
                 f"target '{target.name}' ({target.device}, {target.arch}) does not run on this machine: "
@@ -106,12 +106,13 @@ class TvmBackend:
         # The TVM runtime sizes its thread pool from this variable when it first starts it.
         os.environ["TVM_NUM_THREADS"] = str(threads)
         self.target, self.cfg, self.threads, self.rpc = target, cfg, threads, rpc
+        self.layout, self.tuning_db = layout, tuning_db
         self.session = open_session(rpc) if rpc else None
         self._tmp = tempfile.TemporaryDirectory(prefix="edgenas-tvm-")
         self._count = 0
 
     def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
-        executable = compile_onnx(onnx_model, self.target)
+        executable = compile_onnx(onnx_model, self.target, self.layout, self.tuning_db)
         if self.rpc is None:
             return time_main(executable, device(self.target), input_shape, self.cfg)
         self._count += 1
@@ -155,7 +156,7 @@ class TvmBackend:
     def describe(self) -> dict:
         import tvm
 
-        d = {"tvm": tvm.__version__, "tvm_target": str(self.target.tvm), "tuned": False}
+        d = {"tvm": tvm.__version__, "tvm_target": str(self.target.tvm), "layout": self.layout, "tuned": False}
         if self.rpc:
             d["rpc"] = {"tracker": self.rpc.tracker, "key": self.rpc.key}
         return d

@@ -90,6 +90,6 @@ def check_budget_met(result: dict) -> None:
     """The promise: the artifact, measured on the target, within the budget; everything is kept either way."""
     sm = result["summary"]
     if sm["within_budget"] is False:
-        raise EdgenasError(f"the artifact measured {sm['measured_ms']['artifact_int8']:.4f} ms ({sm['statistic']}) on "
+        raise EdgenasError(f"the artifact measured {sm['measured_ms']['artifact']:.4f} ms ({sm['statistic']}) on "
                            f"{sm['target']} with {sm['backend']}, over the {sm['budget_ms']:g} ms budget; the artifact and "
                            f"{sm['report']} are kept")

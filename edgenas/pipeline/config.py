@@ -6,12 +6,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgenas.compile.build import LAYOUTS
+from edgenas.compile.build import LAYOUTS, CompileConfig
 from edgenas.errors import BadInput
+from edgenas.measure.backends import BACKENDS
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
-
-BACKENDS = ("ort", "tvm")
+from edgenas.tables.key import PRECISIONS, check_precision
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class BuildConfig:
     budget_ms: float = 2.0
     data: str = "digits"
     backend: str = "tvm"  # the table the search trusts and the runtime the budget is checked on
+    precision: str = PRECISIONS[0]  # what ships, and so the table the search budgets against
     out: Path = Path("runs/build")
     space: str = "digits"
     tables: Path | None = None
@@ -41,12 +42,13 @@ class BuildConfig:
     calibration: int = 300
     # compile
     tune_trials: int = 0
-    layout: str = "NHWC"  # int8 untuned: 1.36 ms against 1.85 ms NCHW on the searched digits network
+    layout: str = CompileConfig.layout
     tuning_db: Path | None = None
 
     def __post_init__(self):
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
             raise BadInput(f"--budget-ms {self.budget_ms!r}: must be a positive number of milliseconds")
+        check_precision(self.precision)
         if self.backend not in BACKENDS:
             raise BadInput(f"--backend {self.backend}: one of {', '.join(BACKENDS)}")
         if self.layout not in LAYOUTS:

@@ -18,9 +18,10 @@ def summarize(results: dict, out: Path, target: str) -> dict:
     return {
         "target": target,
         "budget_ms": s["budget_ms"], "margin_pct": s["margin_pct"], "backend": b["checked_on"], "statistic": b["statistic"],
-        "predicted_ms": {"searched": s["predicted_latency_ms"], "pruned": after["predicted_ms"]},
-        "measured_ms": {"searched_fp32": s["measured_latency_ms"], "pruned_fp32": after["measured_ms"],
-                        "artifact_int8": b["measured_ms"]},
+        # every latency below is of the network at this precision, as it ships: the table's, the search's, the artifact's
+        "precision": q["precision"], "table": results["profile"]["table"],
+        "predicted_ms": {"searched": s["predicted_latency_ms"], "pruned": after["predicted_ms"], "artifact": after["predicted_ms"]},
+        "measured_ms": {"searched": s["measured_latency_ms"], "pruned": after["measured_ms"], "artifact": b["measured_ms"]},
         "artifact_runs": b["runs"],
         "within_budget": b["within_budget"],
         "accuracy": {"searched_fp32": before["val_accuracy"], "pruned_fp32": q["fp32_accuracy"], "int8": q["int8_accuracy"],
@@ -38,16 +39,17 @@ def _ms(v) -> str:
 
 
 def rows(sm: dict) -> list[tuple[str, str]]:
-    pr, me, acc = sm["predicted_ms"], sm["measured_ms"], sm["accuracy"]
+    pr, me, acc, prec = sm["predicted_ms"], sm["measured_ms"], sm["accuracy"], sm["precision"]
     verdict = {True: "within budget", False: "OVER BUDGET", None: "not checked (target not measurable here)"}[sm["within_budget"]]
     pruned = (lambda text: f", {text}") if sm["pruned"] else (lambda text: "")
     return [
         ("budget", f"{sm['budget_ms']:g} ms on {sm['target']} ({sm['backend']}), searched with a {sm['margin_pct']:.1f}% guard band"),
-        ("latency, predicted", f"searched {_ms(pr['searched'])}" + pruned(f"pruned {_ms(pr['pruned'])}")),
-        ("latency, measured", f"searched fp32 {_ms(me['searched_fp32'])}" + pruned(f"pruned fp32 {_ms(me['pruned_fp32'])}") +
-                              f", artifact int8 {_ms(me['artifact_int8'])} ({sm['statistic']}): {verdict}"),
+        ("artifact latency", f"{prec} {_ms(me['artifact'])} measured ({sm['statistic']}), {_ms(pr['artifact'])} predicted: {verdict}"),
+        (f"{prec} latency", f"searched {_ms(pr['searched'])} predicted, {_ms(me['searched'])} measured" +
+                            pruned(f"pruned {_ms(pr['pruned'])} predicted, {_ms(me['pruned'])} measured")),
         ("accuracy (validation)", f"searched fp32 {acc['searched_fp32']:.4f}" + pruned(f"pruned fp32 {acc['pruned_fp32']:.4f}") +
-                                  f", int8 {acc['int8']:.4f} ({0.0 - acc['int8_drop_points']:+.2f} points; remedy {acc['quantize_remedy']})"),
+                                  (f", int8 {acc['int8']:.4f} ({0.0 - acc['int8_drop_points']:+.2f} points; remedy "
+                                   f"{acc['quantize_remedy']})" if acc["int8"] is not None else "")),
         ("MACs", f"{sm['macs']['searched']:,}" + pruned(f"{sm['macs']['shipped']:,} after pruning")),
         ("parameters", f"{sm['params']['searched']:,}" + pruned(f"{sm['params']['shipped']:,} after pruning")),
         ("size", ", ".join(f"{name} {n / 1024:.1f} KiB" for name, n in sm["files_bytes"].items())),
@@ -73,9 +75,10 @@ def latency_plot(path: Path, sm: dict, validation: dict | None) -> None:
                    label=f"table's held-out networks ({len(held)})")
         points += [v for n in held for v in (n["corrected_ms"], n["measured_ms"])]
     pr, me = sm["predicted_ms"], sm["measured_ms"]
-    for label, x, y, marker in (("searched, fp32", pr["searched"], me["searched_fp32"], "o"),
-                                ("pruned, fp32", pr["pruned"], me["pruned_fp32"] if sm["pruned"] else None, "s"),
-                                ("artifact, int8", pr["pruned"], me["artifact_int8"], "*")):
+    prec = sm["precision"]
+    for label, x, y, marker in ((f"searched, {prec}", pr["searched"], me["searched"], "o"),
+                                (f"pruned, {prec}", pr["pruned"], me["pruned"] if sm["pruned"] else None, "s"),
+                                (f"artifact, {prec}", pr["artifact"], me["artifact"], "*")):
         if y is not None:
             ax.scatter([x], [y], marker=marker, s=60, zorder=3, label=label)
             points += [x, y]
@@ -83,7 +86,7 @@ def latency_plot(path: Path, sm: dict, validation: dict | None) -> None:
     ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="predicted = measured")
     ax.axhline(sm["budget_ms"], color="tab:red", ls="--", lw=1, label=f"budget {sm['budget_ms']:g} ms")
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted latency (ms)", ylabel=f"measured latency (ms, {sm['statistic']})",
-           title=f"{sm['target']} / {sm['backend']}")
+           title=f"{sm['target']} / {sm['backend']} / {prec}")
     ax.legend(fontsize=7)
     save_figure(fig, path)
 

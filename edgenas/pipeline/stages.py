@@ -17,14 +17,12 @@ from edgenas.measure.timing import MeasureConfig
 from edgenas.pipeline.config import BuildConfig
 from edgenas.pipeline.rundir import fingerprint
 from edgenas.space import SearchSpace
-from edgenas.tables.latency_table import STATISTIC, LatencyTable, identity, table_path
+from edgenas.tables.key import TableKey
+from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.targets import Target
 
 #: NetAdapt steps of the build's pruning: its default 10% is a short way (5 steps, prune's default, took 5 min here)
 PRUNE_STEPS = 2
-
-#: Networks `validate` measures when a table has no end-to-end correction yet (as `edgenas validate`'s default)
-VALIDATE_SAMPLES = 40
 
 
 @dataclass
@@ -38,9 +36,15 @@ class Context:
     threads: int
     results: dict = field(default_factory=dict)  # stage name -> its recorded result
 
+    @cached_property
+    def key(self) -> TableKey:
+        """The table the search budgets against: this device's, at the precision and with the kernels that ship."""
+        c = self.cfg
+        return TableKey(self.target, c.backend, c.precision, self.space, self.threads, self.rpc, c.layout, c.tuning_db)
+
     @property
     def table(self) -> Path:
-        return table_path(self.tables, self.target, self.cfg.backend, self.space)
+        return self.key.path(self.tables)
 
     @property
     def measures_here(self) -> bool:
@@ -65,42 +69,28 @@ class Stage:
     outputs: tuple[str, ...] = ()  # its directories in the run directory, emptied when its inputs change
 
 
-# ---- profile: a valid table, measured only when there is none ------------------------------------------------
-def _table_identity(ctx: Context) -> dict:
-    return identity(ctx.target, ctx.cfg.backend, ctx.space, ctx.threads, ctx.rpc)
-
-
+# ---- profile: a valid table of this device, measured only when there is none ----------------------------------
 def _profile_inputs(ctx: Context) -> dict:
-    """The table's identity, and its checksum once it is complete and corrected: a re-profiled table re-runs the search."""
+    """The table's identity, and its checksum once it is complete, current and corrected: a re-profiled table re-runs
+    the search."""
     from edgenas.artifact.artifact import sha256
+    from edgenas.tables.ready import why_not_measured
 
-    expected, ready = _table_identity(ctx), None
-    if ctx.table.exists():
-        try:
-            table = LatencyTable.load(ctx.table)
-            table.check(expected)
-            ready = sha256(ctx.table) if table.correction and not table.missing(ctx.space) else None
-        except BadInput:
-            pass  # the stage runs, and profile() says what is wrong with the file
-    return {"table": str(ctx.table), "identity": expected, "sha256": ready}
+    ready = None
+    try:
+        if why_not_measured(ctx.key, ctx.tables)[0] is None and LatencyTable.load(ctx.table).correction:
+            ready = sha256(ctx.table)
+    except BadInput:
+        pass  # the stage runs, and says what is wrong with the file
+    return {"table": str(ctx.table), "identity": ctx.key.identity(), "sha256": ready}
 
 
 def _profile(ctx: Context) -> dict:
-    from edgenas.tables.profile import profile
-    from edgenas.tables.validate import validate
+    from edgenas.tables.ready import ready_table
 
-    from edgenas.jsonio import ensure_writable_dir
-
-    ensure_writable_dir(ctx.tables, "--tables")  # here, not up front: a complete table may sit in a read-only install
-    b, cfg = ctx.cfg.backend, ctx.measure_config(ctx.cfg.backend)
-    measured = profile(ctx.target, b, ctx.space, ctx.tables, resume=True, threads=ctx.threads, rpc=ctx.rpc, cfg=cfg).measured
-    table = LatencyTable.open(ctx.table, _table_identity(ctx), ctx.target)
-    validated = not table.correction
-    if validated:
-        validate(ctx.target, b, ctx.space, ctx.tables, VALIDATE_SAMPLES, threads=ctx.threads, rpc=ctx.rpc, cfg=cfg)
-        table = LatencyTable.load(ctx.table)
-    return {"table": str(ctx.table), "entries": len(table.entries), "measured": measured, "validated": validated,
-            "overrun_p95_pct": table.correction.get("held_out", {}).get("overrun_p95_pct")}
+    table = ready_table(ctx.key, ctx.tables, ctx.measure_config(ctx.cfg.backend))
+    return {"table": str(ctx.table), "entries": len(table.entries), "precision": ctx.key.precision,
+            "device": ctx.key.device, "overrun_p95_pct": table.correction.get("held_out", {}).get("overrun_p95_pct")}
 
 
 def check_reachable(ctx: Context) -> None:
@@ -142,7 +132,7 @@ def _train(ctx: Context) -> dict:
 # ---- search ---------------------------------------------------------------------------------------------------
 def _search_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"budget_ms": c.budget_ms, "backend": c.backend, "target": ctx.target.to_dict(), "subnets": c.subnets,
+    return {"budget_ms": c.budget_ms, "table": ctx.key.identity(), "target": ctx.target.to_dict(), "subnets": c.subnets,
             "margin_pct": c.margin_pct, "evolution": c.evolution.to_dict(), "measure": ctx.measures_here}
 
 
@@ -150,8 +140,9 @@ def _search(ctx: Context) -> dict:
     from edgenas.search.search import search
 
     c = ctx.cfg
-    r = search(Path(ctx.results["train"]["run_dir"]), ctx.target, c.backend, c.budget_ms, ctx.tables, ctx.out / "search",
-               config=c.evolution, subnets=c.subnets, threads=ctx.threads, measure=ctx.measures_here, margin_pct=c.margin_pct)
+    r = search(Path(ctx.results["train"]["run_dir"]), ctx.key, c.budget_ms, ctx.tables, ctx.out / "search",
+               config=c.evolution, subnets=c.subnets, measure=ctx.measures_here, margin_pct=c.margin_pct,
+               cfg=ctx.measure_config(c.backend))
     return r.to_dict()
 
 
@@ -185,15 +176,21 @@ def _prune(ctx: Context) -> dict:
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
-    return {"calibration": ctx.cfg.calibration, "symmetric": ctx.target.device == "cuda"}
+    from edgenas.compress.quantize import symmetric_for
+
+    return {"precision": ctx.cfg.precision, "calibration": ctx.cfg.calibration, "symmetric": symmetric_for(ctx.target)}
 
 
 def _quantize(ctx: Context) -> dict:
+    """int8 (as the table measured it), or for an fp32 build the pruned model handed on as it is."""
     from edgenas.compress.quantize import QuantizeConfig, quantize
 
-    q = _quantize_inputs(ctx)
-    return quantize(Path(ctx.results["prune"]["model"]), ctx.out / "int8",
-                    QuantizeConfig(calibration=q["calibration"], symmetric=q["symmetric"])).to_dict()
+    q, pruned = _quantize_inputs(ctx), ctx.results["prune"]
+    if q["precision"] == "fp32":
+        return {"model": pruned["model"], "precision": "fp32", "fp32_accuracy": pruned["after"]["val_accuracy"],
+                "int8_accuracy": None, "drop_points": None, "remedy": "none (fp32 build)"}
+    r = quantize(Path(pruned["model"]), ctx.out / "int8", QuantizeConfig(calibration=q["calibration"], symmetric=q["symmetric"]))
+    return {"model": str(ctx.out / "int8"), "precision": "int8", **r.to_dict()}
 
 
 def _compile_inputs(ctx: Context) -> dict:
@@ -207,7 +204,7 @@ def _compile(ctx: Context) -> dict:
     from edgenas.compile.build import CompileConfig
 
     c = ctx.cfg
-    art = package(ctx.out / "int8", ctx.target, ctx.out / "artifact", CompileConfig(c.tune_trials, c.layout, c.tuning_db),
+    art = package(Path(ctx.results["quantize"]["model"]), ctx.target, ctx.out / "artifact", CompileConfig(c.tune_trials, c.layout, c.tuning_db),
                   ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
     files = {name: (art.path / name).stat().st_size for name in art.meta["files"]}
     return {"artifact": str(art.path), "compile": {k: art.meta["compile"][k] for k in ("seconds", "tuning", "ops", "kernel_layout")},

@@ -40,7 +40,7 @@ def searched_network(best: dict):
         input_name=INPUT_NAME, input_shape=shape, normalization=split.normalization.to_dict(), classes=split.classes,
         data={**run["data"], "val_fraction": run["config"]["val_fraction"]}, arch={**best["arch"], "encoding": best["encoding"]},
         latency={"predicted_ms": best["predicted_latency_ms"], "measured_ms": best["measured_latency_ms"],
-                 "budget_ms": best["budget_ms"], "table": best["table"]},
+                 "budget_ms": best["budget_ms"], "table": best["table"], "precision": best.get("precision", "fp32")},
     )
     return net, info, evaluator
 

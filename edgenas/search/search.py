@@ -18,8 +18,7 @@ from pathlib import Path
 from edgenas.data import load_split
 from edgenas.errors import BadInput, Interrupted, warn
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
-from edgenas.measure.backends import make_backend
-from edgenas.measure.onnx_export import to_onnx
+from edgenas.measure.onnx_export import shipped_onnx, to_onnx
 from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
@@ -30,8 +29,9 @@ from edgenas.space import Arch, SearchSpace
 from edgenas.space.blocks import layer_params
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train import load_supernet
-from edgenas.tables.latency_table import STATISTIC, LatencyTable, identity, now, table_path
-from edgenas.targets import Target
+from edgenas.tables.key import TableKey
+from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
+from edgenas.tables.ready import ready_table
 
 SUBNET_SAMPLES = "subnet_accuracy.json"
 
@@ -58,6 +58,7 @@ class SearchReport:
     table: str
     supernet: str
     out_dir: str
+    precision: str  # the table's: what the predicted and measured latencies are of
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,30 +105,36 @@ def subnet_accuracies(run_dir: Path, evaluator: SubnetEvaluator, space: SearchSp
     return {a.encoding: (a, samples[a.encoding]["val_accuracy"]) for a in archs}
 
 
+def run_space(run_dir: Path) -> SearchSpace:
+    """The search space a supernet run was trained on, from its run record (no weights loaded)."""
+    from edgenas.space.space import space_from_dict
+    from edgenas.supernet.train import RUN_FILE, load_run
+
+    return space_from_dict(load_run(Path(run_dir))["space"], source=str(Path(run_dir) / RUN_FILE))
+
+
 class Searcher:
     """The budget-independent part of a search, set up once: table, supernet, split and accuracy predictor.
 
-    Opening it is cheap and checks the table, so a hopeless budget fails before the costly
-    `fit_accuracy` evaluates sub-networks. The benchmark runs many budgets on one Searcher.
+    Opening it checks the table (measuring it first when this device has none), so a hopeless budget fails
+    before the costly `fit_accuracy` evaluates sub-networks. The benchmark runs many budgets on one Searcher.
     """
 
-    def __init__(self, run_dir: Path, target: Target, backend: str, tables_dir: Path, threads: int | None = None,
-                 margin_pct: float | None = None):
-        self.run_dir, self.target, self.backend = Path(run_dir), target, backend
-        self.supernet, self.run = load_supernet(run_dir)
-        self.space = space = self.supernet.space
-        self.threads = threads or target.thread_count()
-        self.path = path = table_path(tables_dir, target, backend, space)
-        if not path.exists():
-            raise BadInput(f"no latency table at {path}; run `edgenas profile --target {target.name} --backend {backend}` first")
-        self.table = LatencyTable.open(path, identity(target, backend, space, self.threads), target)
-        held_out = (self.table.correction or {}).get("held_out", {})
-        if not self.table.correction:
-            warn(f"{path} has no correction yet: predictions are raw sums of blocks; run `edgenas validate` to fit one")
-        elif margin_pct is None and "overrun_p95_pct" not in held_out:
-            warn(f"{path}: its validation predates the guard band; run `edgenas validate` again (it reuses its measurements)")
+    def __init__(self, run_dir: Path, key: TableKey, tables_dir: Path, margin_pct: float | None = None,
+                 cfg: MeasureConfig | None = None):
         if margin_pct is not None and margin_pct < 0:
             raise BadInput(f"--margin-pct must be zero or positive, not {margin_pct}")
+        self.run_dir, self.key, self.cfg = Path(run_dir), key, cfg or MeasureConfig.for_backend(key.backend)
+        self.target, self.backend, self.threads = key.target, key.backend, key.threads
+        self.supernet, self.run = load_supernet(run_dir)
+        self.space = space = self.supernet.space
+        if space.hash != key.space.hash:
+            raise BadInput(f"{run_dir}: trained on space '{space.name}', not the table's '{key.space.name}'")
+        self.table = ready_table(key, tables_dir, cfg)
+        self.path = path = self.table.path
+        held_out = self.table.correction.get("held_out", {})
+        if margin_pct is None and "overrun_p95_pct" not in held_out:
+            warn(f"{path}: its validation predates the guard band; run `edgenas validate` again (it reuses its measurements)")
         self.margin_pct = max(0.0, held_out.get("overrun_p95_pct", 0.0)) if margin_pct is None else margin_pct
         self.latency = TableLatencyPredictor(self.table, space)
         self.fastest_ms, self.fastest = self.latency.fastest()
@@ -167,25 +174,26 @@ class Searcher:
         return EvolutionFinder(self.space, limit, self.predictor, (self.fastest_ms, self.fastest), config)
 
     def measure_latency(self, arch: Arch) -> float:
-        """End-to-end latency of the extracted sub-network on the backend, the table's statistic."""
+        """End-to-end latency of the extracted sub-network as it would ship, as the table measures it."""
         shape = (1, self.space.in_channels, arch.resolution, arch.resolution)
-        return measure_ms(to_onnx(self.evaluator.network(arch), shape), shape, self.backend, self.target, self.threads)
+        return measure_ms(to_onnx(self.evaluator.network(arch), shape), shape, self.key, self.cfg)
 
 
-def measure_ms(onnx_model: bytes, shape: tuple[int, ...], backend: str, target: Target, threads: int) -> float:
-    """A whole network's latency on a backend here, as the table measures (its statistic, default settings)."""
-    b = make_backend(backend, target, MeasureConfig.for_backend(backend), threads)
+def measure_ms(onnx_model: bytes, shape: tuple[int, ...], key: TableKey, cfg: MeasureConfig | None = None) -> float:
+    """An fp32 network's latency as it ships at the table's precision, measured as the table measures (its statistic)."""
+    b = key.make_backend(cfg or MeasureConfig.for_backend(key.backend))
     try:
-        return getattr(b.measure(onnx_model, shape), STATISTIC)
+        return getattr(b.measure(shipped_onnx(onnx_model, shape, key.precision, key.target), shape), STATISTIC)
     finally:
         b.close()
 
 
-def search(run_dir: Path, target: Target, backend: str, budget_ms: float, tables_dir: Path, out_dir: Path, *,
+def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out_dir: Path, *,
            config: EvolutionConfig = EvolutionConfig(), subnets: int = 200, max_params: int | None = None,
-           threads: int | None = None, measure: bool = True, margin_pct: float | None = None) -> SearchReport:
+           measure: bool = True, margin_pct: float | None = None, cfg: MeasureConfig | None = None) -> SearchReport:
     start = time.perf_counter()
-    s = Searcher(run_dir, target, backend, tables_dir, threads, margin_pct)
+    target = key.target
+    s = Searcher(run_dir, key, tables_dir, margin_pct, cfg)
     search_budget = s.search_budget(budget_ms)  # before any costly step
     s.fit_accuracy(subnets, config.seed)
     finder = s.finder(config, max_params)
@@ -194,13 +202,14 @@ def search(run_dir: Path, target: Target, backend: str, budget_ms: float, tables
     val_acc = s.evaluator(best)
     measured = s.measure_latency(best) if measure else None
     if measured is not None and measured > budget_ms:
-        warn(f"the best network measured {measured:.4f} ms on {target.name}/{backend}, over the {budget_ms:g} ms budget "
+        warn(f"the best network measured {measured:.4f} ms on {target.name}/{key.name}, over the {budget_ms:g} ms budget "
              f"(predicted {result.best.latency_ms:.4f} ms)")
     report = SearchReport(
         budget_ms, search_budget, s.margin_pct, result.best.latency_ms, measured,
         None if measured is None else measured <= budget_ms, val_acc, result.best.accuracy, params(s.space, best),
         result.evaluated, result.unique, round(result.seconds, 3), round(time.perf_counter() - start, 2), best.to_dict(),
         best.encoding, s.fastest_ms, s.predictor_metrics, str(s.path), str(Path(run_dir).resolve()), str(out_dir),
+        key.precision,
     )
     _write_outputs(Path(out_dir), report, result, config, s.table, s.run)
     return report

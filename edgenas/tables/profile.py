@@ -6,17 +6,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgenas.errors import BadInput, EdgenasError, Interrupted
+from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import exclusive_lock
-from edgenas.measure.backends import make_backend
-from edgenas.measure.onnx_export import to_onnx
-from edgenas.measure.rpc import RPCSettings
+from edgenas.measure.batch import GraphJob, measure_jobs
 from edgenas.measure.timing import MeasureConfig
 from edgenas.progress import bar
-from edgenas.space import SearchSpace
-from edgenas.space.blocks import build_layer, randomize_bn
-from edgenas.tables.latency_table import LatencyTable, device_info, identity, now, table_path
-from edgenas.targets import Target
+from edgenas.tables.device import device_info
+from edgenas.tables.key import TableKey, schedules_differ
+from edgenas.tables.latency_table import LatencyTable, now
 from edgenas.versions import versions
 
 
@@ -25,6 +22,7 @@ class ProfileResult:
     table: str
     target: str
     backend: str
+    precision: str
     space: str
     entries: int
     measured: int
@@ -35,34 +33,25 @@ class ProfileResult:
         return asdict(self)
 
 
-def new_table(target: Target, backend, space: SearchSpace, threads: int, cfg: MeasureConfig, rpc) -> LatencyTable:
+def new_table(key: TableKey, backend, cfg: MeasureConfig) -> LatencyTable:
     return LatencyTable(meta={
-        "identity": identity(target, backend.name, space, threads, rpc),
-        "target_definition": target.to_dict(),
+        "identity": key.identity(),
+        "target_definition": key.target.to_dict(),
         "backend_info": backend.describe(),
-        "device": device_info(target, rpc),
+        "device": device_info(key.target, key.rpc),
+        "schedules": key.schedules(),
         "versions": versions(),
         "measure": cfg.to_dict(),
+        "profile": {"measured": 0, "seconds": 0.0},
         "created": now(),
     })
 
 
-def profile(
-    target: Target,
-    backend_name: str,
-    space: SearchSpace,
-    tables_dir: Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    threads: int | None = None,
-    rpc: RPCSettings | None = None,
-    cfg: MeasureConfig | None = None,
-) -> ProfileResult:
-    threads = threads or target.thread_count()
-    cfg = cfg or MeasureConfig.for_backend(backend_name)
-    path = table_path(tables_dir, target, backend_name, space)
-    expected = identity(target, backend_name, space, threads, rpc)
+def profile(key: TableKey, tables_dir: Path, *, resume: bool = False, overwrite: bool = False,
+            cfg: MeasureConfig | None = None) -> ProfileResult:
+    cfg = cfg or MeasureConfig.for_backend(key.backend)
+    path = key.path(tables_dir)
+    space = key.space
     with exclusive_lock(path):
         table = None
         if path.exists() and not overwrite:
@@ -72,40 +61,48 @@ def profile(
                     f"{path} already exists ({len(old.entries)} of {len(space.all_layers())} entries); pass --resume "
                     f"to measure only what is missing, or --overwrite to measure everything again"
                 )
-            table = LatencyTable.open(path, expected, target)
+            table = LatencyTable.open(path, key.identity())
+            schedules = key.schedules()
+            if stale := schedules_differ(table.meta.get("schedules"), schedules):
+                warn(f"{path}: {stale}: measuring every entry again with the kernels compile uses now")
+                table.entries, table.correction, table.meta["schedules"] = {}, None, schedules
         todo = table.missing(space) if table else space.all_layers()
         total = len(space.all_layers())
         start = time.perf_counter()
         if todo:
-            backend = make_backend(backend_name, target, cfg, threads, rpc)
+            backend = key.make_backend(cfg)
             try:
-                table = table or new_table(target, backend, space, threads, cfg, rpc)
+                table = table or new_table(key, backend, cfg)
                 table.path = path
-                _measure_into(table, todo, backend, total, f"profile {target.name}/{backend_name}")
+                _measure_into(table, todo, backend, key, total, f"profile {key.target.name}/{key.name}")
             finally:
                 backend.close()
-        return ProfileResult(str(path), target.name, backend_name, space.name, total, len(todo), total - len(todo),
-                             round(time.perf_counter() - start, 2))
+        return ProfileResult(str(path), key.target.name, key.backend, key.precision, space.name, total, len(todo),
+                             total - len(todo), round(time.perf_counter() - start, 2))
 
 
-def _measure_into(table: LatencyTable, todo: list, backend, total: int, desc: str) -> None:
+def _measure_into(table: LatencyTable, todo: list, backend, key: TableKey, total: int, desc: str) -> None:
     """Measure `todo` into the table, saving after every entry so that a kill or a lost board loses none."""
     done = 0
+    stats = table.meta.setdefault("profile", {"measured": 0, "seconds": 0.0})
+    jobs = [GraphJob(key.space, layer=layer, seed=i) for i, layer in enumerate(todo)]
     try:
         with bar(total, desc, initial=total - len(todo), unit="block") as progress:
-            for i, layer in enumerate(todo):
-                model = to_onnx(randomize_bn(build_layer(layer), seed=i), layer.input_shape)
-                try:
-                    measured = backend.measure(model, layer.input_shape)
-                except EdgenasError as e:  # e.g. the RPC board is gone for good: say what is kept
-                    raise type(e)(
-                        f"{e}; {total - len(todo) + done} of {total} entries are saved in {table.path}; run the same "
-                        f"command with --resume to measure the rest"
-                    ) from None
-                table.entries[layer.key] = measured.to_dict()
-                table.save()
-                done += 1
-                progress.update()
+            t0 = time.perf_counter()
+            try:
+                for job, measured in measure_jobs(key, backend, jobs):
+                    table.entries[job.layer.key] = measured.to_dict()
+                    stats["measured"] += 1
+                    stats["seconds"] = round(stats["seconds"] + time.perf_counter() - t0, 3)
+                    t0 = time.perf_counter()
+                    table.save()
+                    done += 1
+                    progress.update()
+            except EdgenasError as e:  # e.g. the RPC board is gone for good: say what is kept
+                raise type(e)(
+                    f"{e}; {total - len(todo) + done} of {total} entries are saved in {table.path}; run the same "
+                    f"command with --resume to measure the rest"
+                ) from None
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: {total - len(todo) + done} of {total} entries are saved in {table.path}; "

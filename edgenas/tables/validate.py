@@ -9,20 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.errors import BadInput, EdgenasError, Interrupted
+from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
-from edgenas.measure.backends import make_backend
-from edgenas.measure.onnx_export import to_onnx
-from edgenas.measure.rpc import RPCSettings
+from edgenas.measure.batch import GraphJob, measure_jobs
 from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
-from edgenas.space.blocks import Network, randomize_bn
 from edgenas.tables.correction import apply_correction, fit_correction
-from edgenas.tables.latency_table import STATISTIC, LatencyTable, identity, now, table_path
+from edgenas.tables.key import TableKey
+from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
 from edgenas.tables.metrics import prediction_metrics
-from edgenas.targets import Target
 
 MIN_SAMPLES = 6
 
@@ -32,6 +29,7 @@ class ValidationReport:
     table: str
     target: str
     backend: str
+    precision: str
     space: str
     samples: int
     train: int
@@ -61,37 +59,40 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
 
 
 def _load_samples(path: Path, ident: dict) -> dict:
-    """Measured whole networks from an earlier (maybe interrupted) run with the same table identity."""
+    """Measured whole networks from an earlier (maybe interrupted) run with the same table identity and kernels.
+    A damaged file is measured again: it is a cache."""
     if not path.exists():
         return {}
-    data = read_json(path)
-    return data.get("samples", {}) if data.get("identity") == ident else {}
+    try:
+        data = read_json(path)
+        samples = data.get("samples", {}) if data.get("identity") == ident else {}
+        if all(isinstance(v["measured"][STATISTIC], (int, float)) for v in samples.values()):
+            return samples
+    except (BadInput, AttributeError, KeyError, TypeError):
+        pass
+    warn(f"{path}: damaged; measuring its networks again")
+    return {}
 
 
-def validate(
-    target: Target,
-    backend_name: str,
-    space: SearchSpace,
-    tables_dir: Path,
-    samples: int,
-    *,
-    seed: int = 0,
-    threads: int | None = None,
-    rpc: RPCSettings | None = None,
-    cfg: MeasureConfig | None = None,
-    train_fraction: float = 0.5,
-) -> ValidationReport:
+def check_samples(samples: int) -> int:
     if samples < MIN_SAMPLES:
         raise BadInput(f"--samples {samples}: need at least {MIN_SAMPLES} networks (half fit the correction, half test it)")
-    threads = threads or target.thread_count()
-    cfg = cfg or MeasureConfig.for_backend(backend_name)
-    path = table_path(tables_dir, target, backend_name, space)
+    return samples
+
+
+def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cfg: MeasureConfig | None = None,
+             train_fraction: float = 0.5) -> ValidationReport:
+    check_samples(samples)
+    cfg = cfg or MeasureConfig.for_backend(key.backend)
+    path, space = key.path(tables_dir), key.space
     if not path.exists():
-        raise BadInput(f"no latency table at {path}; run `edgenas profile --target {target.name} --backend {backend_name}` first")
-    ident = identity(target, backend_name, space, threads, rpc)
+        raise BadInput(f"no latency table at {path}; run `edgenas profile --target {key.target.name} --backend {key.backend} "
+                       f"--precision {key.precision}` first")
+    # the networks are measured with today's kernels: a table measured with others would not match them
+    ident = {**key.identity(), "schedules": key.schedules()}
     start = time.perf_counter()
     with exclusive_lock(path):
-        table = LatencyTable.open(path, ident, target)
+        table = LatencyTable.open(path, key.identity())
         if missing := table.missing(space):
             raise BadInput(f"{path} lacks {len(missing)} entries; run `edgenas profile --resume` first")
         archs = sample_archs(space, samples, seed)
@@ -99,7 +100,7 @@ def validate(
         cache = _load_samples(samples_path, ident)
         todo = [a for a in archs if a.encoding not in cache]
         if todo:
-            _measure_networks(todo, cache, samples_path, ident, backend_name, target, space, cfg, threads, rpc)
+            _measure_networks(todo, cache, samples_path, ident, key, cfg)
 
         raw = np.array([table.raw_ms(space, a) for a in archs])
         units = np.array([len(space.layers(a)) for a in archs])
@@ -117,7 +118,7 @@ def validate(
 
         report_path, plot_path = path.with_suffix(".validation.json"), path.with_suffix(".validation.png")
         report = ValidationReport(
-            str(path), target.name, backend_name, space.name, len(archs), len(train), len(test), len(todo),
+            str(path), key.target.name, key.backend, key.precision, space.name, len(archs), len(train), len(test), len(todo),
             len(archs) - len(todo), raw_m, cor_m, table.correction, str(report_path), str(plot_path),
             round(time.perf_counter() - start, 2),
         )
@@ -131,25 +132,23 @@ def validate(
                 for i, (a, r, c, m) in enumerate(zip(archs, raw, corrected, measured))
             ],
         })
-        _plot(plot_path, raw, corrected, measured, test, f"{target.name} / {backend_name} / {space.name}", raw_m, cor_m)
+        title = f"{key.target.name} / {key.name} / {space.name}"
+        _plot(plot_path, raw, corrected, measured, test, title, raw_m, cor_m)
     return report
 
 
-def _measure_networks(todo, cache, samples_path, ident, backend_name, target, space, cfg, threads, rpc) -> None:
-    backend = make_backend(backend_name, target, cfg, threads, rpc)
+def _measure_networks(todo, cache, samples_path, ident, key: TableKey, cfg) -> None:
+    backend = key.make_backend(cfg)
     try:
-        with bar(len(todo), f"validate {target.name}/{backend_name}", unit="net") as progress:
-            for arch in todo:
-                net = randomize_bn(Network(space, arch))
-                shape = (1, space.in_channels, arch.resolution, arch.resolution)
-                try:
-                    measured = backend.measure(to_onnx(net, shape), shape)
-                except EdgenasError as e:  # e.g. the RPC board is gone for good: the networks measured so far are kept
-                    raise type(e)(f"{e}; {len(cache)} measured networks are kept in {samples_path}; run the same command "
-                                  f"again to measure the rest") from None
-                cache[arch.encoding] = {"arch": arch.to_dict(), "measured": measured.to_dict()}
-                atomic_write_json(samples_path, {"identity": ident, "samples": cache})
-                progress.update()
+        with bar(len(todo), f"validate {key.target.name}/{key.name}", unit="net") as progress:
+            try:
+                for job, measured in measure_jobs(key, backend, [GraphJob(key.space, arch=a) for a in todo]):
+                    cache[job.arch.encoding] = {"arch": job.arch.to_dict(), "measured": measured.to_dict()}
+                    atomic_write_json(samples_path, {"identity": ident, "samples": cache})
+                    progress.update()
+            except EdgenasError as e:  # e.g. the RPC board is gone for good: the networks measured so far are kept
+                raise type(e)(f"{e}; {len(cache)} measured networks are kept in {samples_path}; run the same command "
+                              f"again to measure the rest") from None
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {len(cache)} measured networks are kept in {samples_path}; run again to go on") from None
     finally:

@@ -1,0 +1,121 @@
+"""What a latency table is measured for, where it lives, and how to tell whether it still describes what ships."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from edgenas.errors import BadInput
+from edgenas.measure.backends import BACKENDS
+from edgenas.measure.rpc import RPCSettings
+from edgenas.space import SearchSpace
+from edgenas.tables.device import device_key
+from edgenas.targets import Target
+
+#: The space whose tables sit directly in the device's directory; other spaces get a sub-directory.
+DEFAULT_SPACE = "digits"
+#: int8 first: it is what a build ships by default.
+PRECISIONS = ("int8", "fp32")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise BadInput(f"--precision {precision}: one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+@dataclass(frozen=True)
+class TableKey:
+    """One table's worth of meaning: every entry of it was measured for these, and only these, settings."""
+
+    target: Target
+    backend: str  # "ort" or "tvm"
+    #: "int8": each block quantized as `edgenas quantize` does (QDQ), and for TVM compiled with the integer rewrite
+    precision: str
+    space: SearchSpace
+    threads: int  # threads of the runtime on the device
+    rpc: RPCSettings | None = None  # a board behind a tracker, else this machine
+    #: TVM only: the convolution layout `compile` uses
+    layout: str = "NHWC"
+    #: TVM only: the tuning database `compile` applies (None: the target's default one)
+    tuning_db: Path | None = None
+
+    def __post_init__(self):
+        check_precision(self.precision)
+        if self.backend not in BACKENDS:
+            raise BadInput(f"unknown backend '{self.backend}'; known backends: {', '.join(BACKENDS)}")
+
+    @cached_property
+    def device(self) -> str:
+        return device_key(self.rpc)
+
+    @property
+    def is_tvm(self) -> bool:
+        return self.backend == "tvm"
+
+    def identity(self) -> dict:
+        """What the table's numbers depend on; a table with another identity is not this one's."""
+        return {
+            "target": self.target.name,
+            "tvm_target": str(self.target.tvm) if self.is_tvm else None,
+            "backend": self.backend,
+            "precision": self.precision,
+            "layout": self.layout if self.is_tvm else None,
+            "space": self.space.name,
+            "space_hash": self.space.hash,
+            "threads": self.threads,
+            "measured_on": f"rpc:{self.rpc.key}" if self.rpc else "local",
+            "device": self.device,
+        }
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.precision}" + (f"-{self.layout.lower()}" if self.is_tvm else "")
+
+    def target_dir(self, tables_dir: Path) -> Path:
+        return Path(tables_dir) / self.target.name
+
+    def path(self, tables_dir: Path) -> Path:
+        base = self.target_dir(tables_dir) / self.device
+        return base / f"{self.name}.json" if self.space.name == DEFAULT_SPACE else base / self.space.name / f"{self.name}.json"
+
+    def siblings(self, tables_dir: Path) -> list[Path]:
+        """The same table measured on other devices (for an estimate of the time a profile takes)."""
+        here = self.path(tables_dir)
+        rel = here.relative_to(self.target_dir(tables_dir) / self.device)
+        return [p for p in sorted(self.target_dir(tables_dir).glob(f"*/{rel}")) if p != here]
+
+    def make_backend(self, cfg):
+        """The backend that measures for this table, compiling as `compile` does."""
+        from edgenas.measure.backends import make_backend
+
+        return make_backend(self.backend, self.target, cfg, self.threads, self.rpc, layout=self.layout, tuning_db=self.tuning_db)
+
+    def schedules(self) -> dict | None:
+        """The kernels `compile` would use now: the default rules' version and the tuning database's records.
+
+        A TVM table records this when it is measured; when the two differ (the database grew, the rules
+        changed), the table no longer describes what ships."""
+        if not self.is_tvm:
+            return None
+        from edgenas.compile.schedules import VERSION
+        from edgenas.compile.tune import database_dir
+
+        db = database_dir(self.target, self.tuning_db)
+        records = db / "database_tuning_record.json"
+        digest = hashlib.sha256(records.read_bytes()).hexdigest()[:16] if records.exists() else None
+        return {"default": VERSION, "database": str(db), "records": digest}
+
+
+def schedules_differ(recorded: dict | None, now: dict | None) -> str | None:
+    """Why a table measured with `recorded` schedules is stale against `now`'s, or None."""
+    if now is None:
+        return None
+    recorded = recorded or {}
+    if recorded.get("default") != now["default"]:
+        return f"its kernels had default schedules '{recorded.get('default')}', compile now applies '{now['default']}'"
+    if recorded.get("records") != now["records"]:
+        return f"the tuning database {now['database']} has changed since it was measured"
+    return None

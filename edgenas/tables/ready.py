@@ -1,0 +1,96 @@
+"""A table that describes this device and the kernels that ship, measured when there is none.
+
+`search`, `validate` and `build` never refuse for want of a table for this device, and never use another
+device's numbers in silence: they say in one line why they measure (no table for this CPU, entries missing,
+the kernels changed) and how long it should take, then measure. Refusals stay for a file that exists and
+was measured for something else (another space, schema, backend or precision).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from edgenas.jsonio import ensure_writable_dir
+from edgenas.measure.timing import MeasureConfig
+from edgenas.tables.device import describe, device_info
+from edgenas.tables.key import TableKey, schedules_differ
+from edgenas.tables.latency_table import LatencyTable
+
+#: Networks `validate` measures when a table has no end-to-end correction yet (as `edgenas validate`'s default)
+VALIDATE_SAMPLES = 40
+#: Seconds a block takes to measure when no table of this kind says how long it took elsewhere: a rough guess for
+#: the estimate in the announcement; it decides nothing.
+GUESS_S_PER_BLOCK = {"ort": 0.3, "tvm": 2.5}
+#: A whole network of validation costs about this many blocks.
+BLOCKS_PER_NETWORK = 6
+
+
+def say(message: str) -> None:
+    """A line above any progress bars (tqdm.write keeps them intact), on stderr."""
+    from tqdm import tqdm
+
+    tqdm.write(f"edgenas: {message}", file=sys.stderr)
+
+
+def _seconds_per_block(key: TableKey, tables_dir: Path) -> float:
+    """From this table's own record, else from the same table on another device, else a guess."""
+    for path in [key.path(tables_dir), *key.siblings(tables_dir)]:
+        try:
+            stats = LatencyTable.load(path).meta.get("profile") or {}
+            if stats.get("measured"):
+                return stats["seconds"] / stats["measured"]
+        except Exception:  # noqa: BLE001 - only an estimate: any unreadable file is skipped
+            continue
+    return GUESS_S_PER_BLOCK[key.backend]
+
+
+def _about(seconds: float) -> str:
+    return f"about {max(1, round(seconds / 60))} minute{'s' * (round(seconds / 60) > 1)}"
+
+
+def why_not_measured(key: TableKey, tables_dir: Path) -> tuple[str | None, int]:
+    """Why this device has no complete, current table (None when it has one), and how many blocks to measure.
+
+    A file that exists and was measured for something else raises, as `LatencyTable.open` does."""
+    path, total = key.path(tables_dir), len(key.space.all_layers())
+    if not path.exists():
+        here = describe(device_info(key.target, key.rpc))
+        others = key.siblings(tables_dir)
+        if others:
+            theirs = ", ".join(sorted({p.relative_to(key.target_dir(tables_dir)).parts[0] for p in others}))
+            return f"no {key.name} table of '{key.target.name}' for this {'board' if key.rpc else 'CPU'} ({here}; " \
+                   f"tables exist for {theirs})", total
+        return f"no {key.name} table of '{key.target.name}' for this {'board' if key.rpc else 'CPU'} ({here}) yet", total
+    table = LatencyTable.open(path, key.identity())
+    if stale := schedules_differ(table.meta.get("schedules"), key.schedules()):
+        return f"{path}: {stale}", total
+    if missing := table.missing(key.space):
+        return f"{path} lacks {len(missing)} of {total} entries", len(missing)
+    return None, 0
+
+
+def measured_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = None) -> LatencyTable:
+    """This device's complete table with today's kernels, profiled (or completed, or re-measured) when it is not."""
+    from edgenas.tables.profile import profile
+
+    why, todo = why_not_measured(key, tables_dir)
+    if why:
+        ensure_writable_dir(tables_dir, "--tables")  # only now: a complete table may sit in a read-only install
+        say(f"{why}: profiling it, {_about(todo * _seconds_per_block(key, tables_dir))}")
+        profile(key, tables_dir, resume=True, cfg=cfg)
+    return LatencyTable.open(key.path(tables_dir), key.identity())
+
+
+def ready_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = None,
+                samples: int = VALIDATE_SAMPLES) -> LatencyTable:
+    """`measured_table`, with its end-to-end correction fitted by `validate` when it has none."""
+    from edgenas.tables.validate import validate
+
+    table = measured_table(key, tables_dir, cfg)
+    if not table.correction:
+        say(f"{table.path} has no end-to-end correction yet: validating it on {samples} networks, "
+            f"{_about(samples * BLOCKS_PER_NETWORK * _seconds_per_block(key, tables_dir))}")
+        validate(key, tables_dir, samples, cfg=cfg)
+        table = LatencyTable.open(table.path, key.identity())
+    return table

@@ -1,0 +1,62 @@
+"""Tables of what ships: one per precision, read by the search at the precision it ships, and stale when the kernels
+that compile applies change after the table was measured."""
+
+import json
+
+import pytest
+
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, table_file
+from edgenas.tables.latency_table import LatencyTable
+
+
+def test_int8_and_fp32_tables_differ_and_the_search_reads_the_one_it_ships(tiny_run, tmp_path):
+    tables, run = tiny_run
+    run_cli("profile", "--space", TINY_SPACE, "--backend", "ort", "--precision", "fp32", "--tables", tables, *FAST, check=0)
+    int8, fp32 = LatencyTable.load(table_file(tables)), LatencyTable.load(table_file(tables, precision="fp32"))
+    assert int8.identity["precision"] == "int8" and fp32.identity["precision"] == "fp32"
+    assert set(int8.entries) == set(fp32.entries)
+    # the same blocks, measured as different graphs: QDQ int8 blocks are not the fp32 ones
+    differ = [k for k in int8.entries if abs(int8.entries[k]["min_ms"] / fp32.entries[k]["min_ms"] - 1) > 0.05]
+    assert len(differ) > len(int8.entries) / 2, (int8.entries, fp32.entries)
+
+    def search(*extra):
+        return run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", 10, "--threads", 1, "--generations", 3,
+                       "--population", 8, "--subnets", 10, "--out", tmp_path / "s", *extra, "--json")
+
+    r = json.loads(search("--no-measure").stdout)  # int8 by default: what a build ships
+    assert r["precision"] == "int8" and r["table"] == str(table_file(tables))
+    # fp32 has no validated table yet: it is validated first, then read
+    proc = search("--no-measure", "--precision", "fp32")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["precision"] == "fp32" and r["table"] == str(table_file(tables, precision="fp32"))
+    assert "no end-to-end correction yet: validating" in proc.stderr
+
+
+def test_a_table_is_stale_when_the_tuning_database_changes(tmp_path):
+    tables, db = tmp_path / "tables", tmp_path / "db"
+    args = ("profile", "--space", TINY_SPACE, "--backend", "tvm", "--precision", "fp32", "--tables", tables,
+            "--tuning-db", db, *FAST)
+    run_cli(*args, check=0)
+    path = table_file(tables, "tvm", "fp32")
+    before = LatencyTable.load(path)
+    assert before.meta["schedules"]["records"] is None and before.meta["schedules"]["default"]
+    # the database grows after the table was measured (a tuning run added schedules)
+    db.mkdir()
+    (db / "database_tuning_record.json").write_text('[0, [[], []], [0.001], null, null]\n')
+    proc = run_cli(*args, "--resume", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "has changed since it was measured" in proc.stderr and "measuring every entry again" in proc.stderr
+    [out] = json.loads(proc.stdout)
+    after = LatencyTable.load(path)
+    assert out["measured"] == len(after.entries) == len(before.entries) and after.meta["schedules"]["records"]
+    # a table measured for another precision than the file name says is refused, not used
+    data = json.loads(path.read_text())
+    data["meta"]["identity"]["precision"] = "int8"
+    path.write_text(json.dumps(data))
+    assert_one_line_error(run_cli(*args, "--resume"), str(path), "precision", "refused")
+
+
+@pytest.mark.parametrize("flag, value", [("--precision", "int4"), ("--layout", "NCWH")])
+def test_bad_table_options(tables, flag, value):
+    assert_one_line_error(run_cli("profile", "--space", TINY_SPACE, "--tables", tables, flag, value), flag)
