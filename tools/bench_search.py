@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edgenas.data import DEFAULT_DATA  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.search.evolution import EvolutionConfig  # noqa: E402
-from edgenas.search.search import Searcher  # noqa: E402
+from edgenas.search.search import Searcher, run_space  # noqa: E402
+from edgenas.tables.key import TableKey  # noqa: E402
 from edgenas.space import get_space  # noqa: E402
 from edgenas.supernet.train import CHECKPOINT, load_run, train  # noqa: E402
 from edgenas.supernet.train_config import TrainConfig  # noqa: E402
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--tables", type=Path, default=tables_dir())
     ap.add_argument("--budgets", type=int, default=11, help="odd, so that one is the median of the range")
     ap.add_argument("--subnets", type=int, default=200)
+    ap.add_argument("--precision", default="int8", choices=("int8", "fp32"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -49,7 +51,8 @@ def main() -> None:
         trained_here = round(time.perf_counter() - t0, 1)
     run = load_run(args.supernet)
     last = run["history"][-1]
-    s = Searcher(args.supernet, target, args.backend, args.tables)
+    key = TableKey(target, args.backend, args.precision, run_space(args.supernet), target.thread_count())
+    s = Searcher(args.supernet, key, args.tables)
     predictor = s.fit_accuracy(args.subnets, args.seed)
     slowest = s.latency(s.space.largest())
     budgets = [s.fastest_ms + (i + 1) / (args.budgets + 1) * (slowest - s.fastest_ms) for i in range(args.budgets)]
