@@ -60,3 +60,19 @@ def test_a_table_is_stale_when_the_tuning_database_changes(tmp_path):
 @pytest.mark.parametrize("flag, value", [("--precision", "int4"), ("--layout", "NCWH")])
 def test_bad_table_options(tables, flag, value):
     assert_one_line_error(run_cli("profile", "--space", TINY_SPACE, "--tables", tables, flag, value), flag)
+
+
+def test_a_damaged_table_gets_one_line(tiny_run, tmp_path):
+    import shutil
+
+    tables = tmp_path / "tables"
+    shutil.copytree(tiny_run[0], tables)
+    path = table_file(tables)
+    data = json.loads(path.read_text())
+    for damage, needle in (({"correction": {"coef": [1.0, "x"]}}, "correction"),
+                           ({"entries": {**data["entries"], "stem:c1-o8-s2-r28": {"min_ms": float("nan")}}}, "stem:c1-o8-s2-r28")):
+        path.write_text(json.dumps({**data, **damage}))
+        assert_one_line_error(run_cli("search", "--supernet", tiny_run[1], "--tables", tables, "--budget-ms", 1, "--no-measure",
+                                      "--out", tmp_path / "s"), str(path), needle)
+    path.write_text(json.dumps(data)[: len(json.dumps(data)) // 2])
+    assert_one_line_error(run_cli("validate", "--space", TINY_SPACE, "--backend", "ort", "--tables", tables), str(path))

@@ -115,6 +115,46 @@ def quantize_for_latency(onnx_model: bytes, input_shape: tuple[int, ...], symmet
         return quantize_qdq(pre_process(work, onnx_model), work / "int8.onnx", Reader(name, x), "minmax", symmetric, [])
 
 
+def quantized_boundaries(onnx_model: bytes) -> bytes:
+    """A QDQ graph that takes and gives quantized tensors: its input's QuantizeLinear and its output's DequantizeLinear
+    removed. Inside an int8 network, tensors stay quantized from one block to the next; a standalone block would
+    otherwise pay a quantization of its input and a dequantization of its output, in proportion to their size, that
+    the network never runs. A side that is not quantized stays as it is."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_model)
+    g = model.graph
+    inp, out = g.input[0], g.output[0]
+    consumers = [n for n in g.node if inp.name in n.input]
+    if len(consumers) == 1 and consumers[0].op_type == "QuantizeLinear":
+        q = consumers[0]
+        dtype = _zero_point_type(g, q)
+        g.node.remove(q)
+        g.input.remove(inp)
+        g.input.insert(0, onnx.helper.make_tensor_value_info(q.output[0], dtype, [d.dim_value for d in inp.type.tensor_type.shape.dim]))
+    producer = next((n for n in g.node if out.name in n.output), None)
+    if producer is not None and producer.op_type == "DequantizeLinear":
+        q_out = producer.input[0]
+        q = next((n for n in g.node if q_out in n.output and n.op_type == "QuantizeLinear"), None)
+        if q is not None and not any(q_out in n.input for n in g.node if n is not producer):
+            g.node.remove(producer)
+            g.output.remove(out)
+            g.output.insert(0, onnx.helper.make_tensor_value_info(q_out, _zero_point_type(g, q),
+                                                                  [d.dim_value for d in out.type.tensor_type.shape.dim]))
+    return model.SerializeToString()
+
+
+def _zero_point_type(graph, quantize_node) -> int:
+    """The element type a QuantizeLinear produces: its zero point's."""
+    import onnx
+
+    if len(quantize_node.input) > 2:
+        init = next((i for i in graph.initializer if i.name == quantize_node.input[2]), None)
+        if init is not None:
+            return init.data_type
+    return onnx.TensorProto.UINT8
+
+
 def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[list[str]]:
     """Per quantized tensor, worst first by signal-to-quantization-noise ratio: the nodes to leave in float
     so that it stays float (its producer, back through activations to the compute node, and its consumers)."""

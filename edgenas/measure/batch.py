@@ -51,8 +51,9 @@ class GraphJob:
         from edgenas.measure.onnx_export import as_shipped
         from edgenas.space.blocks import Network, build_layer, randomize_bn
 
-        module = build_layer(self.layer) if self.layer is not None else Network(self.space, self.arch)
-        return as_shipped(randomize_bn(module, self.seed), self.shape, precision, target)
+        block = self.layer is not None
+        module = build_layer(self.layer) if block else Network(self.space, self.arch)
+        return as_shipped(randomize_bn(module, self.seed), self.shape, precision, target, block=block)
 
 
 def _init_worker() -> None:
@@ -61,14 +62,14 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _compile_job(args) -> str:
-    """In a worker: the job's graph compiled as `compile` does, exported as a library for the target."""
+def _compile_job(args) -> tuple[str, str]:
+    """In a worker: the job's graph compiled as `compile` does, exported as a library for the target; its input dtype."""
     from edgenas.measure.tvm import compile_onnx, export_library
 
     job, key, path = args
-    executable = compile_onnx(job.onnx(key.precision, key.target), key.target, key.layout, key.tuning_db)
-    export_library(executable, Path(path), key.target)
-    return path
+    compiled = compile_onnx(job.onnx(key.precision, key.target), key.target, key.layout, key.tuning_db)
+    export_library(compiled.executable, Path(path), key.target)
+    return path, compiled.input.dtype
 
 
 def _portable(key):
@@ -90,9 +91,9 @@ def measure_jobs(key, backend, jobs: Sequence[GraphJob]) -> Iterator[tuple[Graph
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
             try:
-                paths = list(pool.map(_compile_job, [(job, portable, f"{tmp}/g{start + i}.so") for i, job in enumerate(part)]))
+                built = list(pool.map(_compile_job, [(job, portable, f"{tmp}/g{start + i}.so") for i, job in enumerate(part)]))
             except BrokenProcessPool:
                 raise EdgenasError("a compile worker died (out of memory, or killed); run the same command to go on") from None
-            for job, path in zip(part, paths):
-                yield job, backend.measure_library(Path(path), job.shape)
+            for job, (path, dtype) in zip(part, built):
+                yield job, backend.measure_library(Path(path), job.shape, dtype)
                 Path(path).unlink()

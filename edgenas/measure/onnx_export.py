@@ -28,15 +28,17 @@ def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-def shipped_onnx(model: bytes, input_shape: tuple[int, ...], precision: str, target) -> bytes:
+def shipped_onnx(model: bytes, input_shape: tuple[int, ...], precision: str, target, block: bool = False) -> bytes:
     """The graph a build ships for the fp32 `model` at `precision`: quantized as `quantize` does it for int8.
-    What latency tables, validation, the search and pruning measure, so that a prediction is of what ships."""
+    What latency tables, validation, the search and pruning measure, so that a prediction is of what ships. A `block`
+    (a unit of a network, for a table) takes and gives quantized tensors, as it runs inside an int8 network."""
     if precision == "fp32":
         return model
-    from edgenas.compress.quantize import quantize_for_latency, symmetric_for
+    from edgenas.compress.quantize import quantize_for_latency, quantized_boundaries, symmetric_for
 
-    return quantize_for_latency(model, input_shape, symmetric_for(target))
+    q = quantize_for_latency(model, input_shape, symmetric_for(target))
+    return quantized_boundaries(q) if block else q
 
 
-def as_shipped(module: nn.Module, input_shape: tuple[int, ...], precision: str, target) -> bytes:
-    return shipped_onnx(to_onnx(module, input_shape), input_shape, precision, target)
+def as_shipped(module: nn.Module, input_shape: tuple[int, ...], precision: str, target, block: bool = False) -> bytes:
+    return shipped_onnx(to_onnx(module, input_shape), input_shape, precision, target, block)

@@ -38,6 +38,15 @@ def make_session(onnx_model: bytes, target: Target, threads: int):
     return ort.InferenceSession(onnx_model, opts, providers=list(target.ort_providers))
 
 
+def random_input(shape: tuple[int, ...], ort_type: str) -> np.ndarray:
+    """A random tensor for an input of ONNX Runtime type `ort_type` ("tensor(float)", "tensor(uint8)", ...)."""
+    rng = np.random.default_rng(0)
+    if ort_type in ("tensor(uint8)", "tensor(int8)"):
+        info = np.iinfo(np.uint8 if ort_type == "tensor(uint8)" else np.int8)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(info.dtype)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
 class OrtBackend:
     name = "ort"
 
@@ -47,7 +56,7 @@ class OrtBackend:
 
     def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
         sess = make_session(onnx_model, self.target, self.threads)
-        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)}
+        feed = {sess.get_inputs()[0].name: random_input(input_shape, sess.get_inputs()[0].type)}
         return time_python_call(lambda: sess.run(None, feed), self.cfg)
 
     def describe(self) -> dict:

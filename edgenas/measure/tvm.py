@@ -36,11 +36,11 @@ def connection_lost(e: BaseException) -> bool:
     return any(s in text for s in _CONNECTION_LOST)
 
 
-def compile_onnx(onnx_model: bytes, target: Target, layout: str, tuning_db: Path | None):
+def compile_onnx(onnx_model: bytes, target: Target, layout: str, tuning_db: Path | None):  # -> compile.build.Compiled
     """`compile`'s own path (integer rewrite, layout, database and default schedules), untuned: what ships."""
     from edgenas.compile.build import CompileConfig, compile_onnx_model
 
-    return compile_onnx_model(onnx_model, "ONNX graph", target, CompileConfig(0, layout, tuning_db)).executable
+    return compile_onnx_model(onnx_model, "ONNX graph", target, CompileConfig(0, layout, tuning_db))
 
 
 def export_library(executable, path: Path, target: Target) -> Path:
@@ -112,12 +112,13 @@ class TvmBackend:
         self._count = 0
 
     def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
-        executable = compile_onnx(onnx_model, self.target, self.layout, self.tuning_db)
+        compiled = compile_onnx(onnx_model, self.target, self.layout, self.tuning_db)
+        dtype = compiled.input.dtype
         if self.rpc is None:
-            return time_main(executable, device(self.target), input_shape, self.cfg)
+            return time_main(compiled.executable, device(self.target), input_shape, self.cfg, dtype)
         self._count += 1
-        path = export_library(executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
-        return self._measure_remote(path, input_shape, "float32")
+        path = export_library(compiled.executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
+        return self._measure_remote(path, input_shape, dtype)
 
     def measure_library(self, path: Path, input_shape: tuple[int, ...], dtype: str = "float32") -> Measurement:
         """Latency of an exported library (an artifact's), loaded here or uploaded to the board."""

@@ -64,7 +64,13 @@ class LatencyTable:
             v = e.get(STATISTIC) if isinstance(e, dict) else None
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise BadInput(f"{path}: entry '{key}' has no positive '{STATISTIC}'")
-        return cls(meta=data["meta"], entries=data["entries"], correction=data.get("correction"), path=Path(path))
+        correction = data.get("correction")
+        if correction is not None:
+            coef = correction.get("coef") if isinstance(correction, dict) else None
+            if not (isinstance(coef, list) and len(coef) == 3 and all(isinstance(c, (int, float)) and math.isfinite(c) for c in coef)):
+                raise BadInput(f"{path}: field 'correction' is damaged (no three finite 'coef'); set it to null and run "
+                               f"`edgenas validate` again")
+        return cls(meta=data["meta"], entries=data["entries"], correction=correction, path=Path(path))
 
     @classmethod
     def open(cls, path: Path, expected: dict) -> "LatencyTable":
