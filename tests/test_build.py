@@ -173,3 +173,14 @@ def test_an_output_directory_that_cannot_be_written(tmp_path):
     (tmp_path / "file").write_text("")
     assert_one_line_error(run_cli(*build_args(tmp_path / "tables", tmp_path / "file" / "run", 5)), "--out", "is a file")
     assert_one_line_error(run_cli(*build_args(tmp_path / "file" / "tables", tmp_path / "run", 5)), "--tables", "is a file")
+
+
+def test_an_fp32_build_budgets_against_the_fp32_table_and_ships_fp32(built, tmp_path):
+    tables, out, _, _, _ = built
+    proc = run_cli(*build_args(tables, tmp_path / "run", 5, "--precision", "fp32", "--prune-ratio", 1, "--json"))
+    assert proc.returncode == 0, proc.stderr
+    sm = json.loads(proc.stdout)["summary"]
+    assert sm["precision"] == "fp32" and sm["table"] == str(table_file(tables, precision="fp32"))
+    assert sm["accuracy"]["int8"] is None and not (tmp_path / "run" / "int8").exists()
+    art = load_artifact(sm["artifact"])
+    assert not art.meta["compile"]["quantized"] and sm["measured_ms"]["artifact"] <= sm["budget_ms"]
