@@ -22,6 +22,7 @@ from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import PRECISIONS
+from edgenas.tables.ready import VALIDATE_SAMPLES
 
 
 def _print_json(obj) -> None:
@@ -152,7 +153,8 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
 @cli.command("validate")
 @target_options
 @backend_option
-@click.option("--samples", "-n", type=click.IntRange(min=1), default=40, show_default=True, help="Random networks to measure.")
+@click.option("--samples", "-n", type=click.IntRange(min=1), default=VALIDATE_SAMPLES, show_default=True,
+              help="Random networks to measure; half fit the correction, half test it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, backend,
                  samples, seed):

@@ -60,7 +60,8 @@ def export_cmd(search, out, threads, as_json):
 @json_option
 def prune_cmd(model, out, target_ms, ratio, step_ms, finetune_epochs, candidate_steps, threads, as_json):
     """Prune a model bundle's channels toward a latency target (NetAdapt, distilled from the supernet); resumable."""
-    cfg = PruneConfig(target_ms, ratio, step_ms, finetune_epochs, candidate_steps)  # checks the flags before torch loads
+    cfg = PruneConfig(target_ms=target_ms, ratio=ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
+                      candidate_steps=candidate_steps)  # checks the flags before torch loads
     ensure_writable_dir(out, "--out")
     from edgenas.compress.prune import prune
 

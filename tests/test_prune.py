@@ -15,6 +15,7 @@ import torch
 from conftest import TINY_SPACE, assert_one_line_error, run_cli, shipped_table, start_cli
 from edgenas.bundle import load_bundle
 from edgenas.compress.prune import ChannelCurve, PrunedLatency, unit_points
+from edgenas.compress.prune_config import PruneConfig
 from edgenas.search.latency_predictor import TableLatencyPredictor
 from edgenas.space import Arch, get_space
 from edgenas.space.blocks import make_divisible
@@ -71,6 +72,8 @@ def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned,
     assert r["steps"] and all(s["predicted_ms"] <= s["goal_ms"] or all(c["predicted_ms"] > s["goal_ms"] for c in s["candidates"])
                               for s in r["steps"])
     assert before["measured_ms"] > 0 and after["measured_ms"] > 0 and r["not_measured"] is None
+    # the flags reached the settings they name
+    assert (r["config"]["candidate_steps"], r["config"]["finetune_epochs"], r["config"]["steps"]) == (5, 1, PruneConfig.steps)
     assert after["macs"] < before["macs"] and after["params"] < before["params"]
     assert 0.1 < after["val_accuracy"] <= 1 and before["val_accuracy"] == export["accuracy"]["fp32"]
     # channels really left the graph: fewer convolution outputs, by what the report says was removed

@@ -60,14 +60,42 @@ def lower(mod, target: Target, layout: str):
     return mod, quantized, ops
 
 
-def compile_onnx_model(data: bytes, where: str, target: Target, cfg: CompileConfig = CompileConfig()) -> Compiled:
+def _compile_relax(mod, target: Target, cfg: CompileConfig):
+    """Lowered, tuned or scheduled by default, and compiled: the executable, whether it was quantized, its compute
+    ops, the database and the tuning report."""
     import tvm
 
-    start = time.perf_counter()
-    mod, inp = to_relax(data, where, cfg.input_shape)
     mod, quantized, ops = lower(mod, target, cfg.layout)
     db = database_dir(target, cfg.tuning_db)
     report, database = tune(mod, target, db, cfg.trials) if cfg.trials else (None, None)
     mod = default_schedules(apply_database(mod, target, db, database), compile_target(target))
-    executable = tvm.compile(mod, target=compile_target(target))
+    return tvm.compile(mod, target=compile_target(target)), quantized, ops, db, report
+
+
+def compile_onnx_model(data: bytes, where: str, target: Target, cfg: CompileConfig = CompileConfig()) -> Compiled:
+    start = time.perf_counter()
+    mod, inp = to_relax(data, where, cfg.input_shape)
+    executable, quantized, ops, db, report = _compile_relax(mod, target, cfg)
     return Compiled(executable, inp, quantized, ops, str(db), report, round(time.perf_counter() - start, 2))
+
+
+def graph_function(i: int) -> str:
+    """The name of the i-th graph's function in a library of several."""
+    return f"graph{i}"
+
+
+def compile_onnx_graphs(graphs: list[bytes], target: Target, cfg: CompileConfig = CompileConfig()):
+    """Several ONNX graphs compiled as `compile_onnx_model` compiles each, into one library whose function
+    `graph_function(i)` runs the i-th graph. Relax's block builder adds a kernel equal to one it holds only once,
+    so each distinct kernel is scheduled and generated once per library: that pays when the graphs share layers,
+    as the blocks and networks of one space do. Returns the executable and each graph's input."""
+    import tvm
+
+    funcs, inputs = {}, []
+    for i, data in enumerate(graphs):
+        mod, inp = to_relax(data, f"ONNX graph {i}", cfg.input_shape)
+        name = graph_function(i)
+        funcs[tvm.ir.GlobalVar(name)] = mod["main"].with_attr("global_symbol", name)
+        inputs.append(inp)
+    executable, *_ = _compile_relax(tvm.IRModule(funcs), target, cfg)
+    return executable, inputs

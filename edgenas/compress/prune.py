@@ -17,6 +17,7 @@ import bisect
 import contextlib
 import copy
 import hashlib
+import io
 import math
 import sys
 import time
@@ -335,8 +336,11 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
             net = _rebuild(net, state)
         else:
             macs, params = macs_params(net)
+            # the search measured this network with this table's backend, as `measure` would: not again
+            searched_ms = info.latency.get("measured_ms") if key is not None else None
             state = {"identity": ident, "steps": [], "finetune": None, "seconds": 0.0, "before": {
-                "macs": macs, "params": params, "predicted_ms": start_ms, "measured_ms": measure(onnx_model),
+                "macs": macs, "params": params, "predicted_ms": start_ms,
+                "measured_ms": searched_ms if searched_ms is not None else measure(onnx_model),
                 "val_accuracy": ort_accuracy(onnx_model, info, split, threads)}}
         resumed_from = len(state["steps"])
         teacher = evaluator.network(space.largest())
@@ -383,6 +387,52 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
     return {"out_dir": str(out), **report}
 
 
+_worker: dict = {}  # in a candidate worker: the distiller and settings every candidate of a prune shares
+
+
+def _init_candidate_worker(distiller: bytes, cfg: PruneConfig) -> None:
+    torch.set_num_threads(1)
+    _worker.update(distiller=_from_bytes(distiller), cfg=cfg)
+
+
+def _try_candidate(net: nn.Module, layer: int, keep: int, seed: int, distiller=None, cfg=None):
+    """`net` with `layer` pruned to `keep` mid channels, briefly distilled; its held-out accuracy and loss."""
+    distiller, cfg = distiller or _worker["distiller"], cfg or _worker["cfg"]
+    cand = prune_unit(net, layer, keep)
+    distiller.fit(cand, cfg.candidate_steps, distiller.optimizer(cand), torch.Generator().manual_seed(seed))
+    return cand, *distiller.score(cand)
+
+
+def _as_bytes(obj) -> bytes:
+    """Networks cross to and from workers as bytes: torch's own pickling of tensors between processes shares them
+    through file descriptors, which left the pool waiting forever for its workers to exit."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _from_bytes(data: bytes):
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
+def _try_candidate_in_worker(net: bytes, layer: int, keep: int, seed: int) -> bytes:
+    return _as_bytes(_try_candidate(_from_bytes(net), layer, keep, seed))
+
+
+def _candidate_pool(distiller: "Distiller", cfg: PruneConfig, candidates: int):
+    """Worker processes that try candidates side by side, one thread each; None where there is one core or one
+    candidate. Each candidate has its own seed, so the result is the one trying them in turn would give."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(os.cpu_count() or 1, candidates)
+    if workers < 2:
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_candidate_worker, initargs=(_as_bytes(distiller), cfg))
+
+
 def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: PruneConfig, goal: float, step_ms: float,
                    steps: list, specs: list[LayerSpec]) -> nn.Module:
     """One NetAdapt step: every unit's candidate, briefly distilled and scored; the most accurate is returned."""
@@ -392,16 +442,28 @@ def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: Prune
     options = candidates(latency, channels, step_goal, cfg.multiple)
     if not options:
         raise EdgenasError(f"no unit can be pruned further at {latency(channels):.4f} ms predicted; the target is out of reach")
+    seeds = {i: cfg.seed * 1_000_003 + k * 1009 + i for i in options}
     tried = []
     with bar(len(options), f"prune step {k}", unit="net") as progress:
+        pool = _candidate_pool(distiller, cfg, len(options))
+        with pool or contextlib.nullcontext():
+            if pool is None:
+                def result(i):
+                    return _try_candidate(copy.deepcopy(net), i, options[i][1], seeds[i], distiller, cfg)
+            else:
+                data = _as_bytes(net)
+                futures = {i: pool.submit(_try_candidate_in_worker, data, i, keep, seeds[i]) for i, (_, keep) in options.items()}
+
+                def result(i):
+                    return _from_bytes(futures[i].result())
+            results = {}
+            for i in options:
+                results[i] = result(i)
+                progress.update()
         for i, (ms, keep) in options.items():
-            cand = prune_unit(copy.deepcopy(net), i, keep)
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k * 1009 + i)
-            distiller.fit(cand, cfg.candidate_steps, distiller.optimizer(cand), gen)
-            acc, loss = distiller.score(cand)
+            cand, acc, loss = results[i]
             tried.append({"layer": i, "unit": specs[i].key, "channels": [channels[i], keep], "predicted_ms": ms,
                           "holdout_accuracy": acc, "holdout_loss": loss, "net": cand})
-            progress.update()
     chosen = max(tried, key=lambda t: (t["holdout_accuracy"], -t["holdout_loss"]))
     steps.append({"step": k, "goal_ms": step_goal, **{n: v for n, v in chosen.items() if n != "net"},
                   "seconds": round(time.perf_counter() - t0, 2),

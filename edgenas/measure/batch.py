@@ -1,10 +1,14 @@
-"""Many graphs of a space measured as they ship: for TVM, compiled side by side on every core, then timed one at a
-time on a quiet machine.
+"""Many graphs of a space measured as they ship: for TVM, compiled side by side on every core, then timed on a
+quiet machine.
 
-Compiling is most of a TVM table's time (LLVM takes a second or more per int8 block, timing a fraction of one),
-and it parallelises; timing must not share the CPU with anything. So graphs are compiled in chunks by a pool of
-worker processes, and each chunk is timed here once its compiles are done. ONNX Runtime compiles nothing worth
-a pool: its graphs are measured one after the other.
+Compiling is most of a TVM table's time (scheduling and LLVM take about a second per int8 block), and it
+parallelises; timing must not share the CPU with anything (a compile on the other core made samples slower by
+several percent). So graphs are compiled in chunks by a pool of worker processes, and each chunk is timed here
+once its compiles are done. Each worker compiles its run of a chunk into one library (`compile_onnx_graphs`):
+neighbouring blocks of a space differ in one choice and share most of their kernels, which are then generated
+once per library instead of once per block. The graphs of a library are timed together, taking turns
+(`time_functions`): the pause between two samples of one graph is spent on the others' samples, not asleep.
+ONNX Runtime compiles nothing worth a pool: its graphs are measured one after the other.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from edgenas.measure.timing import Measurement
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.space import LayerSpec
 
-#: Graphs compiled per worker before the chunk is timed: enough to keep the workers busy, few enough that an
-#: interruption loses little compile work.
-CHUNK_PER_WORKER = 6
+#: Graphs compiled by a worker into one library before the chunk is timed: enough to share kernels, few enough that
+#: an interruption loses little compile work and LLVM's cost stays linear in the library's size.
+GRAPHS_PER_LIBRARY = {"block": 24, "network": 12}
 #: Fewer graphs than this are compiled here: starting the workers (importing torch and TVM) costs seconds.
 MIN_POOLED = 8
 
@@ -62,14 +66,17 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _compile_job(args) -> tuple[str, str]:
-    """In a worker: the job's graph compiled as `compile` does, exported as a library for the target; its input dtype."""
-    from edgenas.measure.tvm import compile_onnx, export_library
+def _compile_group(args) -> tuple[str, list[str]]:
+    """In a worker: the jobs' graphs compiled as `compile` does into one library for the target, exported; each
+    graph's input dtype."""
+    from edgenas.compile.build import CompileConfig, compile_onnx_graphs
+    from edgenas.measure.tvm import export_library
 
-    job, key, path = args
-    compiled = compile_onnx(job.onnx(key.precision, key.target), key.target, key.layout, key.tuning_db)
-    export_library(compiled.executable, Path(path), key.target)
-    return path, compiled.input.dtype
+    jobs, key, path = args
+    executable, inputs = compile_onnx_graphs([job.onnx(key.precision, key.target) for job in jobs], key.target,
+                                             CompileConfig(0, key.layout, key.tuning_db))
+    export_library(executable, Path(path), key.target)
+    return path, [inp.dtype for inp in inputs]
 
 
 def _portable(key):
@@ -84,16 +91,21 @@ def measure_jobs(key, backend, jobs: Sequence[GraphJob]) -> Iterator[tuple[Graph
         for job in jobs:
             yield job, backend.measure(job.onnx(key.precision, key.target), job.shape)
         return
-    portable, chunk = _portable(key), CHUNK_PER_WORKER * workers
+    from edgenas.compile.build import graph_function
+
+    portable, chunk = _portable(key), GRAPHS_PER_LIBRARY["block" if jobs[0].layer is not None else "network"] * workers
     context = multiprocessing.get_context("spawn")  # TVM's runtime threads do not survive a fork
     with tempfile.TemporaryDirectory(prefix="edgenas-libraries-") as tmp, \
             ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
+            size = -(-len(part) // workers)  # neighbours share the most kernels: each worker takes a run of them
+            groups = [part[i:i + size] for i in range(0, len(part), size)]
             try:
-                built = list(pool.map(_compile_job, [(job, portable, f"{tmp}/g{start + i}.so") for i, job in enumerate(part)]))
+                built = list(pool.map(_compile_group, [(g, portable, f"{tmp}/c{start}-{w}.so") for w, g in enumerate(groups)]))
             except BrokenProcessPool:
                 raise EdgenasError("a compile worker died (out of memory, or killed); run the same command to go on") from None
-            for job, (path, dtype) in zip(part, built):
-                yield job, backend.measure_library(Path(path), job.shape, dtype)
+            for group, (path, dtypes) in zip(groups, built):
+                graphs = [(graph_function(i), job.shape, dtype) for i, (job, dtype) in enumerate(zip(group, dtypes))]
+                yield from zip(group, backend.measure_functions(Path(path), graphs))
                 Path(path).unlink()

@@ -11,8 +11,8 @@ from typing import Callable, Protocol
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """Warm-up, then `repeat` samples, each the mean of enough calls to last `min_repeat_ms`,
-    with a pause of `cooldown_ms` after each sample."""
+    """Warm-up, then `repeat` samples, each the mean of enough calls to last `min_repeat_ms`, at least
+    `cooldown_ms` apart (a pause, or for TVM the samples of other graphs timed in turn)."""
 
     warmup_ms: float = 20.0
     repeat: int = 60

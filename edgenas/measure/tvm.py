@@ -78,19 +78,39 @@ def load_remote(session, path: Path, rpc: RPCSettings):
         raise EdgenasError(f"the board at {rpc.tracker} (key '{rpc.key}') failed to load {Path(path).name}: {e}") from None
 
 
-def time_main(lib, dev, input_shape: tuple[int, ...], cfg: MeasureConfig, dtype: str = "float32") -> Measurement:
-    """Latency of the library's `main` on a random input, with TVM's own timer on the device."""
+def time_functions(lib, dev, graphs: list[tuple[str, tuple[int, ...], str]], cfg: MeasureConfig) -> list[Measurement]:
+    """Latency of each (function, input shape, input dtype) of the library on a random input, with TVM's own timer
+    on the device.
+
+    After a warm-up that fixes how many calls make a sample (`cfg.min_repeat_ms`), the graphs take turns: one
+    sample of each, `cfg.repeat` rounds. A graph's samples are at least `cfg.cooldown_ms` apart, spread so that a
+    burst of interference spoils few of them; when other graphs' samples fill that gap, nobody waits. TVM's timer
+    calls the function once, untimed, before each sample, so no sample starts cold.
+    """
     import tvm
     from tvm import relax
 
     vm = relax.VirtualMachine(lib, dev)
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype(dtype), dev)
-    vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=math.ceil(cfg.warmup_ms))(x)
-    timer = vm.time_evaluator(
-        "main", dev, number=1, repeat=cfg.repeat, min_repeat_ms=math.ceil(cfg.min_repeat_ms),
-        cooldown_interval_ms=math.ceil(cfg.cooldown_ms), repeats_to_cooldown=1,
-    )
-    return Measurement.from_samples([r * 1e3 for r in timer(x).results])
+    timers = []
+    for function, shape, dtype in graphs:
+        x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(dtype), dev)
+        one = vm.time_evaluator(function, dev, number=1, repeat=1, min_repeat_ms=math.ceil(cfg.warmup_ms))(x).mean
+        calls = max(1, math.ceil(cfg.min_repeat_ms / 1e3 / max(one, 1e-9)))
+        timers.append((vm.time_evaluator(function, dev, number=calls, repeat=1), x))
+    samples: list[list[float]] = [[] for _ in graphs]
+    last = [-math.inf] * len(graphs)
+    for _ in range(cfg.repeat):
+        for i, (timer, x) in enumerate(timers):
+            if (wait := last[i] + cfg.cooldown_ms / 1e3 - time.perf_counter()) > 0:
+                time.sleep(wait)
+            samples[i].append(timer(x).results[0] * 1e3)
+            last[i] = time.perf_counter()
+    return [Measurement.from_samples(s) for s in samples]
+
+
+def time_main(lib, dev, input_shape: tuple[int, ...], cfg: MeasureConfig, dtype: str = "float32") -> Measurement:
+    """Latency of the library's `main`, as `time_functions` measures."""
+    return time_functions(lib, dev, [("main", input_shape, dtype)], cfg)[0]
 
 
 class TvmBackend:
@@ -118,17 +138,25 @@ class TvmBackend:
             return time_main(compiled.executable, device(self.target), input_shape, self.cfg, dtype)
         self._count += 1
         path = export_library(compiled.executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
-        return self._measure_remote(path, input_shape, dtype)
+        return self._measure_remote(path, [("main", input_shape, dtype)])[0]
 
     def measure_library(self, path: Path, input_shape: tuple[int, ...], dtype: str = "float32") -> Measurement:
-        """Latency of an exported library (an artifact's), loaded here or uploaded to the board."""
+        """Latency of an exported library's `main` (an artifact's), loaded here or uploaded to the board."""
+        return self.measure_functions(path, [("main", input_shape, dtype)])[0]
+
+    def measure_functions(self, path: Path, graphs: list[tuple[str, tuple[int, ...], str]]) -> list[Measurement]:
+        """Latency of each (function, input shape, input dtype) of an exported library, as `time_functions` measures."""
+        if self.rpc is None:
+            return time_functions(self._load(path), device(self.target), graphs, self.cfg)
+        return self._measure_remote(path, graphs)
+
+    def _load(self, path: Path):
+        """The library at `path`, loaded here or uploaded to the board and loaded there."""
         import tvm
 
-        if self.rpc is None:
-            return time_main(tvm.runtime.load_module(str(path)), device(self.target), input_shape, self.cfg, dtype)
-        return self._measure_remote(path, input_shape, dtype)
+        return tvm.runtime.load_module(str(path)) if self.rpc is None else load_remote(self.session, path, self.rpc)
 
-    def _measure_remote(self, path: Path, input_shape: tuple[int, ...], dtype: str) -> Measurement:
+    def _measure_remote(self, path: Path, graphs: list[tuple[str, tuple[int, ...], str]]) -> list[Measurement]:
         """Upload, load and time a library on the board. When the session breaks, a new one is opened and the
         measurement retried, RPC_RETRIES times with a growing back-off, before a one-line error."""
         last = None
@@ -142,8 +170,7 @@ class TvmBackend:
                     last = e
                     continue
             try:
-                lib = load_remote(self.session, path, self.rpc)
-                return time_main(lib, device(self.target, self.session), input_shape, self.cfg, dtype)
+                return time_functions(self._load(path), device(self.target, self.session), graphs, self.cfg)
             except Exception as e:
                 if not connection_lost(e):
                     raise
