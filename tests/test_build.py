@@ -1,6 +1,7 @@
 """`edgenas build` end to end on a slice of the digits and the tiny space: outputs, the resume path and bad input."""
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -184,3 +185,15 @@ def test_an_fp32_build_budgets_against_the_fp32_table_and_ships_fp32(built, tmp_
     assert sm["accuracy"]["int8"] is None and not (tmp_path / "run" / "int8").exists()
     art = load_artifact(sm["artifact"])
     assert not art.meta["compile"]["quantized"] and sm["measured_ms"]["artifact"] <= sm["budget_ms"]
+
+
+def test_a_pruning_target_out_of_reach_ships_the_searched_network(built, tmp_path):
+    """The searched network meets the budget already; pruning that cannot reach its own target must not fail the build."""
+    tables, out, r, _, _ = built
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    proc = run_cli(*build_args(tables, run, r["summary"]["budget_ms"], "--prune-ratio", 0.01, "--json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "is out of reach" in proc.stderr and "shipping the searched network unpruned" in proc.stderr
+    sm = json.loads(proc.stdout)["summary"]
+    assert not sm["pruned"] and sm["within_budget"] and not (run / "pruned" / "model.onnx").exists()

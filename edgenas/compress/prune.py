@@ -56,6 +56,10 @@ FLOOR = 0.05
 IMPORTANCE = tp.importance.GroupMagnitudeImportance(p=2)
 
 
+class OutOfReach(EdgenasError):
+    """No pruning reaches the target on the table: a build then ships the searched network as it is."""
+
+
 # ---- latency of pruned networks ------------------------------------------------------------------
 class ChannelCurve:
     """One unit's latency as a function of its mid channels, from table entries of the same unit at other widths.
@@ -317,7 +321,7 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
         raise BadInput(f"--target-ms {goal:g}: {onnx_path} is already predicted at {start_ms:.4f} ms; nothing to prune")
     fastest = latency({i: min(cfg.multiple, c) for i, c in start_channels.items()})
     if fastest > goal:
-        raise EdgenasError(f"target {goal:.4f} ms is out of reach: with {cfg.multiple} mid channels left in every unit the "
+        raise OutOfReach(f"target {goal:.4f} ms is out of reach: with {cfg.multiple} mid channels left in every unit the "
                            f"network is predicted at {fastest:.4f} ms (from {start_ms:.4f} ms), the fastest pruning reaches")
     step_ms = cfg.step_ms or (start_ms - goal) / cfg.steps
 

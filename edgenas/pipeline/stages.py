@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from edgenas.errors import BadInput
+from edgenas.errors import BadInput, warn
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
 from edgenas.pipeline.config import BuildConfig
@@ -157,13 +157,16 @@ def _prune(ctx: Context) -> dict:
     fp32 = ctx.out / "fp32"
     info = export(ctx.out / "search", fp32)
     if ctx.cfg.prune_ratio < 1:
-        from edgenas.compress.prune import prune
+        from edgenas.compress.prune import OutOfReach, prune
         from edgenas.compress.prune_config import PruneConfig
 
         cfg = PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS, finetune_epochs=ctx.cfg.finetune_epochs)
-        r = prune(fp32, ctx.out / "pruned", cfg)
-        return {"model": str(ctx.out / "pruned"), "pruned": True, "before": r["before"], "after": r["after"],
-                "units": r["units"], "seconds": r["seconds"]}
+        try:
+            r = prune(fp32, ctx.out / "pruned", cfg)
+            return {"model": str(ctx.out / "pruned"), "pruned": True, "before": r["before"], "after": r["after"],
+                    "units": r["units"], "seconds": r["seconds"]}
+        except OutOfReach as e:  # the searched network already meets the budget: it ships as it is
+            warn(f"{e}; shipping the searched network unpruned")
     from edgenas.compress.prune import macs_params
     from edgenas.search.export import load_search_result, searched_network
 
