@@ -68,7 +68,7 @@ class ChannelCurve:
     and a pruned block usually falls between them. Every layer of a block costs about linearly in its mid
     channels, so: linear interpolation between the two neighbouring entries; linear extrapolation from the two
     nearest beyond either end (below the smallest, what does not shrink stays: the projection to the output
-    width, the residual, the call); a floor at `FLOOR` of the smallest entry, so a prediction never reaches
+    width, the residual, the call), with a floor at `FLOOR` of the smallest entry, so a prediction never reaches
     zero. With a single entry there is no slope, and the cost is taken as proportional to the mid channels,
     which overstates what pruning saves by the unit's fixed part.
     """
@@ -81,10 +81,12 @@ class ChannelCurve:
     def __call__(self, channels: float) -> float:
         x, y = self.x, self.y
         if len(x) == 1:
-            return max(self.floor, y[0] * channels / x[0])
-        i = min(max(bisect.bisect_left(x, channels), 1), len(x) - 1)
-        slope = (y[i] - y[i - 1]) / (x[i] - x[i - 1])
-        return max(self.floor, y[i - 1] + slope * (channels - x[i - 1]))
+            ms = y[0] * channels / x[0]
+        else:
+            i = min(max(bisect.bisect_left(x, channels), 1), len(x) - 1)
+            ms = y[i - 1] + (y[i] - y[i - 1]) / (x[i] - x[i - 1]) * (channels - x[i - 1])
+        # the floor bounds an extrapolation below the smallest entry only: a measured entry is what it is
+        return ms if channels >= x[0] else max(self.floor, ms)
 
 
 def _entry_ms(table: LatencyTable, spec: LayerSpec) -> float:
@@ -451,23 +453,15 @@ def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: Prune
     with bar(len(options), f"prune step {k}", unit="net") as progress:
         pool = _candidate_pool(distiller, cfg, len(options))
         with pool or contextlib.nullcontext():
-            if pool is None:
-                def result(i):
-                    return _try_candidate(copy.deepcopy(net), i, options[i][1], seeds[i], distiller, cfg)
-            else:
+            if pool is not None:
                 data = _as_bytes(net)
                 futures = {i: pool.submit(_try_candidate_in_worker, data, i, keep, seeds[i]) for i, (_, keep) in options.items()}
-
-                def result(i):
-                    return _from_bytes(futures[i].result())
-            results = {}
-            for i in options:
-                results[i] = result(i)
+            for i, (ms, keep) in options.items():
+                cand, acc, loss = (_from_bytes(futures[i].result()) if pool is not None
+                                   else _try_candidate(copy.deepcopy(net), i, keep, seeds[i], distiller, cfg))
+                tried.append({"layer": i, "unit": specs[i].key, "channels": [channels[i], keep], "predicted_ms": ms,
+                              "holdout_accuracy": acc, "holdout_loss": loss, "net": cand})
                 progress.update()
-        for i, (ms, keep) in options.items():
-            cand, acc, loss = results[i]
-            tried.append({"layer": i, "unit": specs[i].key, "channels": [channels[i], keep], "predicted_ms": ms,
-                          "holdout_accuracy": acc, "holdout_loss": loss, "net": cand})
     chosen = max(tried, key=lambda t: (t["holdout_accuracy"], -t["holdout_loss"]))
     steps.append({"step": k, "goal_ms": step_goal, **{n: v for n, v in chosen.items() if n != "net"},
                   "seconds": round(time.perf_counter() - t0, 2),
