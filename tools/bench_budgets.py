@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgenas.data import DEFAULT_DATA  # noqa: E402
+from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.pipeline.build import open_context  # noqa: E402
 from edgenas.pipeline.config import BuildConfig  # noqa: E402
@@ -75,7 +76,13 @@ def main() -> None:
             t0 = time.perf_counter()
             cfg = BuildConfig(target="host", budget_ms=budget, backend=backend, precision=args.precision, tables=args.tables,
                               out=args.work / backend / f"{budget:g}ms")
-            sm = build_after_training(cfg, args.supernet)
+            try:
+                sm = build_after_training(cfg, args.supernet)
+            except EdgenasError as e:  # a budget the build cannot serve counts against it; the others still run
+                rows.append({"budget_ms": budget, "error": one_line(e), "within_budget": False, "within_10pct": False,
+                             "seconds": round(time.perf_counter() - t0, 1)})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                continue
             predicted, measured = sm["predicted_ms"]["artifact"], sm["measured_ms"]["artifact"]
             rows.append({"budget_ms": budget, "predicted_ms": round(predicted, 5), "measured_ms": round(measured, 5),
                          "within_budget": measured <= budget, "error_pct": round((measured / predicted - 1) * 100, 2),
@@ -87,7 +94,9 @@ def main() -> None:
             "table": str(searcher.path), "range_ms": [round(lo, 5), round(hi, 5)], "budgets": rows,
             "share_within_budget": sum(r["within_budget"] for r in rows) / len(rows),
             "share_within_10pct_of_prediction": sum(r["within_10pct"] for r in rows) / len(rows),
-            "median_abs_error_pct": statistics.median(abs(r["error_pct"]) for r in rows),
+            "failed": sum("error" in r for r in rows),
+            "median_abs_error_pct": (statistics.median(abs(r["error_pct"]) for r in rows if "error_pct" in r)
+                                     if any("error_pct" in r for r in rows) else None),
         }
     out["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(out, indent=1))
