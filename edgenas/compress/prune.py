@@ -21,6 +21,7 @@ import io
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,8 +182,10 @@ class Distiller:
     def _input(self, images) -> torch.Tensor:
         return to_input(images, self.norm, self.res).contiguous(memory_format=torch.channels_last)
 
-    def fit(self, net: nn.Module, steps: int, opt, gen: torch.Generator, sched=None, progress=None) -> None:
-        net.train()
+    def batches(self, steps: int, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """`steps` shifted training batches at the student's resolution, with the teacher's soft predictions and the
+        labels. Made once, they serve every candidate of a NetAdapt step: the teacher runs once instead of once per
+        candidate, and candidates are compared on the same images."""
         bs, order = min(self.cfg.batch_size, self.n), None
         for s in range(steps):
             if s % self.per_epoch == 0:
@@ -191,8 +194,15 @@ class Distiller:
             x = shift_augment(to_input(self.x[idx], self.norm), TrainConfig.shift, gen)
             with torch.no_grad():
                 soft = F.softmax(self.teacher(resize(x, self.teacher_res).contiguous(memory_format=torch.channels_last)), 1)
-            logits = net(resize(x, self.res).contiguous(memory_format=torch.channels_last))
-            loss = F.kl_div(F.log_softmax(logits, 1), soft, reduction="batchmean") + F.cross_entropy(logits, self.y[idx])
+            yield resize(x, self.res).contiguous(memory_format=torch.channels_last), soft, self.y[idx]
+
+    @staticmethod
+    def fit(net: nn.Module, batches: Iterable, opt, sched=None, progress=None) -> None:
+        """Distillation on `batches`: KL divergence to the teacher plus cross-entropy on the labels."""
+        net.train()
+        for x, soft, y in batches:
+            logits = net(x)
+            loss = F.kl_div(F.log_softmax(logits, 1), soft, reduction="batchmean") + F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -393,19 +403,19 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
     return {"out_dir": str(out), **report}
 
 
-_worker: dict = {}  # in a candidate worker: the distiller and settings every candidate of a prune shares
+_worker: dict = {}  # in a candidate worker: the distiller every candidate of a prune shares
 
 
-def _init_candidate_worker(distiller: bytes, cfg: PruneConfig) -> None:
+def _init_candidate_worker(distiller: bytes) -> None:
     torch.set_num_threads(1)
-    _worker.update(distiller=_from_bytes(distiller), cfg=cfg)
+    _worker.update(distiller=_from_bytes(distiller))
 
 
-def _try_candidate(net: nn.Module, layer: int, keep: int, seed: int, distiller=None, cfg=None):
-    """`net` with `layer` pruned to `keep` mid channels, briefly distilled; its held-out accuracy and loss."""
-    distiller, cfg = distiller or _worker["distiller"], cfg or _worker["cfg"]
+def _try_candidate(net: nn.Module, layer: int, keep: int, batches: list, distiller=None):
+    """`net` with `layer` pruned to `keep` mid channels, briefly distilled on `batches`; its held-out accuracy and loss."""
+    distiller = distiller or _worker["distiller"]
     cand = prune_unit(net, layer, keep)
-    distiller.fit(cand, cfg.candidate_steps, distiller.optimizer(cand), torch.Generator().manual_seed(seed))
+    distiller.fit(cand, batches, distiller.optimizer(cand))
     return cand, *distiller.score(cand)
 
 
@@ -421,13 +431,14 @@ def _from_bytes(data: bytes):
     return torch.load(io.BytesIO(data), weights_only=False)
 
 
-def _try_candidate_in_worker(net: bytes, layer: int, keep: int, seed: int) -> bytes:
-    return _as_bytes(_try_candidate(_from_bytes(net), layer, keep, seed))
+def _try_candidate_in_worker(net: bytes, layer: int, keep: int, batches: bytes) -> bytes:
+    return _as_bytes(_try_candidate(_from_bytes(net), layer, keep, _from_bytes(batches)))
 
 
-def _candidate_pool(distiller: "Distiller", cfg: PruneConfig, candidates: int):
+def _candidate_pool(distiller: "Distiller", candidates: int):
     """Worker processes that try candidates side by side, one thread each; None where there is one core or one
-    candidate. Each candidate has its own seed, so the result is the one trying them in turn would give."""
+    candidate. Candidates are distilled on batches made before they start, so the result is the one trying them in
+    turn would give."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -436,7 +447,7 @@ def _candidate_pool(distiller: "Distiller", cfg: PruneConfig, candidates: int):
     if workers < 2:
         return None
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_candidate_worker, initargs=(_as_bytes(distiller), cfg))
+                               initializer=_init_candidate_worker, initargs=(_as_bytes(distiller),))
 
 
 def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: PruneConfig, goal: float, step_ms: float,
@@ -448,17 +459,17 @@ def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: Prune
     options = candidates(latency, channels, step_goal, cfg.multiple)
     if not options:
         raise EdgenasError(f"no unit can be pruned further at {latency(channels):.4f} ms predicted; the target is out of reach")
-    seeds = {i: cfg.seed * 1_000_003 + k * 1009 + i for i in options}
+    batches = list(distiller.batches(cfg.candidate_steps, torch.Generator().manual_seed(cfg.seed * 1_000_003 + k * 1009)))
     tried = []
     with bar(len(options), f"prune step {k}", unit="net") as progress:
-        pool = _candidate_pool(distiller, cfg, len(options))
+        pool = _candidate_pool(distiller, len(options))
         with pool or contextlib.nullcontext():
             if pool is not None:
-                data = _as_bytes(net)
-                futures = {i: pool.submit(_try_candidate_in_worker, data, i, keep, seeds[i]) for i, (_, keep) in options.items()}
+                data, shared = _as_bytes(net), _as_bytes(batches)
+                futures = {i: pool.submit(_try_candidate_in_worker, data, i, keep, shared) for i, (_, keep) in options.items()}
             for i, (ms, keep) in options.items():
                 cand, acc, loss = (_from_bytes(futures[i].result()) if pool is not None
-                                   else _try_candidate(copy.deepcopy(net), i, keep, seeds[i], distiller, cfg))
+                                   else _try_candidate(copy.deepcopy(net), i, keep, batches, distiller))
                 tried.append({"layer": i, "unit": specs[i].key, "channels": [channels[i], keep], "predicted_ms": ms,
                               "holdout_accuracy": acc, "holdout_loss": loss, "net": cand})
                 progress.update()
@@ -485,6 +496,6 @@ def _finetune(net: nn.Module, distiller: Distiller, cfg: PruneConfig, state: dic
     with bar(total, "fine-tune", initial=done * distiller.per_epoch, unit="step") as progress:
         for epoch in range(done, cfg.finetune_epochs):
             gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-            distiller.fit(net, distiller.per_epoch, opt, gen, sched, progress)
+            distiller.fit(net, distiller.batches(distiller.per_epoch, gen), opt, sched, progress)
             state["finetune"] = {"epochs_done": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
             checkpoint()
