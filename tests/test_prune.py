@@ -135,9 +135,13 @@ def test_interpolation_on_the_shipped_digits_table():
         assert curve(mid) == pytest.approx(ms, rel=1e-12)
     (m0, y0), (m1, y1), (m2, y2) = sorted(entries.items())
     assert curve((m0 + m1) / 2) == pytest.approx((y0 + y1) / 2)  # linear between neighbours
-    assert curve(m0 - 8) == pytest.approx(y0 - 8 * (y1 - y0) / (m1 - m0))  # extrapolated from the two smallest
+    assert curve(m0 - 8) == pytest.approx(y0 - 8 * max(0, y1 - y0) / (m1 - m0))  # extrapolated from the two smallest
     assert curve(-1000) == pytest.approx(0.05 * min(y0, y1, y2))  # floored, never zero
     assert ChannelCurve({64: 0.02})(16) == pytest.approx(0.005)  # one entry: proportional
+    # noise made the wider entry faster: fewer channels than the smallest entry still never cost more than it
+    falling = ChannelCurve({32: 0.020, 48: 0.018, 64: 0.030})
+    assert falling(40) == pytest.approx(0.019) and falling(16) == pytest.approx(0.020) and falling(8) == pytest.approx(0.020)
+    assert ChannelCurve({32: 0.020, 48: 0.030})(16) == pytest.approx(0.010)
     # the head: the last stage's other input width stands in at equal expansion MACs
     head = next(s for s in space.all_layers() if s.kind == "head" and s.cin == 64)
     assert unit_points(table, space, head) == {128.0: table.entries[head.key][STATISTIC],

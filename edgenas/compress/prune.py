@@ -69,8 +69,8 @@ class ChannelCurve:
     and a pruned block usually falls between them. Every layer of a block costs about linearly in its mid
     channels, so: linear interpolation between the two neighbouring entries; linear extrapolation from the two
     nearest beyond either end (below the smallest, what does not shrink stays: the projection to the output
-    width, the residual, the call), with a floor at `FLOOR` of the smallest entry, so a prediction never reaches
-    zero. With a single entry there is no slope, and the cost is taken as proportional to the mid channels,
+    width, the residual, the call), never above the smallest entry and with a floor at `FLOOR` of it, so a
+    prediction never reaches zero. With a single entry there is no slope, and the cost is taken as proportional to the mid channels,
     which overstates what pruning saves by the unit's fixed part.
     """
 
@@ -85,7 +85,10 @@ class ChannelCurve:
             ms = y[0] * channels / x[0]
         else:
             i = min(max(bisect.bisect_left(x, channels), 1), len(x) - 1)
-            ms = y[i - 1] + (y[i] - y[i - 1]) / (x[i] - x[i - 1]) * (channels - x[i - 1])
+            slope = (y[i] - y[i - 1]) / (x[i] - x[i - 1])
+            if channels < x[0]:  # fewer channels never cost more, even where noise made two entries fall with width
+                slope = max(slope, 0.0)
+            ms = y[i - 1] + slope * (channels - x[i - 1])
         # the floor bounds an extrapolation below the smallest entry only: a measured entry is what it is
         return ms if channels >= x[0] else max(self.floor, ms)
 
