@@ -105,7 +105,8 @@ def test_unreachable_target_names_the_fastest_reachable_latency(exported, tmp_pa
     table = LatencyTable.load(info.latency["table"])
     space, arch = get_space(TINY_SPACE), Arch.from_dict(info.arch)
     specs = space.layers(arch)
-    fastest = PrunedLatency(table, space, specs)({i: min(8, c) for i, c in _mids(specs).items()})  # 8 left in every unit
+    m = PruneConfig.multiple
+    fastest = PrunedLatency(table, space, specs, m)({i: min(m, c) for i, c in _mids(specs).items()})  # m left in every unit
     assert_one_line_error(run_cli("prune", root / "fp32", "--out", tmp_path / "p", "--target-ms", fastest * 0.9),
                           "out of reach", f"{fastest:.4f} ms", code=1)
     assert not (tmp_path / "p" / "model.onnx").exists()
@@ -142,6 +143,11 @@ def test_interpolation_on_the_shipped_digits_table():
     falling = ChannelCurve({32: 0.020, 48: 0.018, 64: 0.030})
     assert falling(40) == pytest.approx(0.019) and falling(16) == pytest.approx(0.020) and falling(8) == pytest.approx(0.020)
     assert ChannelCurve({32: 0.020, 48: 0.030})(16) == pytest.approx(0.010)
+    # kernels that take 16 channels at a time: 72 ran on a slow path, so pruned widths read from 96 and 144 alone
+    slow = ChannelCurve({72: 0.027, 96: 0.019, 144: 0.0235}, multiple=16)
+    assert slow(72) == 0.027 and slow(96) == 0.019  # an entry's own width gives the entry
+    assert slow(80) == pytest.approx(0.019 - 16 * 0.0045 / 48) and slow(128) == pytest.approx(0.019 + 32 * 0.0045 / 48)
+    assert ChannelCurve({72: 0.027, 96: 0.019}, multiple=16)(80) == pytest.approx(0.027 - 8 * 0.008 / 24)  # one aligned: all
     # the head: the last stage's other input width stands in at equal expansion MACs
     head = next(s for s in space.all_layers() if s.kind == "head" and s.cin == 64)
     assert unit_points(table, space, head) == {128.0: table.entries[head.key][STATISTIC],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from edgenas.artifact.artifact import Artifact, write_artifact
 from edgenas.bundle import load_bundle, resolve
 from edgenas.compile.build import CompileConfig, compile_onnx_model
 from edgenas.compile.tune import compile_target
+from edgenas.errors import warn
+from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
 from edgenas.measure.tvm import TvmBackend, export_library
@@ -21,14 +24,18 @@ from edgenas.versions import versions
 def measure_artifact(library: Path, target: Target, shape: tuple[int, ...], dtype: str, cfg: MeasureConfig, threads: int,
                      rpc: RPCSettings | None) -> dict:
     """The library's latency here or on the board, with where and how it was taken."""
-    backend = TvmBackend(target, cfg, threads, rpc)
+    backend, load = TvmBackend(target, cfg, threads, rpc), LoadMeter()
     try:
-        m = backend.measure_library(library, shape, dtype)
+        with load.timing() if rpc is None else contextlib.nullcontext():  # a board is timed on its own CPU
+            m = backend.measure_library(library, shape, dtype)
     finally:
         backend.close()
+    if note := busy_note(load.cores):
+        warn(f"{library}: {note} (`edgenas bench`)")
     where = device_info(target, rpc)
     return {**m.to_dict(), "where": where.get("board") or f"{where['cpu']} ({where['hostname']})", "device": where,
-            "threads": threads, "how": {"timer": "tvm time_evaluator", **cfg.to_dict()}, "measured": now()}
+            "threads": threads, "how": {"timer": "tvm time_evaluator", **cfg.to_dict()}, "other_load_cores": load.cores,
+            "measured": now()}
 
 
 def device_code(executable) -> dict | None:

@@ -70,16 +70,26 @@ class ChannelCurve:
     channels, so: linear interpolation between the two neighbouring entries; linear extrapolation from the two
     nearest beyond either end (below the smallest, what does not shrink stays: the projection to the output
     width, the residual, the call), never above the smallest entry and with a floor at `FLOOR` of it, so a
-    prediction never reaches zero. With a single entry there is no slope, and the cost is taken as proportional to the mid channels,
-    which overstates what pruning saves by the unit's fixed part.
+    prediction never reaches zero. With a single entry there is no slope, and the cost is taken as proportional to
+    the mid channels, which overstates what pruning saves by the unit's fixed part.
+
+    Pruned widths are multiples of `multiple`, and kernels that take channels that many at a time run a width
+    between two multiples on a slower path (ONNX Runtime's int8 kernels on x86 take 16 at a time: an entry at 72
+    channels can read slower than 80 channels run). So a width that is not an entry's own is read from the entries
+    at multiples of `multiple` when two or more are, and an entry's own width always gives the entry.
     """
 
-    def __init__(self, points: dict[float, float]):
-        self.x = sorted(points)
-        self.y = [points[c] for c in self.x]
+    def __init__(self, points: dict[float, float], multiple: int = 1):
+        self.points = dict(points)
+        aligned = {c: ms for c, ms in points.items() if c % multiple == 0}
+        fit = aligned if len(aligned) >= 2 else points
+        self.x = sorted(fit)
+        self.y = [fit[c] for c in self.x]
         self.floor = FLOOR * min(self.y)
 
     def __call__(self, channels: float) -> float:
+        if channels in self.points:
+            return self.points[channels]
         x, y = self.x, self.y
         if len(x) == 1:
             ms = y[0] * channels / x[0]
@@ -118,10 +128,10 @@ class PrunedLatency:
     """Predicted end-to-end latency of a network of the space with pruned mid channels: the stem from the table,
     every other unit through its `ChannelCurve`, and the table's correction applied as `TableLatencyPredictor` does."""
 
-    def __init__(self, table: LatencyTable, space: SearchSpace, specs: list[LayerSpec]):
+    def __init__(self, table: LatencyTable, space: SearchSpace, specs: list[LayerSpec], multiple: int = 1):
         self.correction, self.units = table.correction, len(specs)
         self.stem_ms = sum(_entry_ms(table, s) for s in specs if s.kind == "stem")
-        self.curves = {i: ChannelCurve(unit_points(table, space, s)) for i, s in enumerate(specs) if s.kind != "stem"}
+        self.curves = {i: ChannelCurve(unit_points(table, space, s), multiple) for i, s in enumerate(specs) if s.kind != "stem"}
         # A correction with a negative per-unit term takes off the overhead every standalone block paid (an int8 block's
         # own input quantization, say). A unit extrapolated below its smallest entry must keep more than that overhead,
         # or a heavily pruned network would be predicted to take no time, or less.
@@ -327,7 +337,7 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
     _check_rebuilt(net, onnx_model, info, split, onnx_path, best["supernet"])
     table, key, not_measured = _table(info, space)
     specs, arch = net.layer_specs, net.arch
-    latency = PrunedLatency(table, space, specs)
+    latency = PrunedLatency(table, space, specs, cfg.multiple)
     net = net.to(memory_format=torch.channels_last)
     start_channels = mid_channels(net)
     start_ms = latency(start_channels)

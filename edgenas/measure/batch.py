@@ -13,6 +13,7 @@ ONNX Runtime compiles nothing worth a pool: its graphs are measured one after th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgenas.errors import EdgenasError
+from edgenas.measure.load import LoadMeter
 from edgenas.measure.timing import Measurement
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.space import LayerSpec
@@ -84,12 +86,16 @@ def _portable(key):
     return dataclasses.replace(key, target=dataclasses.replace(key.target))
 
 
-def measure_jobs(key, backend, jobs: Sequence[GraphJob]) -> Iterator[tuple[GraphJob, Measurement]]:
-    """Each job's graph measured by `backend` as the table `key` measures, in order, as soon as it is measured."""
+def measure_jobs(key, backend, jobs: Sequence[GraphJob], load: LoadMeter | None = None) -> Iterator[tuple[GraphJob, Measurement]]:
+    """Each job's graph measured by `backend` as the table `key` measures, in order, as soon as it is measured;
+    `load` adds up what other processes took of the CPU meanwhile."""
     workers = os.cpu_count() or 1
+    timing = load.timing if load is not None else contextlib.nullcontext
     if not key.is_tvm or len(jobs) < MIN_POOLED or workers < 2:
         for job in jobs:
-            yield job, backend.measure(job.onnx(key.precision, key.target), job.shape)
+            with timing():  # exporting and compiling here is this process's own time: the meter leaves it out
+                measured = backend.measure(job.onnx(key.precision, key.target), job.shape)
+            yield job, measured
         return
     from edgenas.compile.build import graph_function
 
@@ -107,5 +113,7 @@ def measure_jobs(key, backend, jobs: Sequence[GraphJob]) -> Iterator[tuple[Graph
                 raise EdgenasError("a compile worker died (out of memory, or killed); run the same command to go on") from None
             for group, (path, dtypes) in zip(groups, built):
                 graphs = [(graph_function(i), job.shape, dtype) for i, (job, dtype) in enumerate(zip(group, dtypes))]
-                yield from zip(group, backend.measure_functions(Path(path), graphs))
+                with timing():  # the workers wait idle meanwhile
+                    measured = backend.measure_functions(Path(path), graphs)
+                yield from zip(group, measured)
                 Path(path).unlink()

@@ -9,6 +9,7 @@ from pathlib import Path
 from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.batch import GraphJob, measure_jobs
+from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.timing import MeasureConfig
 from edgenas.progress import bar
 from edgenas.tables.device import device_info
@@ -86,11 +87,12 @@ def _measure_into(table: LatencyTable, todo: list, backend, key: TableKey, total
     done = 0
     stats = table.meta.setdefault("profile", {"measured": 0, "seconds": 0.0})
     jobs = [GraphJob(key.space, layer=layer, seed=i) for i, layer in enumerate(todo)]
+    load = LoadMeter() if key.rpc is None else None  # a board over RPC is timed on its own CPU
     try:
         with bar(total, desc, initial=total - len(todo), unit="block") as progress:
             t0 = time.perf_counter()
             try:
-                for job, measured in measure_jobs(key, backend, jobs):
+                for job, measured in measure_jobs(key, backend, jobs, load):
                     table.entries[job.layer.key] = measured.to_dict()
                     stats["measured"] += 1
                     stats["seconds"] = round(stats["seconds"] + time.perf_counter() - t0, 3)
@@ -108,3 +110,9 @@ def _measure_into(table: LatencyTable, todo: list, backend, key: TableKey, total
             f"interrupted: {total - len(todo) + done} of {total} entries are saved in {table.path}; "
             f"run the same command with --resume to measure the rest"
         ) from None
+    if load is not None and load.cores is not None:
+        # a resumed profile keeps the busiest of its runs: any of them may have slowed the entries it measured
+        stats["other_load_cores"] = max(load.cores, stats.get("other_load_cores") or 0.0)
+        table.save()
+        if note := busy_note(stats["other_load_cores"]):
+            warn(f"{table.path}: {note} (`edgenas profile --overwrite`)")

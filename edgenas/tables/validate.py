@@ -12,6 +12,7 @@ import numpy as np
 from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
 from edgenas.measure.batch import GraphJob, measure_jobs
+from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
@@ -139,10 +140,11 @@ def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cf
 
 def _measure_networks(todo, cache, samples_path, ident, key: TableKey, cfg) -> None:
     backend = key.make_backend(cfg)
+    load = LoadMeter() if key.rpc is None else None  # a board over RPC is timed on its own CPU
     try:
         with bar(len(todo), f"validate {key.target.name}/{key.name}", unit="net") as progress:
             try:
-                for job, measured in measure_jobs(key, backend, [GraphJob(key.space, arch=a) for a in todo]):
+                for job, measured in measure_jobs(key, backend, [GraphJob(key.space, arch=a) for a in todo], load):
                     cache[job.arch.encoding] = {"arch": job.arch.to_dict(), "measured": measured.to_dict()}
                     atomic_write_json(samples_path, {"identity": ident, "samples": cache})
                     progress.update()
@@ -153,6 +155,8 @@ def _measure_networks(todo, cache, samples_path, ident, key: TableKey, cfg) -> N
         raise Interrupted(f"interrupted: {len(cache)} measured networks are kept in {samples_path}; run again to go on") from None
     finally:
         backend.close()
+    if note := busy_note(load.cores if load is not None else None):
+        warn(f"{samples_path}: {note} (delete it and run `edgenas validate` again)")
 
 
 def _plot(path: Path, raw, corrected, measured, test, title: str, raw_m: dict, cor_m: dict) -> None:
