@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from edgenas.versions import versions
 def measure_artifact(library: Path, target: Target, shape: tuple[int, ...], dtype: str, cfg: MeasureConfig, threads: int,
                      rpc: RPCSettings | None) -> dict:
     """The library's latency here or on the board, with where and how it was taken."""
-    backend, load = TvmBackend(target, cfg, threads, rpc), LoadMeter()
+    backend, load = TvmBackend(target, cfg, threads, rpc), LoadMeter(here=rpc is None)
     try:
-        with load.timing() if rpc is None else contextlib.nullcontext():  # a board is timed on its own CPU
+        with load.timing():
             m = backend.measure_library(library, shape, dtype)
     finally:
         backend.close()

@@ -13,7 +13,6 @@ ONNX Runtime compiles nothing worth a pool: its graphs are measured one after th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -89,11 +88,10 @@ def _portable(key):
 def measure_jobs(key, backend, jobs: Sequence[GraphJob], load: LoadMeter | None = None) -> Iterator[tuple[GraphJob, Measurement]]:
     """Each job's graph measured by `backend` as the table `key` measures, in order, as soon as it is measured;
     `load` adds up what other processes took of the CPU meanwhile."""
-    workers = os.cpu_count() or 1
-    timing = load.timing if load is not None else contextlib.nullcontext
+    workers, load = os.cpu_count() or 1, load or LoadMeter(here=False)
     if not key.is_tvm or len(jobs) < MIN_POOLED or workers < 2:
         for job in jobs:
-            with timing():  # exporting and compiling here is this process's own time: the meter leaves it out
+            with load.timing():  # exporting and compiling here is this process's own time: the meter leaves it out
                 measured = backend.measure(job.onnx(key.precision, key.target), job.shape)
             yield job, measured
         return
@@ -113,7 +111,7 @@ def measure_jobs(key, backend, jobs: Sequence[GraphJob], load: LoadMeter | None 
                 raise EdgenasError("a compile worker died (out of memory, or killed); run the same command to go on") from None
             for group, (path, dtypes) in zip(groups, built):
                 graphs = [(graph_function(i), job.shape, dtype) for i, (job, dtype) in enumerate(zip(group, dtypes))]
-                with timing():  # the workers wait idle meanwhile
+                with load.timing():  # the workers wait idle meanwhile
                     measured = backend.measure_functions(Path(path), graphs)
                 yield from zip(group, measured)
                 Path(path).unlink()

@@ -1,6 +1,6 @@
 """How much of the CPU other processes took while edgenas timed: a table measured on a busy machine reads slow, and
-unevenly so, and nothing in its samples says it (a table profiled beside another job read 25% slow on a 2-core VM,
-with a spread of 4.5% from block to block). Linux only: elsewhere, and for boards timed over RPC, nothing is known.
+unevenly so from block to block, and nothing in its samples says it. Linux only: elsewhere, and for boards timed over
+RPC, nothing is known.
 
 Written here because psutil's per-process and system CPU times would need a dependency for two reads of /proc.
 """
@@ -38,9 +38,10 @@ def _own_s() -> float:
 class LoadMeter:
     """Adds up, over the timing phases it wraps, the CPU time other processes used and the wall time."""
 
-    def __init__(self):
+    def __init__(self, here: bool = True):
+        """`here`: the timing runs on this machine's CPU (not on a board over RPC, which this cannot see)."""
         self.other_s = self.wall_s = 0.0
-        self.known = _machine_busy_s() is not None
+        self.known = here and _machine_busy_s() is not None
 
     @contextmanager
     def timing(self):

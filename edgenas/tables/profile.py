@@ -87,7 +87,7 @@ def _measure_into(table: LatencyTable, todo: list, backend, key: TableKey, total
     done = 0
     stats = table.meta.setdefault("profile", {"measured": 0, "seconds": 0.0})
     jobs = [GraphJob(key.space, layer=layer, seed=i) for i, layer in enumerate(todo)]
-    load = LoadMeter() if key.rpc is None else None  # a board over RPC is timed on its own CPU
+    load = LoadMeter(here=key.rpc is None)
     try:
         with bar(total, desc, initial=total - len(todo), unit="block") as progress:
             t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def _measure_into(table: LatencyTable, todo: list, backend, key: TableKey, total
             f"interrupted: {total - len(todo) + done} of {total} entries are saved in {table.path}; "
             f"run the same command with --resume to measure the rest"
         ) from None
-    if load is not None and load.cores is not None:
+    if load.cores is not None:
         # a resumed profile keeps the busiest of its runs: any of them may have slowed the entries it measured
         stats["other_load_cores"] = max(load.cores, stats.get("other_load_cores") or 0.0)
         table.save()

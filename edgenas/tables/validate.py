@@ -140,7 +140,7 @@ def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cf
 
 def _measure_networks(todo, cache, samples_path, ident, key: TableKey, cfg) -> None:
     backend = key.make_backend(cfg)
-    load = LoadMeter() if key.rpc is None else None  # a board over RPC is timed on its own CPU
+    load = LoadMeter(here=key.rpc is None)
     try:
         with bar(len(todo), f"validate {key.target.name}/{key.name}", unit="net") as progress:
             try:
@@ -155,7 +155,7 @@ def _measure_networks(todo, cache, samples_path, ident, key: TableKey, cfg) -> N
         raise Interrupted(f"interrupted: {len(cache)} measured networks are kept in {samples_path}; run again to go on") from None
     finally:
         backend.close()
-    if note := busy_note(load.cores if load is not None else None):
+    if note := busy_note(load.cores):
         warn(f"{samples_path}: {note} (delete it and run `edgenas validate` again)")
 
 
