@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgenas.compile.frontend import ModelInput, to_relax
-from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path, integer_qdq
-from edgenas.compile.layout import elementwise_qdq, to_nhwc
-from edgenas.compile.schedules import default_schedules
+from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
+from edgenas.compile.passes import lowering
+from edgenas.compile.schedules import default_schedules, has_vnni, prepack_weights
 from edgenas.compile.tune import TuneReport, apply_database, compile_target, database_dir, tune
-from edgenas.errors import warn
 from edgenas.targets import Target
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -39,21 +38,16 @@ class Compiled:
 
 
 def lower(mod, target: Target, layout: str):
-    """Integer rewrite, layout, then the passes that split the model into the tasks MetaSchedule tunes."""
+    """The graph rewrites (`passes.lowering`), then the passes that split the model into the kernels that are
+    scheduled and tuned."""
     import tvm
     from tvm import relax
 
     quantized = float_ops_on_quantized_path(mod) > 0
-    mod = integer_qdq(mod)
-    left = float_ops_on_quantized_path(mod)
-    if left:
-        warn(f"{left} quantized convolution(s) or matmul(s) have no integer form (not per-tensor uint8/int8 activations "
-             f"with int8 weights) and compute in float")
-    mod = elementwise_qdq(mod)
-    if layout == "NHWC":
-        mod = to_nhwc(mod)
+    tgt = compile_target(target)
+    mod = lowering(layout, has_vnni(tgt))(mod)
     ops = compute_ops(mod)
-    with compile_target(target):
+    with tgt:
         mod = tvm.transform.Sequential([
             relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero"),
         ])(mod)
@@ -68,8 +62,9 @@ def _compile_relax(mod, target: Target, cfg: CompileConfig):
     mod, quantized, ops = lower(mod, target, cfg.layout)
     db = database_dir(target, cfg.tuning_db)
     report, database = tune(mod, target, db, cfg.trials) if cfg.trials else (None, None)
-    mod = default_schedules(apply_database(mod, target, db, database), compile_target(target))
-    return tvm.compile(mod, target=compile_target(target)), quantized, ops, db, report
+    tgt = compile_target(target)
+    mod = prepack_weights(default_schedules(apply_database(mod, target, db, database), tgt), tgt)
+    return tvm.compile(mod, target=tgt), quantized, ops, db, report
 
 
 def compile_onnx_model(data: bytes, where: str, target: Target, cfg: CompileConfig = CompileConfig()) -> Compiled:

@@ -1,18 +1,205 @@
-"""Default schedules for CPU kernels that neither tuning nor the database scheduled.
+"""Default schedules for CPU kernels, so that a build with no tuning never ships naive loop nests.
 
 TVM 0.27's CPU pipeline schedules nothing, and dlight's CPU rules cover only GEMV and reductions, so an untuned
-kernel is its naive loop nest: a fused convolution with an int8 requantization epilogue is some forty loop
-nests, one buffer each, which LLVM takes seconds to compile and the CPU runs cold. Inlining every elementwise
-stage into its neighbour leaves one loop nest per reduction and one per epilogue. This is the smallest rule
-that pays everywhere, written as a dlight rule so that dlight's machinery applies it to unscheduled kernels only.
+kernel is its naive loop nest. These rules, written as dlight rules so that they touch only kernels that tuning
+and the database left unscheduled, cover what the search spaces contain:
 
-`VERSION` names the rules: a latency table records it, so that a change here marks tables measured with the
-old kernels as stale.
+- `ChannelConv`: a convolution (1x1, kxk, depthwise) or matmul, NHWC, with its epilogue fused: output pixels in
+  register tiles, output channels in vectors, the epilogue computed per tile while the accumulators are hot, and
+  the weights repacked at compile time (`layout_rewrite_preproc` blocks, split off and constant-folded by
+  `prepack_weights`). With uint8 x int8 operands on a CPU with AVX-512 VNNI, the innermost 16x4 product is one
+  `vpdpbusd`, through our own tensor intrinsic (see `_register_vnni`).
+- `InlineElementwise`: every other kernel, each elementwise stage inlined into its neighbour, so one loop nest
+  per reduction and one per epilogue is left.
+
+`VERSION` names the rules: a latency table records it, so that a change here marks tables measured with the old
+kernels as stale.
 """
 
 from __future__ import annotations
 
-VERSION = "dlight-inline-1"
+VERSION = "edgenas-rules-1"
+
+#: the anchor blocks TOPI names, and for each the loop order (spatial, then reduction) of its iterators
+ANCHORS = {
+    "conv2d_nhwc": ("n", "y", "x", "f", "ry", "rx", "rc"),
+    "group_conv2d_nhwc": ("n", "y", "x", "f", "ry", "rx", "rc"),
+    "matmul": ("n", "f", "rc"),
+}
+#: output pixels per register tile: the largest of these that divides the row
+TILE_PIXELS = (8, 7, 6, 5, 4, 3, 2, 1)
+VNNI_INTRIN = "edgenas_vnni_16x4"
+VNNI_LANES, VNNI_DEPTH = 16, 4  # int32 accumulators per vector, int8 products summed into each
+_VNNI_REGISTERED = False
+
+
+def _register_vnni() -> None:
+    """u8 x i8 -> i32 `vpdpbusd` on a 16-lane accumulator held in registers (scope "local").
+
+    TVM's own `dot_16x4_vnni` passes its operands as <16 x i32>, which the LLVM 22 inside the 0.27 wheel rejects
+    (its vpdpbusd takes <64 x i8>): every candidate MetaSchedule tensorizes with it fails to build. Its
+    accumulator is also a global buffer, so the tile could not live in registers.
+    """
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    global _VNNI_REGISTERED
+    if _VNNI_REGISTERED:
+        return
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+             c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+             c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            a4 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(a4, 16), dtype="uint8x64"), b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+    TensorIntrin.register(VNNI_INTRIN, desc, impl, override=True)
+    _VNNI_REGISTERED = True
+
+
+def has_vnni(target) -> bool:
+    from tvm.target import codegen
+
+    return target.kind.name == "llvm" and bool(codegen.target_has_features("avx512vnni", target))
+
+
+def _inline_all_but(sch, keep) -> None:
+    """Inline every block of the function but those in `keep` and the output block, as far as they go.
+
+    (dlight's `try_inline` needs `normalize_prim_func`, which would re-index the anchor's loops.)"""
+    kept = {sch.get(b).name_hint for b in keep}
+    progress = True
+    while progress:
+        progress = False
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            if sch.get(block).name_hint in kept:
+                continue
+            for inline in (sch.compute_inline, sch.reverse_compute_inline):
+                try:
+                    inline(block)
+                except Exception:  # noqa: BLE001 - cannot be inlined this way
+                    continue
+                progress = True
+                break
+            if progress:
+                break
+
+
+def _weight_read(sch, block) -> int:
+    """Index, among the block's reads, of the weight: the operand indexed by the reduction and the output channel."""
+    reads = sch.get(block).reads
+    return len(reads) - 1
+
+
+def _largest_divisor(n: int, options) -> int:
+    return next(m for m in options if n % m == 0)
+
+
+class ChannelConv:
+    """A dlight rule for conv2d (NHWC/OHWI, any kernel, grouped or not) and matmul anchors."""
+
+    def __init__(self, vnni: bool):
+        self.vnni = vnni
+
+    def __call__(self):
+        from tvm import s_tir
+        from tvm.s_tir import dlight
+
+        outer = self
+
+        class Rule(dlight.ScheduleRule):
+            def apply(self, func, target, tunable):
+                sch = s_tir.Schedule(func)
+                anchors = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint in ANCHORS]
+                if len(anchors) != 1:
+                    return None
+                try:
+                    outer.schedule(sch, anchors[0])
+                except Exception:  # noqa: BLE001 - a shape the rule does not cover: the next rule takes it
+                    return None
+                return sch
+
+        return Rule()
+
+    def schedule(self, sch, anchor) -> None:
+        block = sch.get(anchor)
+        name = block.name_hint
+        data_read = block.reads[0].source
+        weight_read = block.reads[_weight_read(sch, anchor)].source
+        pads = [p for p in sch.get_producers(anchor) if sch.get(p).name_hint == "pad_temp"]
+        padding = bool(pads) and list(sch.get(pads[0]).writes[0].source.shape) != list(sch.get(pads[0]).reads[0].source.shape)
+        _inline_all_but(sch, [anchor] + (pads if padding else []))
+        epilogue = sch.get_consumers(anchor)
+        if len(epilogue) > 1:
+            raise ValueError("more than one consumer")
+        loops = dict(zip(ANCHORS[name], sch.get_loops(anchor)))
+        extent = lambda k: int(sch.get(loops[k]).extent)  # noqa: E731
+        channels, depth = extent("f"), extent("rc")
+        grouped = name == "group_conv2d_nhwc"
+        vnni = (self.vnni and not grouped and channels % VNNI_LANES == 0 and depth % VNNI_DEPTH == 0
+                and str(data_read.dtype) == "uint8" and str(weight_read.dtype) == "int8")
+        lanes = VNNI_LANES if vnni else _largest_divisor(channels, (16, 8, 4, 2, 1))
+        # the weight, repacked at compile time so that the inner loop reads it contiguously
+        w = _weight_read(sch, anchor)
+        pre = sch.cache_read(anchor, w, "global")
+        sch.annotate(pre, "meta_schedule.layout_rewrite_preproc", True)
+        if name == "matmul":  # weight (k, o)
+            index = (lambda k, o: (o // 16, k // 4, o % 16, k % 4)) if vnni else (lambda k, o: (o // lanes, k, o % lanes))
+        else:  # weight (o, kh, kw, i)
+            index = ((lambda o, kh, kw, i: (o // 16, kh, kw, i // 4, o % 16, i % 4)) if vnni
+                     else (lambda o, kh, kw, i: (o // lanes, kh, kw, i, o % lanes)))
+        sch.transform_layout(anchor, ("read", w), index)
+        pixels = _largest_divisor(extent("x"), TILE_PIXELS) if "x" in loops else 1
+        blocks_per_tile = _largest_divisor(channels // lanes, (2, 3, 1)) if pixels * 2 <= 24 else 1
+        f_o, f_b, f_i = sch.split(loops["f"], [None, blocks_per_tile, lanes])
+        if "x" in loops:
+            x_o, x_i = sch.split(loops["x"], [None, pixels])
+            spatial_outer, reduce = [loops["n"], loops["y"], x_o, f_o], [loops["ry"], loops["rx"]]
+        else:
+            x_i, spatial_outer, reduce = None, [loops["n"], f_o], []
+        if vnni:
+            rc_o, rc_i = sch.split(loops["rc"], [None, VNNI_DEPTH])
+            sch.reorder(*spatial_outer, *reduce, rc_o, *([x_i] if x_i else []), f_b, f_i, rc_i)
+        else:
+            sch.reorder(*spatial_outer, *reduce, loops["rc"], *([x_i] if x_i else []), f_b, f_i)
+        acc = sch.cache_write(anchor, 0, "local")
+        sch.reverse_compute_at(acc, f_o)
+        if epilogue:
+            sch.compute_inline(acc)
+            sch.reverse_compute_at(epilogue[0], f_o)
+            out = epilogue[0]
+        else:
+            out = acc
+        if not vnni:  # before the reduction is split from its init: vectorize checks the block is complete
+            sch.vectorize(f_i)
+        if x_i is not None:
+            sch.unroll(x_i)
+        sch.unroll(f_b)
+        init = sch.decompose_reduction(anchor, (reduce or [rc_o if vnni else loops["rc"]])[0])
+        if vnni:
+            sch.tensorize(f_i, VNNI_INTRIN)
+            sch.vectorize(sch.get_loops(init)[-1])
+        out_loops = sch.get_loops(out)
+        sch.vectorize(out_loops[-1])
+        if padding:  # the padded input, once per call, vectorised over channels
+            p = sch.get_loops(pads[0])
+            sch.vectorize(p[-1]) if int(sch.get(p[-1]).extent) % 4 == 0 else None
 
 
 def _inline_rule():
@@ -40,5 +227,18 @@ def default_schedules(mod, target):
 
     if target.kind.name != "llvm":
         return mod
+    vnni = has_vnni(target)
+    if vnni:
+        _register_vnni()
     with target:
-        return dlight.ApplyDefaultSchedule(_inline_rule())(mod)
+        return dlight.ApplyDefaultSchedule(ChannelConv(vnni)(), _inline_rule())(mod)
+
+
+def prepack_weights(mod, target):
+    """The weight repacking that the rules (or MetaSchedule's RewriteLayout) left in kernels, split into functions
+    of their own and run once at compile time on the constant weights."""
+    from tvm import relax
+
+    with target:
+        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+        return relax.transform.FoldConstant()(mod)
