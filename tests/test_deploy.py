@@ -83,6 +83,37 @@ def test_ir_computes_convolutions_in_integers(shipped):
     assert not lower(fp32, get_target("host"), "NCHW")[1]
 
 
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_untuned_build_schedules_every_convolution(shipped, precision):
+    from edgenas.compile.build import lower
+    from edgenas.compile.frontend import to_relax
+    from edgenas.compile.schedules import default_schedules, has_vnni, naive_kernels, prepack_weights
+    from edgenas.compile.tune import compile_target
+    from edgenas.targets import get_target
+
+    target = get_target("host")
+    tgt = compile_target(target)
+    mod, _ = to_relax((shipped[0] / precision / "model.onnx").read_bytes(), precision)
+    lowered, _, ops = lower(mod, target, "NHWC")
+    # before the rules, every convolution and matmul kernel is a naive loop nest, and the check sees it
+    before = naive_kernels(lowered)
+    assert len(before) >= 5 and all("conv2d" in k or "matmul" in k for k in before), before
+    scheduled = prepack_weights(default_schedules(lowered, tgt), tgt)
+    assert naive_kernels(scheduled) == []
+    kernels = {gv.name_hint: f.script() for gv, f in scheduled.functions.items() if isinstance(f, tvm_prim_func())}
+    if precision == "int8" and has_vnni(tgt):  # the integer convolutions multiply through vpdpbusd
+        assert sum("vpdpbusd" in text for text in kernels.values()) >= len(before) // 2
+    # weights were repacked once, at compile time: main calls no repacking kernel
+    assert "weight_prepack" not in scheduled["main"].script()
+    assert any(name.endswith("_prepacked") for name in kernels)
+
+
+def tvm_prim_func():
+    from tvm import tirx
+
+    return tirx.PrimFunc
+
+
 def test_artifact_round_trip(shipped, tmp_path):
     from edgenas.data import load_digits
 

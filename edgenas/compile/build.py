@@ -9,7 +9,8 @@ from pathlib import Path
 from edgenas.compile.frontend import ModelInput, to_relax
 from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
 from edgenas.compile.passes import lowering
-from edgenas.compile.schedules import default_schedules, has_vnni, prepack_weights
+from edgenas.compile.schedules import default_schedules, has_vnni, naive_kernels, prepack_weights
+from edgenas.errors import warn
 from edgenas.compile.tune import TuneReport, apply_database, compile_target, database_dir, tune
 from edgenas.targets import Target
 
@@ -64,6 +65,10 @@ def _compile_relax(mod, target: Target, cfg: CompileConfig):
     report, database = tune(mod, target, db, cfg.trials) if cfg.trials else (None, None)
     tgt = compile_target(target)
     mod = prepack_weights(default_schedules(apply_database(mod, target, db, database), tgt), tgt)
+    naive = naive_kernels(mod) if tgt.kind.name == "llvm" else []
+    if naive:
+        warn(f"{len(naive)} convolution or matmul kernel(s) have no schedule and compile as naive loops: "
+             f"{', '.join(naive[:3])}; tune them (--tune-trials) to make them fast")
     return tvm.compile(mod, target=tgt), quantized, ops, db, report
 
 

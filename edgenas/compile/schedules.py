@@ -197,9 +197,10 @@ class ChannelConv:
             sch.vectorize(sch.get_loops(init)[-1])
         out_loops = sch.get_loops(out)
         sch.vectorize(out_loops[-1])
-        if padding:  # the padded input, once per call, vectorised over channels
-            p = sch.get_loops(pads[0])
-            sch.vectorize(p[-1]) if int(sch.get(p[-1]).extent) % 4 == 0 else None
+        if padding:  # the padded input, once per call: a vector fill of the border value, then a vector copy
+            fill = sch.decompose_padding(pads[0], sch.get_loops(pads[0])[0])
+            for b in (fill, pads[0]):
+                sch.vectorize(sch.get_loops(b)[-1])
 
 
 def _inline_rule():
@@ -232,6 +233,34 @@ def default_schedules(mod, target):
         _register_vnni()
     with target:
         return dlight.ApplyDefaultSchedule(ChannelConv(vnni)(), _inline_rule())(mod)
+
+
+def _blocks(sch, parent):
+    for block in sch.get_child_blocks(parent):
+        yield block
+        yield from _blocks(sch, block)
+
+
+def naive_kernels(mod) -> list[str]:
+    """The kernels of `mod` whose convolution or matmul is a naive loop nest: its update runs in no vectorised loop
+    and through no tensor intrinsic (a tensorized block is renamed `<name>_o`). A scheduled or tuned build has none."""
+    from tvm import s_tir, tirx
+
+    naive = []
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        sch = s_tir.Schedule(func)
+        for block in _blocks(sch, sch.get_sblock("root")):
+            name = sch.get(block).name_hint
+            base = name.removesuffix("_o").removesuffix("_update").removesuffix("_init")
+            if base not in ANCHORS or name.endswith("_init"):
+                continue
+            if not name.endswith("_o") and not any(sch.get(loop).kind == tirx.ForKind.VECTORIZED
+                                                   for loop in sch.get_loops(block)):
+                naive.append(gv.name_hint)
+                break
+    return sorted(naive)
 
 
 def prepack_weights(mod, target):
