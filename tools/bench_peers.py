@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""The compiled artifact against the runtimes a user would use without edgenas, side by side, 1 thread, on `host`.
+
+For each model, in one process: ONNX Runtime fp32 and int8, OpenVINO fp32 and int8 (when the optional `bench`
+extra is installed; it reads the same ONNX files), and TVM fp32 and int8 compiled as `edgenas build` compiles
+them (untuned: the default schedules), plus TVM tuned with --trials MetaSchedule trials per build when given.
+The engines are timed in interleaved rounds, so that a change in the machine's state is shared by all of them.
+Prints JSON (median ms per engine, and each TVM build as a ratio of ONNX Runtime int8 and OpenVINO int8) and
+draws one bar chart.
+
+Models: `main`, the network the README's main command ships (give its run directory with --build: its pruned
+fp32 model and its int8 model), and MobileNetV2 1.0 at 96x96 and 224x224 (random weights, int8 calibrated on
+random inputs by ONNX Runtime's quantizer, as `tools/bench_compile.py` makes them).
+
+    .venv/bin/python tools/bench_peers.py --build runs/build --chart peers.png
+    .venv/bin/python tools/bench_peers.py --models mbv2-96 --trials 2000     # tuned too
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")  # before the TVM runtime starts its thread pool
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_compile import mobilenetv2  # noqa: E402
+from edgenas.bundle import load_bundle  # noqa: E402
+from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E402
+from edgenas.errors import BadInput  # noqa: E402
+from edgenas.measure.ort import make_session  # noqa: E402
+from edgenas.compile.tune import compile_target  # noqa: E402
+from edgenas.tables.device import cpu_model  # noqa: E402
+from edgenas.targets import get_target  # noqa: E402
+from edgenas.versions import versions  # noqa: E402
+
+MODELS = ("main", "mbv2-96", "mbv2-224")
+PEERS = ("ort_int8", "openvino_int8")
+
+
+def main_network(build: Path) -> tuple[bytes, bytes, dict]:
+    """The shipped network of a `build` run: the pruned fp32 model (the searched one when pruning was skipped)
+    and the int8 model compiled into the artifact."""
+    fp32_dir = build / "pruned" if (build / "pruned" / "model.onnx").exists() else build / "fp32"
+    for d in (fp32_dir, build / "int8"):
+        if not (d / "model.onnx").exists():
+            raise BadInput(f"{d / 'model.onnx'}: not found; give --build the run directory of `edgenas build`")
+    fp32, _ = load_bundle(fp32_dir)
+    int8, info = load_bundle(build / "int8")
+    return fp32, int8, {"build": str(build), "input": list(info.input_shape), "accuracy": info.accuracy}
+
+
+def openvino_runner(model: bytes, x: np.ndarray):
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    core.set_property("CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    request = core.compile_model(core.read_model(model=model), "CPU").create_infer_request()
+    return lambda: request.infer({0: x})
+
+
+def tvm_runner(model: bytes, x: np.ndarray, cfg: CompileConfig):
+    import tvm
+    from tvm import relax
+
+    compiled = compile_onnx_model(model, "model", get_target("host"), cfg)
+    vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
+    tx = tvm.runtime.tensor(x)
+    info = {"compile_seconds": compiled.seconds, "ops": compiled.ops}
+    if compiled.tuning:
+        info["tuning"] = compiled.tuning.to_dict()
+    return (lambda: vm["main"](tx)), info
+
+
+def time_interleaved(runners: dict, rounds: int, calls: int, warmup: int) -> dict:
+    samples = {name: [] for name in runners}
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                run()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: round(float(np.median(s)) * 1e3, 4) for name, s in samples.items()}
+
+
+def bench_model(name: str, fp32: bytes, int8: bytes, shape: tuple, args, work: Path) -> dict:
+    target = get_target("host")
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    runners, info = {}, {}
+    for precision, model in (("fp32", fp32), ("int8", int8)):
+        sess = make_session(model, target, 1)
+        feed = {sess.get_inputs()[0].name: x}
+        runners[f"ort_{precision}"] = (lambda s=sess, f=feed: s.run(None, f))
+        ov = openvino_runner(model, x)
+        if ov:
+            runners[f"openvino_{precision}"] = ov
+        runners[f"tvm_{precision}"], info[f"tvm_{precision}"] = tvm_runner(model, x, CompileConfig(tuning_db=work / "untuned"))
+        if args.trials:
+            cfg = CompileConfig(trials=args.trials, tuning_db=work / f"tuned-{precision}")
+            runners[f"tvm_{precision}_tuned"], info[f"tvm_{precision}_tuned"] = tvm_runner(model, x, cfg)
+        print(f"{name} {precision}: built", file=sys.stderr)
+    ms = time_interleaved(runners, args.rounds, args.calls, args.warmup)
+    ratios = {f"{tvm}/{peer}": round(ms[tvm] / ms[peer], 3)
+              for tvm in ms if tvm.startswith("tvm_") for peer in PEERS if peer in ms}
+    return {"median_ms": ms, "ratios": ratios, "tvm": info}
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results)
+    engines = sorted({e for r in results.values() for e in r["median_ms"]})
+    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        ms = results[model]["median_ms"]
+        names = [e for e in engines if e in ms]
+        colors = ["tab:green" if n.startswith("tvm") else "tab:gray" if n.startswith("ort") else "tab:blue" for n in names]
+        ax.barh(names, [ms[n] for n in names], color=colors)
+        ax.set_title(model)
+        ax.set_xlabel("median ms, 1 thread")
+        for i, n in enumerate(names):
+            ax.text(ms[n], i, f" {ms[n]:.3g}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--build", type=Path, default=Path("runs/build"), help="the main command's run directory (for `main`)")
+    ap.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per TVM build; 0: untuned only")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--calls", type=int, default=50, help="timed calls per engine per round")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--chart", type=Path, default=None, help="write the bar chart here (PNG)")
+    ap.add_argument("--work", type=Path, default=None, help="keep models and databases here [default: a temporary directory]")
+    args = ap.parse_args()
+    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(get_target("host")).mcpu), "threads": 1, "trials": args.trials, "versions": versions(), "models": {}}
+    try:
+        import openvino
+
+        out["versions"]["openvino"] = openvino.__version__
+    except ImportError:
+        out["openvino"] = "not installed: pip install -e '.[bench]'"
+    with tempfile.TemporaryDirectory(prefix="edgenas-peers-") as tmp:
+        root = args.work or Path(tmp)
+        for name in args.models.split(","):
+            work = root / name
+            work.mkdir(parents=True, exist_ok=True)
+            if name == "main":
+                fp32, int8, info = main_network(args.build)
+            else:
+                size = int(name.split("-")[1])
+                fp32, int8, info = mobilenetv2(work, size)
+            out["models"][name] = {**info, **bench_model(name, fp32, int8, tuple(info["input"]), args, work)}
+    if args.chart:
+        chart({m: r for m, r in out["models"].items()}, args.chart)
+        out["chart"] = str(args.chart)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
