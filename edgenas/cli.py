@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from edgenas.cli_deploy import COMMANDS
+from edgenas.cli_deploy import COMMANDS, tune_options
 from edgenas.compile.build import LAYOUTS, CompileConfig
 from edgenas.errors import EdgenasError
 from edgenas.jsonio import ensure_writable_dir
@@ -289,10 +289,10 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
               help="Distillation epochs after pruning.")
 @click.option("--calibration", type=click.IntRange(min=1), default=BuildConfig.calibration, show_default=True,
               help="Training images that calibrate int8.")
-@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True, help="MetaSchedule trials (0: no tuning).")
+@tune_options
 def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, budget_ms, data,
               backend, out, epochs, limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,
-              tune_trials):
+              tune_trials, tune_minutes):
     """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable."""
     from edgenas.pipeline.build import build, check_budget_met
     from edgenas.pipeline.config import BuildConfig as Config
@@ -302,7 +302,7 @@ def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_j
                  threads=threads, repeat=repeat, rpc_tracker=rpc_tracker, rpc_key=rpc_key, epochs=epochs, limit=limit,
                  subnets=subnets, margin_pct=margin_pct, evolution=EvolutionConfig(population=population, generations=generations),
                  prune_ratio=prune_ratio, finetune_epochs=finetune_epochs, calibration=calibration, tune_trials=tune_trials,
-                 layout=layout, tuning_db=tuning_db)
+                 tune_minutes=tune_minutes, layout=layout, tuning_db=tuning_db)
     r = build(cfg)
     if as_json:
         _print_json(r)

@@ -15,6 +15,17 @@ from edgenas.measure.timing import MeasureConfig
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads [default: the target's].")
+
+
+def tune_options(fn):
+    """--tune-trials and --tune-minutes, the same in every verb that compiles."""
+    fn = click.option("--tune-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+                      help="Tune for at most this long (with --tune-trials: whichever ends first).")(fn)
+    return click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="MetaSchedule trials for the tasks the tuning database lacks; 0: apply the database only "
+                             "(or, with --tune-minutes, as many as fit).")(fn)
+
+
 out_option = click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Output directory.")
 
 
@@ -117,8 +128,7 @@ def _shape(_ctx, _param, value):
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "-t", default="host", show_default=True, help="Target name, or path to a target .toml.")
 @out_option
-@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
-              help="MetaSchedule trials for the tasks the tuning database lacks; 0: apply the database only.")
+@tune_options
 @click.option("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
               help="Convolution layout inside the model (NHWC lets int8 dot-product instructions apply).")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
@@ -127,7 +137,8 @@ def _shape(_ctx, _param, value):
 @threads_option
 @_measure_options
 @json_option
-def compile_cmd(model, target, out, tune_trials, layout, tuning_db, input_shape, threads, rpc_tracker, repeat, rpc_key, as_json):
+def compile_cmd(model, target, out, tune_trials, tune_minutes, layout, tuning_db, input_shape, threads, rpc_tracker, repeat,
+                rpc_key, as_json):
     """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it."""
     from edgenas.artifact.package import package
     from edgenas.measure.rpc import RPCSettings
@@ -136,7 +147,8 @@ def compile_cmd(model, target, out, tune_trials, layout, tuning_db, input_shape,
     tgt = get_target(target)
     rpc = RPCSettings.parse(rpc_tracker, rpc_key)
     ensure_writable_dir(out, "--out")
-    art = package(model, tgt, out, CompileConfig(tune_trials, layout, tuning_db, input_shape), MeasureConfig.for_backend("tvm", repeat),
+    cfg = CompileConfig(tune_trials, layout, tuning_db, input_shape, tune_minutes, rpc)
+    art = package(model, tgt, out, cfg, MeasureConfig.for_backend("tvm", repeat),
                   threads or tgt.thread_count(), rpc)
     if as_json:
         return _echo_json({"artifact": str(art.path), **art.meta})

@@ -1,6 +1,7 @@
 """Shipping, end to end on real parts: search -> export -> quantize (ORT) -> compile (TVM) -> run / bench."""
 
 import json
+import time
 import shutil
 
 import numpy as np
@@ -187,6 +188,30 @@ def test_second_compile_reuses_the_tuning_database(tmp_path):
     # asking for more trials per task tunes again
     third = json.loads(run_cli(*args[:3], 12, *args[4:], "--out", tmp_path / "c", check=0).stdout)["compile"]
     assert third["tuning"]["tuned"] == first["tuning"]["tasks"]
+
+
+def test_tuning_on_a_board_over_loopback_rpc(tmp_path, rpc_tracker):
+    tracker, key = rpc_tracker
+    _small_qdq_model(tmp_path)
+    args = ("compile", tmp_path / "small.onnx", "--tuning-db", tmp_path / "db", "--rpc-tracker", tracker, "--rpc-key", key,
+            "--repeat", 3, "--json")
+    t = json.loads(run_cli(*args, "--tune-trials", 4, "--out", tmp_path / "a", check=0).stdout)["compile"]["tuning"]
+    # every candidate ran on the board: MetaSchedule's RPCRunner through the tracker
+    assert key in t["runner"] and tracker in t["runner"] and t["tuned"] == t["tasks"] > 0 and t["untuned"] == []
+    # each task's default schedule was measured there first and committed, so tuning starts from it and must beat it
+    assert t["seeded"] == t["tasks"] and t["trials"] >= t["tasks"] and not t["stopped_at_deadline"]
+
+
+def test_tuning_stops_at_its_time_budget(tmp_path):
+    _small_qdq_model(tmp_path)
+    args = ("compile", tmp_path / "small.onnx", "--tuning-db", tmp_path / "db", "--repeat", 3, "--json")
+    start = time.monotonic()
+    t = json.loads(run_cli(*args, "--tune-minutes", 0.05, "--out", tmp_path / "a", check=0).stdout)["compile"]["tuning"]
+    assert t["stopped_at_deadline"] and 0 < t["trials"] < t["tasks"] * 1000 and t["untuned"] == []
+    assert time.monotonic() - start < 240
+    ledger = json.loads((tmp_path / "db" / "edgenas-tasks.json").read_text())
+    assert sum(ledger.values()) == t["trials"]  # what each task got, so that a later compile goes on from there
+    assert_one_line_error(run_cli(*args, "--tune-minutes", -1, "--out", tmp_path / "b"), "--tune-minutes", code=2)
 
 
 def test_symmetric_quantization_has_zero_points_of_zero(shipped, tmp_path):

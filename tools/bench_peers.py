@@ -3,7 +3,7 @@
 
 For each model, in one process: ONNX Runtime fp32 and int8, OpenVINO fp32 and int8 (when the optional `bench`
 extra is installed; it reads the same ONNX files), and TVM fp32 and int8 compiled as `edgenas build` compiles
-them (untuned: the default schedules), plus TVM tuned with --trials MetaSchedule trials per build when given.
+them (untuned: the default schedules), plus TVM tuned (--trials MetaSchedule trials and/or --tune-minutes per build) when given.
 The engines are timed in interleaved rounds, so that a change in the machine's state is shared by all of them.
 Prints JSON (median ms per engine, and each TVM build as a ratio of ONNX Runtime int8 and OpenVINO int8) and
 draws one bar chart.
@@ -13,7 +13,7 @@ fp32 model and its int8 model), and MobileNetV2 1.0 at 96x96 and 224x224 (random
 random inputs by ONNX Runtime's quantizer, as `tools/bench_compile.py` makes them).
 
     .venv/bin/python tools/bench_peers.py --build runs/build --chart peers.png
-    .venv/bin/python tools/bench_peers.py --models mbv2-96 --trials 2000     # tuned too
+    .venv/bin/python tools/bench_peers.py --models mbv2-96 --tune-minutes 20     # tuned too, 20 minutes a build
 """
 
 import argparse
@@ -107,8 +107,8 @@ def bench_model(name: str, fp32: bytes, int8: bytes, shape: tuple, args, work: P
         if ov:
             runners[f"openvino_{precision}"] = ov
         runners[f"tvm_{precision}"], info[f"tvm_{precision}"] = tvm_runner(model, x, CompileConfig(tuning_db=work / "untuned"))
-        if args.trials:
-            cfg = CompileConfig(trials=args.trials, tuning_db=work / f"tuned-{precision}")
+        if args.trials or args.tune_minutes:
+            cfg = CompileConfig(trials=args.trials, tuning_db=work / f"tuned-{precision}", tune_minutes=args.tune_minutes)
             runners[f"tvm_{precision}_tuned"], info[f"tvm_{precision}_tuned"] = tvm_runner(model, x, cfg)
         print(f"{name} {precision}: built", file=sys.stderr)
     ms = time_interleaved(runners, args.rounds, args.calls, args.warmup)
@@ -144,13 +144,15 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--build", type=Path, default=Path("runs/build"), help="the main command's run directory (for `main`)")
     ap.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per TVM build; 0: untuned only")
+    ap.add_argument("--tune-minutes", type=float, default=None, help="time budget of each tuned TVM build")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--calls", type=int, default=50, help="timed calls per engine per round")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--chart", type=Path, default=None, help="write the bar chart here (PNG)")
     ap.add_argument("--work", type=Path, default=None, help="keep models and databases here [default: a temporary directory]")
     args = ap.parse_args()
-    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(get_target("host")).mcpu), "threads": 1, "trials": args.trials, "versions": versions(), "models": {}}
+    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(get_target("host")).mcpu), "threads": 1, "trials": args.trials,
+           "tune_minutes": args.tune_minutes, "versions": versions(), "models": {}}
     try:
         import openvino
 

@@ -24,6 +24,10 @@ class CompileConfig:
     layout: str = "NHWC"
     tuning_db: Path | None = None
     input_shape: tuple[int, ...] | None = None
+    #: a time budget for tuning, alone (as many trials as fit) or with `trials` (whichever ends first)
+    tune_minutes: float | None = None
+    #: tune on the board behind this RPC tracker (measure.rpc.RPCSettings) instead of on this machine
+    rpc: object | None = None
 
 
 @dataclass
@@ -62,7 +66,8 @@ def _compile_relax(mod, target: Target, cfg: CompileConfig):
 
     mod, quantized, ops = lower(mod, target, cfg.layout)
     db = database_dir(target, cfg.tuning_db)
-    report, database = tune(mod, target, db, cfg.trials) if cfg.trials else (None, None)
+    tuning = cfg.trials or cfg.tune_minutes
+    report, database = tune(mod, target, db, cfg.trials, cfg.tune_minutes, cfg.rpc) if tuning else (None, None)
     tgt = compile_target(target)
     mod = prepack_weights(default_schedules(apply_database(mod, target, db, database), tgt), tgt)
     naive = naive_kernels(mod) if tgt.kind.name == "llvm" else []

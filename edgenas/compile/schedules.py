@@ -33,7 +33,7 @@ VNNI_LANES, VNNI_DEPTH = 16, 4  # int32 accumulators per vector, int8 products s
 _VNNI_REGISTERED = False
 
 
-def _register_vnni() -> None:
+def register_intrinsics() -> None:
     """u8 x i8 -> i32 `vpdpbusd` on a 16-lane accumulator held in registers (scope "local").
 
     TVM's own `dot_16x4_vnni` passes its operands as <16 x i32>, which the LLVM 22 inside the 0.27 wheel rejects
@@ -221,6 +221,27 @@ def _inline_rule():
     return InlineElementwise()
 
 
+def default_task_schedule(task_mod, target):
+    """The default schedule of a tuning task's module (one PrimFunc), or None when no rule applies. Its trace,
+    committed to the tuning database with its measured time, seeds MetaSchedule's search and competes with its
+    candidates, so that tuning never ships a kernel slower than the untuned build's."""
+    from tvm import s_tir
+
+    (gv, func), = task_mod.functions.items()
+    vnni = has_vnni(target)
+    if vnni:
+        register_intrinsics()
+    with target:
+        for rule in (ChannelConv(vnni)(), _inline_rule()):
+            sch = rule.apply(func, target, False)
+            if isinstance(sch, s_tir.Schedule):
+                # replayed on the task's module, so that the trace addresses its function by name
+                replay = s_tir.Schedule(task_mod)
+                sch.trace.apply_to_schedule(replay, remove_postproc=False)
+                return replay
+    return None
+
+
 def default_schedules(mod, target):
     """`mod` with the default rules applied to its unscheduled kernels, for CPU (llvm) targets; GPU targets get
     dlight's own fallback in `tvm.compile`. `target` is a `tvm.target.Target`."""
@@ -230,7 +251,7 @@ def default_schedules(mod, target):
         return mod
     vnni = has_vnni(target)
     if vnni:
-        _register_vnni()
+        register_intrinsics()
     with target:
         return dlight.ApplyDefaultSchedule(ChannelConv(vnni)(), _inline_rule())(mod)
 

@@ -26,6 +26,8 @@ DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")  # Me
 #: LocalBuilder's 30 s let builds fail silently on 2 busy cores (../shared/NOTES-tvm.md); ours start warm
 BUILD_TIMEOUT_S = 300.0
 TRIALS_PER_ITER = 64
+#: the cap per task when tuning has a time budget and no trial count
+TIMED_TRIALS_PER_TASK = 1000
 
 
 def register_tensor_intrinsics() -> None:
@@ -55,6 +57,13 @@ def register_tensor_intrinsics() -> None:
         inspect.getmodule = original
 
 
+def _worker_init() -> None:
+    from edgenas.compile.schedules import register_intrinsics
+
+    register_tensor_intrinsics()
+    register_intrinsics()
+
+
 def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S):
     """A MetaSchedule builder whose worker processes live for the whole tuning run.
 
@@ -73,7 +82,7 @@ def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S):
     class PooledBuilder(PyBuilder):
         def __init__(self):
             super().__init__()
-            self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s, initializer=register_tensor_intrinsics)
+            self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s, initializer=_worker_init)
 
         def build(self, build_inputs):
             results = []
@@ -90,8 +99,16 @@ def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S):
     return PooledBuilder()
 
 
-def progress_callback(progress):
-    """A MetaSchedule measure callback that advances a progress bar by each measured batch."""
+class _Deadline(Exception):
+    """Raised from a measure callback to end a tuning run whose time is up; what was measured is in the database."""
+
+
+def progress_callback(progress, measured: dict, deadline: float | None, stopped: list):
+    """A MetaSchedule measure callback that advances a progress bar by each measured batch, counts the trials each
+    task got, and ends the run once `deadline` (a `time.monotonic()` value) has passed.
+
+    MetaSchedule has no time budget; raising from a callback ends `tune_tasks` after the batch in hand, and the
+    database callback, which runs first, has committed every measured candidate by then."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -99,6 +116,10 @@ def progress_callback(progress):
     class Progress(PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             progress.update(len(runner_results))
+            measured[task_id] = measured.get(task_id, 0) + len(runner_results)
+            if deadline is not None and time.monotonic() > deadline:
+                stopped.append(task_id)  # the exception reaches our caller as a bare RuntimeError
+                raise _Deadline()
 
     return Progress()
 
@@ -123,10 +144,13 @@ class TuneReport:
     tasks: int
     reused: int  # tasks already tuned with at least the trials asked for
     tuned: int
-    trials: int  # requested for the tasks tuned now
+    trials: int  # measured for the tasks tuned now
     seconds: float
     #: tasks with no valid schedule in the database (every candidate failed): they run untuned
     untuned: list[str] = field(default_factory=list)
+    seeded: int = 0  # default schedules measured and committed to the database before the search
+    stopped_at_deadline: bool = False  # the time budget (--tune-minutes) ended the run
+    runner: str = "local"  # where candidates were measured: "local", or the RPC key and tracker
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,6 +196,7 @@ def open_database(db_dir: Path):
 
     from tvm.s_tir import meta_schedule as ms
 
+    _worker_init()  # the records' traces name tensor intrinsics, which must exist before they are parsed
     try:
         return ms.database.JSONDatabase(work_dir=str(db_dir))
     except RuntimeError as e:  # TVM parses both files at once and does not say which line failed; find it
@@ -194,43 +219,103 @@ def _has_schedule(db, task, target) -> bool:
     return db.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
 
 
-def tune(mod, target: Target, db_dir: Path, trials: int):
-    """Tune the fused module's tasks that the database lacks, spreading `trials` (> 0) evenly over them.
+def _runner(rpc):
+    """Where candidates run: this machine, or the board behind an RPC tracker (MetaSchedule's RPCRunner)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if rpc is None:
+        return ms.runner.LocalRunner(), "local"
+    config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
+                                 session_timeout_sec=max(60.0, rpc.timeout_s))
+    return ms.runner.RPCRunner(rpc_config=config), f"rpc key '{rpc.key}' via {rpc.tracker}"
+
+
+def _seed_defaults(tasks, db, tgt, builder, runner) -> int:
+    """Measure each task's default schedule (schedules.py) and commit it to the database as a tuning record.
+
+    MetaSchedule then starts its search from it and must beat it: the database's best, which a compile applies,
+    is never slower than what the untuned build ships. Returns how many were committed."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgenas.compile.schedules import default_task_schedule
+
+    scheds = [(t, default_task_schedule(t.dispatched[0], tgt)) for t in tasks]
+    scheds = [(t, sch) for t, sch in scheds if sch is not None]
+    if not scheds:
+        return 0
+    built = builder.build([ms.builder.BuilderInput(sch.mod, tgt) for _, sch in scheds])
+    inputs, kept = [], []
+    for (t, sch), b in zip(scheds, built):
+        if b.error_msg is None:
+            device = "cpu" if tgt.kind.name == "llvm" else tgt.kind.name
+            inputs.append(ms.runner.RunnerInput(b.artifact_path, device, ms.arg_info.ArgInfo.from_entry_func(sch.mod)))
+            kept.append((t, sch))
+    committed = 0
+    for (t, sch), future in zip(kept, runner.run(inputs)):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            workload = db.commit_workload(t.dispatched[0])
+            db.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, workload, [float(v) for v in result.run_secs], tgt,
+                ms.arg_info.ArgInfo.from_prim_func(next(iter(t.dispatched[0].functions.values())))))
+            committed += 1
+    return committed
+
+
+def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None = None, rpc=None):
+    """Tune the fused module's tasks that the database lacks: `trials` spread evenly over them (0 with `minutes`:
+    as many as the time allows), for at most `minutes`, measured here or on the board behind `rpc`.
 
     Returns the report and the database, loaded once: parsing a database of a few thousand records takes seconds."""
     from tvm.s_tir import meta_schedule as ms
 
     start = time.perf_counter()
+    deadline = time.monotonic() + minutes * 60 if minutes else None
     tgt = compile_target(target)
     tasks = [t for t in ms.relax_integration.extract_tasks(mod, tgt) if not t.mod.attrs.get("tirx.is_scheduled", False)]
-    per_task = max(1, math.ceil(trials / max(1, len(tasks))))
+    per_task = max(1, math.ceil(trials / max(1, len(tasks)))) if trials else TIMED_TRIALS_PER_TASK
     db_dir.mkdir(parents=True, exist_ok=True)
+    measured, stopped, seeded, where = {}, [], 0, "local"
     with exclusive_lock(db_dir / LEDGER):
         ledger = read_json(db_dir / LEDGER, remedy=_retune(db_dir)) if (db_dir / LEDGER).exists() else {}
         db = open_database(db_dir)
         todo = [t for t in tasks if ledger.get(_task_key(t), 0) < per_task]
         if todo:
             register_tensor_intrinsics()
+            builder = pooled_builder(os.cpu_count() or 1)
+            runner, where = _runner(rpc)
             try:
-                with _console_to_logs(), bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
-                    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(todo, str(db_dir), seed=0)
-                    db = ms.tune.tune_tasks(
-                        tasks=contexts, task_weights=weights, work_dir=str(db_dir), max_trials_global=per_task * len(todo),
-                        max_trials_per_task=per_task, num_trials_per_iter=min(TRIALS_PER_ITER, per_task),
-                        builder=pooled_builder(os.cpu_count() or 1), database=db,
-                        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress_callback(progress)],
-                    )
+                with _console_to_logs():
+                    seeded = _seed_defaults([t for t in todo if not _has_schedule(db, t, tgt)], db, tgt, builder, runner)
+                    with bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
+                        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(todo, str(db_dir), seed=0)
+                        db = ms.tune.tune_tasks(
+                            tasks=contexts, task_weights=weights, work_dir=str(db_dir), max_trials_global=per_task * len(todo),
+                            max_trials_per_task=per_task, num_trials_per_iter=min(TRIALS_PER_ITER, per_task),
+                            builder=builder, runner=runner, database=db,
+                            # the gradient scheduler sends every task a batch before it collects any result, so a
+                            # deadline would be seen only after that whole first pass
+                            task_scheduler="round-robin" if deadline else "gradient",
+                            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                               progress_callback(progress, measured, deadline, stopped)],
+                        )
             except KeyboardInterrupt:
                 raise Interrupted(f"interrupted: the schedules tuned so far are kept in {db_dir}; compile again to "
                                   f"tune the rest") from None
-            for t in todo:
-                ledger[_task_key(t)] = per_task
+            except Exception:  # noqa: BLE001 - our deadline comes back through TVM's C++ as a RuntimeError
+                if not stopped:
+                    raise
+            timed_out = bool(stopped)
+            for i, t in enumerate(todo):
+                ledger[_task_key(t)] = per_task if not timed_out else ledger.get(_task_key(t), 0) + measured.get(i, 0)
             atomic_write_json(db_dir / LEDGER, ledger)
+            if timed_out:  # tune_tasks returned no database
+                db = open_database(db_dir)
         untuned = [t.task_name for t in tasks if not _has_schedule(db, t, tgt)]
     if untuned:
         warn(f"{len(untuned)} task(s) have no working schedule in {db_dir} and run untuned: {', '.join(untuned[:5])}")
-    return TuneReport(str(db_dir), len(tasks), len(tasks) - len(todo), len(todo), per_task * len(todo),
-                      round(time.perf_counter() - start, 2), untuned), db
+    return TuneReport(str(db_dir), len(tasks), len(tasks) - len(todo), len(todo), sum(measured.values()),
+                      round(time.perf_counter() - start, 2), untuned, seeded, bool(stopped), where), db
 
 
 def apply_database(mod, target: Target, db_dir: Path, db=None):

@@ -42,6 +42,7 @@ class BuildConfig:
     calibration: int = 300
     # compile
     tune_trials: int = 0
+    tune_minutes: float | None = None
     layout: str = CompileConfig.layout
     tuning_db: Path | None = None
 
@@ -60,6 +61,8 @@ class BuildConfig:
         for name in ("epochs", "subnets", "calibration"):
             if getattr(self, name) < 1:
                 raise BadInput(f"--{name} {getattr(self, name)}: must be at least 1")
+        if self.tune_minutes is not None and not (math.isfinite(self.tune_minutes) and self.tune_minutes > 0):
+            raise BadInput(f"--tune-minutes {self.tune_minutes!r}: must be a positive number of minutes")
         for name in ("limit", "finetune_epochs", "tune_trials"):
             if getattr(self, name) < 0:
                 raise BadInput(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 0")

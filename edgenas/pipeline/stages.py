@@ -198,7 +198,8 @@ def _quantize(ctx: Context) -> dict:
 
 def _compile_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"target": ctx.target.to_dict(), "tune_trials": c.tune_trials, "layout": c.layout, "tuning_db": str(c.tuning_db),
+    return {"target": ctx.target.to_dict(), "tune_trials": c.tune_trials, "tune_minutes": c.tune_minutes, "layout": c.layout,
+            "tuning_db": str(c.tuning_db),
             "measure": ctx.measures_here or ctx.rpc is not None}
 
 
@@ -207,8 +208,8 @@ def _compile(ctx: Context) -> dict:
     from edgenas.compile.build import CompileConfig
 
     c = ctx.cfg
-    art = package(Path(ctx.results["quantize"]["model"]), ctx.target, ctx.out / "artifact", CompileConfig(c.tune_trials, c.layout, c.tuning_db),
-                  ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
+    art = package(Path(ctx.results["quantize"]["model"]), ctx.target, ctx.out / "artifact", CompileConfig(
+        c.tune_trials, c.layout, c.tuning_db, tune_minutes=c.tune_minutes, rpc=ctx.rpc), ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
     files = {name: (art.path / name).stat().st_size for name in art.meta["files"]}
     return {"artifact": str(art.path), "compile": {k: art.meta["compile"][k] for k in ("seconds", "tuning", "ops", "kernel_layout")},
             "files_bytes": files}
