@@ -171,7 +171,7 @@ def main() -> None:
                 fp32, int8, info = mobilenetv2(work, size)
             out["models"][name] = {**info, **bench_model(name, fp32, int8, tuple(info["input"]), args, work)}
     if args.chart:
-        chart({m: r for m, r in out["models"].items()}, args.chart)
+        chart(out["models"], args.chart)
         out["chart"] = str(args.chart)
     print(json.dumps(out, indent=1))
 

@@ -46,6 +46,7 @@ def register_intrinsics() -> None:
     global _VNNI_REGISTERED
     if _VNNI_REGISTERED:
         return
+
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
              c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
@@ -101,12 +102,6 @@ def _inline_all_but(sch, keep) -> None:
                 break
 
 
-def _weight_read(sch, block) -> int:
-    """Index, among the block's reads, of the weight: the operand indexed by the reduction and the output channel."""
-    reads = sch.get(block).reads
-    return len(reads) - 1
-
-
 def _largest_divisor(n: int, options) -> int:
     return next(m for m in options if n % m == 0)
 
@@ -140,8 +135,8 @@ class ChannelConv:
     def schedule(self, sch, anchor) -> None:
         block = sch.get(anchor)
         name = block.name_hint
-        data_read = block.reads[0].source
-        weight_read = block.reads[_weight_read(sch, anchor)].source
+        w = len(block.reads) - 1  # the weight is the anchor's last read, after the data
+        data_read, weight_read = block.reads[0].source, block.reads[w].source
         pads = [p for p in sch.get_producers(anchor) if sch.get(p).name_hint == "pad_temp"]
         padding = bool(pads) and list(sch.get(pads[0]).writes[0].source.shape) != list(sch.get(pads[0]).reads[0].source.shape)
         _inline_all_but(sch, [anchor] + (pads if padding else []))
@@ -156,7 +151,6 @@ class ChannelConv:
                 and str(data_read.dtype) == "uint8" and str(weight_read.dtype) == "int8")
         lanes = VNNI_LANES if vnni else _largest_divisor(channels, (16, 8, 4, 2, 1))
         # the weight, repacked at compile time so that the inner loop reads it contiguously
-        w = _weight_read(sch, anchor)
         pre = sch.cache_read(anchor, w, "global")
         sch.annotate(pre, "meta_schedule.layout_rewrite_preproc", True)
         if name == "matmul":  # weight (k, o)
