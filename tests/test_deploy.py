@@ -200,6 +200,12 @@ def test_tuning_on_a_board_over_loopback_rpc(tmp_path, rpc_tracker):
     assert key in t["runner"] and tracker in t["runner"] and t["tuned"] == t["tasks"] > 0 and t["untuned"] == []
     # each task's default schedule was measured there first and committed, so tuning starts from it and must beat it
     assert t["seeded"] == t["tasks"] and t["trials"] >= t["tasks"] and not t["stopped_at_deadline"]
+    # a key no server registered fails before any tuning, naming the key, rather than candidate after candidate
+    start = time.monotonic()
+    bad = run_cli("compile", tmp_path / "small.onnx", "--tuning-db", tmp_path / "db", "--rpc-tracker", tracker,
+                  "--rpc-key", "no-such-board", "--tune-trials", 400, "--out", tmp_path / "b")
+    assert_one_line_error(bad, "no-such-board", key, code=1)
+    assert time.monotonic() - start < 60 and not (tmp_path / "b").exists()
 
 
 def test_tuning_stops_at_its_time_budget(tmp_path):
@@ -211,6 +217,10 @@ def test_tuning_stops_at_its_time_budget(tmp_path):
     assert time.monotonic() - start < 240
     ledger = json.loads((tmp_path / "db" / "edgenas-tasks.json").read_text())
     assert sum(ledger.values()) == t["trials"]  # what each task got, so that a later compile goes on from there
+    # the cost model learnt from those trials is kept, and the next run's search starts from it
+    assert (tmp_path / "db" / "cost_model.tar").exists() and t["cost_model_samples"] == 0
+    again = json.loads(run_cli(*args, "--tune-minutes", 0.05, "--out", tmp_path / "c", check=0).stdout)["compile"]["tuning"]
+    assert 0 < again["cost_model_samples"] <= t["trials"]
     assert_one_line_error(run_cli(*args, "--tune-minutes", -1, "--out", tmp_path / "b"), "--tune-minutes", code=2)
 
 

@@ -22,6 +22,8 @@ from edgenas.progress import bar
 from edgenas.targets import Target
 
 LEDGER = "edgenas-tasks.json"
+#: MetaSchedule's XGBoost cost model with the features and costs it was trained on, kept between runs
+COST_MODEL = "cost_model.tar"
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")  # MetaSchedule's JSONDatabase, a record a line
 #: LocalBuilder's 30 s let builds fail silently on 2 busy cores (../shared/NOTES-tvm.md); ours start warm
 BUILD_TIMEOUT_S = 300.0
@@ -64,7 +66,19 @@ def _worker_init() -> None:
     register_intrinsics()
 
 
-def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S):
+def _cross_export(compiler: str, mod) -> str:
+    """A candidate linked here into a shared library for the board, so the board needs no compiler of its own
+    (MetaSchedule's default export is a tar of objects that the RPC server links on the board)."""
+    import tempfile
+
+    import tvm
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    mod.export_library(path, fcompile=tvm.support.cc.cross_compiler(compiler))
+    return path
+
+
+def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S, cross_compiler: str | None = None):
     """A MetaSchedule builder whose worker processes live for the whole tuning run.
 
     MetaSchedule's LocalBuilder starts fresh worker processes for every batch of candidates, and a fresh
@@ -72,7 +86,10 @@ def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S):
     for the build itself. That fixed cost made tuning crawl and, near LocalBuilder's 30 s timeout, made whole
     tasks fail to build and ship untuned (the "Build errors ... N/A" of ../shared/NOTES-tvm.md). Our workers
     start once and import it the fast way. Written here because TVM offers no pooled builder.
+    With `cross_compiler`, candidates are linked here for the board (`_cross_export`).
     """
+    import functools
+
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
@@ -86,7 +103,8 @@ def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S):
 
         def build(self, build_inputs):
             results = []
-            jobs = [(None, None, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+            export = functools.partial(_cross_export, cross_compiler) if cross_compiler else None
+            jobs = [(None, export, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
             for r in self.pool.map_with_error_catching(lambda job: _worker_func(*job), jobs):
                 if r.status == StatusKind.COMPLETE:
                     results.append(BuilderResult(r.value, None))
@@ -149,6 +167,8 @@ class TuneReport:
     #: tasks with no valid schedule in the database (every candidate failed): they run untuned
     untuned: list[str] = field(default_factory=list)
     seeded: int = 0  # default schedules measured and committed to the database before the search
+    #: measurements the cost model had from earlier runs on this database when the search began (0: it started cold)
+    cost_model_samples: int = 0
     stopped_at_deadline: bool = False  # the time budget (--tune-minutes) ended the run
     runner: str = "local"  # where candidates were measured: "local", or the RPC key and tracker
 
@@ -225,9 +245,57 @@ def _runner(rpc):
 
     if rpc is None:
         return ms.runner.LocalRunner(), "local"
+    from edgenas.measure.rpc import open_session
+
+    # a one-line error now if the tracker is down or the key unregistered, not every candidate failing one by one
+    open_session(rpc)
     config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
                                  session_timeout_sec=max(60.0, rpc.timeout_s))
     return ms.runner.RPCRunner(rpc_config=config), f"rpc key '{rpc.key}' via {rpc.tracker}"
+
+
+def _batch(per_task: int, minutes: float | None) -> int:
+    """Candidates measured per batch: a short time budget gets small batches, since the deadline is checked
+    only between batches (a batch of 64 takes tens of seconds on 2 cores)."""
+    per_iter = min(TRIALS_PER_ITER, per_task)
+    return max(8, min(per_iter, int(minutes * 12))) if minutes else per_iter
+
+
+def _search_strategy(batch: int):
+    """MetaSchedule's evolutionary search, its population scaled with the batch it must fill.
+
+    Its default population of 512 costs seconds of search per task and per batch: for the handful of trials
+    a quick tune gives each task, that search, not measuring, was most of the time."""
+    from tvm.s_tir import meta_schedule as ms
+
+    population = min(512, max(64, 8 * batch))
+    return ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population // 4))
+
+
+def _cost_model(db_dir: Path, cores: int):
+    """MetaSchedule's XGBoost cost model, with the measurements of earlier runs on this database.
+
+    A fresh model proposes at random until it has 100 measurements; one that carries over ranks the first
+    batch of a new task already, since schedules of similar kernels share features."""
+    from tvm.s_tir import meta_schedule as ms
+
+    model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
+    path = db_dir / COST_MODEL
+    if path.exists():
+        try:
+            model.load(str(path))
+        except Exception as e:  # noqa: BLE001 - a cache: any unreadable file is replaced at the end of this run
+            warn(f"{path}: unreadable cost model ({one_line(e)}); this run's search starts without it")
+            model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
+    return model
+
+
+def _save_cost_model(model, db_dir: Path) -> None:
+    if model.booster is None:  # under 100 measurements: nothing trained yet (and TVM's load cannot read such a file)
+        return
+    tmp = db_dir / f".{COST_MODEL}.{os.getpid()}.tar"
+    model.save(str(tmp))
+    os.replace(tmp, db_dir / COST_MODEL)
 
 
 def _seed_defaults(tasks, db, tgt, builder, runner) -> int:
@@ -274,25 +342,30 @@ def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None =
     tgt = compile_target(target)
     tasks = [t for t in ms.relax_integration.extract_tasks(mod, tgt) if not t.mod.attrs.get("tirx.is_scheduled", False)]
     per_task = max(1, math.ceil(trials / max(1, len(tasks)))) if trials else TIMED_TRIALS_PER_TASK
+    batch = _batch(per_task, minutes)
     db_dir.mkdir(parents=True, exist_ok=True)
-    measured, stopped, seeded, where = {}, [], 0, "local"
+    measured, stopped, seeded, where, cost_model_samples = {}, [], 0, "local", 0
     with exclusive_lock(db_dir / LEDGER):
         ledger = read_json(db_dir / LEDGER, remedy=_retune(db_dir)) if (db_dir / LEDGER).exists() else {}
         db = open_database(db_dir)
         todo = [t for t in tasks if ledger.get(_task_key(t), 0) < per_task]
         if todo:
             register_tensor_intrinsics()
-            builder = pooled_builder(os.cpu_count() or 1)
+            builder = pooled_builder(os.cpu_count() or 1, cross_compiler=target.cross_compiler or None)
             runner, where = _runner(rpc)
+            with _console_to_logs():
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    todo, str(db_dir), strategy=_search_strategy(batch), seed=0)
+            cost_model = _cost_model(db_dir, contexts[0].num_threads)
+            cost_model_samples = cost_model.data_size
             try:
                 with _console_to_logs():
                     seeded = _seed_defaults([t for t in todo if not _has_schedule(db, t, tgt)], db, tgt, builder, runner)
                     with bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
-                        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(todo, str(db_dir), seed=0)
                         db = ms.tune.tune_tasks(
                             tasks=contexts, task_weights=weights, work_dir=str(db_dir), max_trials_global=per_task * len(todo),
-                            max_trials_per_task=per_task, num_trials_per_iter=min(TRIALS_PER_ITER, per_task),
-                            builder=builder, runner=runner, database=db,
+                            max_trials_per_task=per_task, num_trials_per_iter=batch,
+                            builder=builder, runner=runner, database=db, cost_model=cost_model,
                             # the gradient scheduler sends every task a batch before it collects any result, so a
                             # deadline would be seen only after that whole first pass
                             task_scheduler="round-robin" if deadline else "gradient",
@@ -305,6 +378,9 @@ def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None =
             except Exception:  # noqa: BLE001 - our deadline comes back through TVM's C++ as a RuntimeError
                 if not stopped:
                     raise
+            finally:
+                with _console_to_logs():
+                    _save_cost_model(cost_model, db_dir)
             timed_out = bool(stopped)
             for i, t in enumerate(todo):
                 ledger[_task_key(t)] = per_task if not timed_out else ledger.get(_task_key(t), 0) + measured.get(i, 0)
@@ -315,7 +391,8 @@ def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None =
     if untuned:
         warn(f"{len(untuned)} task(s) have no working schedule in {db_dir} and run untuned: {', '.join(untuned[:5])}")
     return TuneReport(str(db_dir), len(tasks), len(tasks) - len(todo), len(todo), sum(measured.values()),
-                      round(time.perf_counter() - start, 2), untuned, seeded, bool(stopped), where), db
+                      round(time.perf_counter() - start, 2), untuned, seeded, cost_model_samples, bool(stopped),
+                      where), db
 
 
 def apply_database(mod, target: Target, db_dir: Path, db=None):
