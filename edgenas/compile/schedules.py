@@ -18,7 +18,8 @@ kernels as stale.
 
 from __future__ import annotations
 
-VERSION = "edgenas-rules-1"
+#: 2: tiles sized to the target's vector registers (AVX2, SSE and NEON tiles no longer spill)
+VERSION = "edgenas-rules-2"
 
 #: the anchor blocks TOPI names, and for each the loop order (spatial, then reduction) of its iterators
 ANCHORS = {
@@ -28,6 +29,8 @@ ANCHORS = {
 }
 #: output pixels per register tile: the largest of these that divides the row
 TILE_PIXELS = (8, 7, 6, 5, 4, 3, 2, 1)
+#: registers left for the weights and the broadcast input; the rest of the register file holds accumulators
+SPARE_REGISTERS = 8
 VNNI_INTRIN = "edgenas_vnni_16x4"
 VNNI_LANES, VNNI_DEPTH = 16, 4  # int32 accumulators per vector, int8 products summed into each
 _VNNI_REGISTERED = False
@@ -80,6 +83,22 @@ def has_vnni(target) -> bool:
     return target.kind.name == "llvm" and bool(codegen.target_has_features("avx512vnni", target))
 
 
+def vector_registers(target) -> tuple[int, int]:
+    """Bits per vector register and how many there are, from the target's CPU features (LLVM's own answer)."""
+    from tvm.target import codegen
+
+    def has(feature):
+        return bool(codegen.target_has_features(feature, target))
+
+    if has("neon"):  # aarch64 NEON: 32 x 128 bits
+        return 128, 32
+    if has("avx512f"):
+        return 512, 32
+    if has("avx"):  # AVX and AVX2: 16 x 256 bits
+        return 256, 16
+    return 128, 16  # SSE, and any CPU LLVM does not describe
+
+
 def _inline_all_but(sch, keep) -> None:
     """Inline every block of the function but those in `keep` and the output block, as far as they go.
 
@@ -109,8 +128,9 @@ def _largest_divisor(n: int, options) -> int:
 class ChannelConv:
     """A dlight rule for conv2d (NHWC/OHWI, any kernel, grouped or not) and matmul anchors."""
 
-    def __init__(self, vnni: bool):
+    def __init__(self, vnni: bool, registers: tuple[int, int] = (512, 32)):
         self.vnni = vnni
+        self.bits, self.registers = registers
 
     def __call__(self):
         from tvm import s_tir
@@ -149,7 +169,8 @@ class ChannelConv:
         grouped = name == "group_conv2d_nhwc"
         vnni = (self.vnni and not grouped and channels % VNNI_LANES == 0 and depth % VNNI_DEPTH == 0
                 and str(data_read.dtype) == "uint8" and str(weight_read.dtype) == "int8")
-        lanes = VNNI_LANES if vnni else _largest_divisor(channels, (16, 8, 4, 2, 1))
+        native = self.bits // 32  # int32 or fp32 accumulators per register
+        lanes = VNNI_LANES if vnni else _largest_divisor(channels, [native >> s for s in range(native.bit_length())])
         # the weight, repacked at compile time so that the inner loop reads it contiguously
         pre = sch.cache_read(anchor, w, "global")
         sch.annotate(pre, "meta_schedule.layout_rewrite_preproc", True)
@@ -159,8 +180,10 @@ class ChannelConv:
             index = ((lambda o, kh, kw, i: (o // 16, kh, kw, i // 4, o % 16, i % 4)) if vnni
                      else (lambda o, kh, kw, i: (o // lanes, kh, kw, i, o % lanes)))
         sch.transform_layout(anchor, ("read", w), index)
-        pixels = _largest_divisor(extent("x"), TILE_PIXELS) if "x" in loops else 1
-        blocks_per_tile = _largest_divisor(channels // lanes, (2, 3, 1)) if pixels * 2 <= 24 else 1
+        # a tile of pixels x blocks accumulator registers, as large as the register file holds without spilling
+        budget = self.registers - SPARE_REGISTERS
+        pixels = _largest_divisor(extent("x"), [p for p in TILE_PIXELS if p <= budget]) if "x" in loops else 1
+        blocks_per_tile = next(b for b in (2, 3, 1) if (channels // lanes) % b == 0 and pixels * b <= budget)
         f_o, f_b, f_i = sch.split(loops["f"], [None, blocks_per_tile, lanes])
         if "x" in loops:
             x_o, x_i = sch.split(loops["x"], [None, pixels])
@@ -215,6 +238,14 @@ def _inline_rule():
     return InlineElementwise()
 
 
+def _conv_rule(target):
+    """`ChannelConv` for this CPU: its vector registers, and VNNI when it has it."""
+    vnni = has_vnni(target)
+    if vnni:
+        register_intrinsics()
+    return ChannelConv(vnni, vector_registers(target))()
+
+
 def default_task_schedule(task_mod, target):
     """The default schedule of a tuning task's module (one PrimFunc), or None when no rule applies. Its trace,
     committed to the tuning database with its measured time, seeds MetaSchedule's search and competes with its
@@ -222,11 +253,8 @@ def default_task_schedule(task_mod, target):
     from tvm import s_tir
 
     (gv, func), = task_mod.functions.items()
-    vnni = has_vnni(target)
-    if vnni:
-        register_intrinsics()
     with target:
-        for rule in (ChannelConv(vnni)(), _inline_rule()):
+        for rule in (_conv_rule(target), _inline_rule()):
             sch = rule.apply(func, target, False)
             if isinstance(sch, s_tir.Schedule):
                 # replayed on the task's module, so that the trace addresses its function by name
@@ -243,11 +271,8 @@ def default_schedules(mod, target):
 
     if target.kind.name != "llvm":
         return mod
-    vnni = has_vnni(target)
-    if vnni:
-        register_intrinsics()
     with target:
-        return dlight.ApplyDefaultSchedule(ChannelConv(vnni)(), _inline_rule())(mod)
+        return dlight.ApplyDefaultSchedule(_conv_rule(target), _inline_rule())(mod)
 
 
 def _blocks(sch, parent):
