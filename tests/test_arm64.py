@@ -5,6 +5,7 @@ The root is built once by tools/arm64-root.sh (about 3 minutes; kept in .cache/a
 """
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -60,12 +61,43 @@ def test_jetson_artifact_holds_cuda_kernels_and_an_aarch64_host_library(shipped,
     assert "import tvm.support.nvcc" in (tmp_path / "jet" / "README.md").read_text()
 
 
-def test_aarch64_artifact_runs_under_qemu_like_the_x86_build(shipped, arm64_root, tmp_path):
-    root = shipped[0]
-    r = json.loads(run_cli("compile", root / "int8", "--target", "rasp4b64", "--out", tmp_path / "arm", "--json", check=0).stdout)
+@pytest.fixture(scope="module")
+def aarch64_artifact(shipped, cross_compiler, tmp_path_factory):
+    """The shipped int8 network compiled for a Raspberry Pi 4 (no board here: built, not measured)."""
+    out = tmp_path_factory.mktemp("arm") / "arm"
+    r = json.loads(run_cli("compile", shipped[0] / "int8", "--target", "rasp4b64", "--out", out, "--json", check=0).stdout)
     assert r["target"]["arch"] == "aarch64" and r["latency"]["measured"] is None and r["latency"]["not_measured"]
-    so = tmp_path / "arm" / "model.so"
+    so = out / "model.so"
     assert _is_aarch64_library(so) and r["compile"]["device_code"] is None
+    return r, so
+
+
+#: NEON integer multiplies and multiply-accumulates on vector registers (`fmla` and other float ones do not match)
+NEON_INTEGER_MAC = re.compile(r"\s(?:mla|mul|smlal2?|umlal2?|smull2?|umull2?|sdot|udot)\s+v\d+\.(?:4s|8h|2d)\b")
+
+
+def _functions(disassembly: str) -> dict[str, str]:
+    """objdump -d's text, cut into the body of each symbol."""
+    parts = re.split(r"^[0-9a-f]+ <([^>]+)>:$", disassembly, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_aarch64_integer_convolutions_run_neon_integer_instructions(aarch64_artifact):
+    r, so = aarch64_artifact
+    dis = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(so)], capture_output=True,
+                         text=True, check=True).stdout
+    kernels = {name: body for name, body in _functions(dis).items() if "conv2d" in name}
+    # every convolution of the int8 model computes in integers, each its own kernel
+    assert len(kernels) >= r["compile"]["ops"]["relax.nn.conv2d:int32"] > 0
+    scalar = [name for name, body in kernels.items() if not NEON_INTEGER_MAC.search(body)]
+    assert not scalar, f"{len(scalar)} of {len(kernels)} convolution kernels multiply with no NEON integer instruction: {scalar[:3]}"
+    # the check can fail: plain integer code is not mistaken for it
+    assert not NEON_INTEGER_MAC.search("  4:\tmadd\tw0, w1, w2, w0\n  8:\tfmla\tv0.4s, v1.4s, v2.4s\n")
+
+
+def test_aarch64_artifact_runs_under_qemu_like_the_x86_build(shipped, aarch64_artifact, arm64_root):
+    root = shipped[0]
+    r, so = aarch64_artifact
     _, info = load_bundle(root / "int8")
     x = model_inputs(info, bundle_split(info, "int8").val_x[:20])
     work = arm64_root / "work"
