@@ -9,7 +9,7 @@ from pathlib import Path
 from edgenas.compile.frontend import ModelInput, to_relax
 from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
 from edgenas.compile.passes import lowering
-from edgenas.compile.schedules import default_schedules, has_vnni, naive_kernels, prepack_weights
+from edgenas.compile.schedules import default_schedules, dot_product, naive_kernels, prepack_weights
 from edgenas.errors import warn
 from edgenas.compile.tune import TuneReport, apply_database, compile_target, database_dir, tune
 from edgenas.targets import Target
@@ -50,7 +50,7 @@ def lower(mod, target: Target, layout: str):
 
     quantized = float_ops_on_quantized_path(mod) > 0
     tgt = compile_target(target)
-    mod = lowering(layout, has_vnni(tgt))(mod)
+    mod = lowering(layout, dot_product(tgt))(mod)
     ops = compute_ops(mod)
     with tgt:
         mod = tvm.transform.Sequential([

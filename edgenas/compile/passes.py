@@ -3,15 +3,13 @@
 Each rewrite is a pass with its patterns as attributes, in the manner of TVM's own `relax/transform` files, and
 `lowering(target, layout)` composes them in one `tvm.transform.Sequential`:
 
-    IntegerQDQ -> ElementwiseQDQ -> [ToNHWC] -> RequantMultiplier -> [PadChannels]
+    IntegerQDQ -> ElementwiseQDQ -> [ToNHWC] -> RequantMultiplier -> [PadChannels -> [WidenWeights]]
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-#: output channels per vector of int32 accumulators in the x86 dot-product schedule (schedules.VNNI_LANES)
-CHANNEL_MULTIPLE = 16
 
 
 def _function_pass(name: str, rewrite):
@@ -112,7 +110,7 @@ class PadChannels:
     """Integer convolutions and matmuls whose output channels are not a multiple of `multiple`, computed with
     zero weights up to the next multiple and sliced back, so that the dot-product schedule takes them whole
     instead of leaving them to the plain vector schedule. Only uint8 x int8 NHWC layers whose input channels
-    the intrinsic can take (a multiple of 4) are padded."""
+    the intrinsic can take (a multiple of `depth`) are padded."""
 
     @staticmethod
     def patterns():
@@ -121,14 +119,14 @@ class PadChannels:
         x, w = wildcard(), is_const()
         return {"x": x, "w": w, "conv": is_op("relax.nn.conv2d")(x, w), "matmul": is_op("relax.matmul")(x, w)}
 
-    def __new__(cls, multiple: int = CHANNEL_MULTIPLE):
+    def __new__(cls, multiple: int, depth: int):
         from tvm import relax
         from tvm.relax.dpl import rewrite_call
 
         p = cls.patterns()
 
-        def eligible(x, w: np.ndarray, depth: int) -> bool:
-            return str(x.ty.dtype) == "uint8" and w.dtype == np.int8 and depth % 4 == 0
+        def eligible(x, w: np.ndarray, k: int) -> bool:
+            return str(x.ty.dtype) == "uint8" and w.dtype == np.int8 and k % depth == 0
 
         def conv(orig, m):
             attrs, x, w = orig.attrs, m[p["x"]], m[p["w"]].value.numpy()
@@ -160,12 +158,44 @@ class PadChannels:
         return _function_pass("PadChannels", rewrite)
 
 
-def lowering(layout: str, dot_product: bool):
-    """The graph rewrites, in order: `dot_product` when the target's schedule multiplies int8 in 16-channel
-    vectors (x86 with AVX-512 VNNI)."""
+class WidenWeights:
+    """The int8 weights of uint8 x int8 convolutions and matmuls as int16 constants, for `vpmaddwd`, which
+    multiplies int16 pairs. The values do not change; the widening is done once, at compile time."""
+
+    @staticmethod
+    def patterns():
+        from tvm.relax.dpl import is_const, is_op, wildcard
+
+        x, w = wildcard(), is_const()
+        return {"x": x, "w": w, "conv": is_op("relax.nn.conv2d")(x, w), "matmul": is_op("relax.matmul")(x, w)}
+
+    def __new__(cls, dtype: str):
+        from tvm import relax
+        from tvm.relax.dpl import rewrite_call
+
+        p = cls.patterns()
+
+        def widen(orig, m):
+            x, w = m[p["x"]], m[p["w"]].value.numpy()
+            grouped = orig.op.name == "relax.nn.conv2d" and int(orig.attrs.groups) != 1
+            if grouped or str(x.ty.dtype) != "uint8" or w.dtype != np.int8 or str(orig.attrs.out_dtype) != "int32":
+                return orig
+            return relax.Call(orig.op, [x, relax.const(w.astype(dtype))], orig.attrs)
+
+        def rewrite(func):
+            return rewrite_call(p["matmul"], widen, rewrite_call(p["conv"], widen, func))
+
+        return _function_pass("WidenWeights", rewrite)
+
+
+def lowering(layout: str, dot=None):
+    """The graph rewrites, in order. `dot` (schedules.DotProduct): the integer dot product the target's schedule
+    multiplies uint8 layers through, whose channel multiple and weight type the layers are given."""
     import tvm
 
+    dot_passes = []
+    if dot is not None and layout == "NHWC":
+        dot_passes = [PadChannels(dot.lanes, dot.depth), *([WidenWeights(dot.weight_dtype)] if dot.weight_dtype != "int8" else [])]
     return tvm.transform.Sequential([
-        IntegerQDQ(), ElementwiseQDQ(), *([ToNHWC()] if layout == "NHWC" else []), RequantMultiplier(),
-        *([PadChannels()] if dot_product and layout == "NHWC" else []),
+        IntegerQDQ(), ElementwiseQDQ(), *([ToNHWC()] if layout == "NHWC" else []), RequantMultiplier(), *dot_passes,
     ], name="edgenas.lowering")

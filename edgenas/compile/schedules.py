@@ -7,8 +7,9 @@ and the database left unscheduled, cover what the search spaces contain:
 - `ChannelConv`: a convolution (1x1, kxk, depthwise) or matmul, NHWC, with its epilogue fused: output pixels in
   register tiles, output channels in vectors, the epilogue computed per tile while the accumulators are hot, and
   the weights repacked at compile time (`layout_rewrite_preproc` blocks, split off and constant-folded by
-  `prepack_weights`). With uint8 x int8 operands on a CPU with AVX-512 VNNI, the innermost 16x4 product is one
-  `vpdpbusd`, through our own tensor intrinsic (see `_register_vnni`).
+  `prepack_weights`). With uint8 x int8 operands, the innermost product is one `vpdpbusd` on a CPU with AVX-512
+  VNNI (16 channels x 4), or one `vpmaddwd` on weights widened to int16 with AVX-512BW or AVX2 (16 or 8 channels
+  x 2), each through our own tensor intrinsic (`DotProduct`, `_register`).
 - `InlineElementwise`: every other kernel, each elementwise stage inlined into its neighbour, so one loop nest
   per reduction and one per epilogue is left.
 
@@ -17,6 +18,8 @@ kernels as stale.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 #: 2: tiles sized to the target's vector registers (AVX2, SSE and NEON tiles no longer spill)
 VERSION = "edgenas-rules-2"
@@ -31,39 +34,56 @@ ANCHORS = {
 TILE_PIXELS = (8, 7, 6, 5, 4, 3, 2, 1)
 #: registers left for the weights and the broadcast input; the rest of the register file holds accumulators
 SPARE_REGISTERS = 8
-VNNI_INTRIN = "edgenas_vnni_16x4"
-VNNI_LANES, VNNI_DEPTH = 16, 4  # int32 accumulators per vector, int8 products summed into each
-_VNNI_REGISTERED = False
 
 
-def register_intrinsics() -> None:
-    """u8 x i8 -> i32 `vpdpbusd` on a 16-lane accumulator held in registers (scope "local").
+@dataclass(frozen=True)
+class DotProduct:
+    """An x86 instruction that sums `depth` uint8 x `weight_dtype` products into each of `lanes` int32 accumulators,
+    registered as a tensor intrinsic whose accumulator stays in registers (scope "local")."""
 
-    TVM's own `dot_16x4_vnni` passes its operands as <16 x i32>, which the LLVM 22 inside the 0.27 wheel rejects
-    (its vpdpbusd takes <64 x i8>): every candidate MetaSchedule tensorizes with it fails to build. Its
-    accumulator is also a global buffer, so the tile could not live in registers.
-    """
+    intrin: str  # the tensor intrinsic's name
+    lanes: int
+    depth: int
+    weight_dtype: str  # int16 for vpmaddwd: weights widened at compile time (passes.WidenWeights), so it is exact
+    llvm: str  # the LLVM intrinsic
+    instruction: str  # what the disassembly shows
+
+
+#: u8 x i8 -> i32, one `vpdpbusd` (AVX-512 VNNI)
+VNNI = DotProduct("edgenas_vnni_16x4", 16, 4, "int8", "llvm.x86.avx512.vpdpbusd.512", "vpdpbusd")
+#: u8 x i16 -> i32 pairs, one `vpmaddwd` and one add: AVX-512BW and AVX2 CPUs without VNNI. (`vpmaddubsw`, which
+#: multiplies uint8 by int8 directly, saturates its int16 pair sums, so it is not exact.)
+MADD_512 = DotProduct("edgenas_madd_16x2", 16, 2, "int16", "llvm.x86.avx512.pmaddw.d.512", "vpmaddwd")
+MADD_256 = DotProduct("edgenas_madd_8x2", 8, 2, "int16", "llvm.x86.avx2.pmadd.wd", "vpmaddwd")
+_REGISTERED: set[str] = set()
+
+
+def _register(dot: DotProduct) -> None:
+    """TVM's own `dot_16x4_vnni` passes its operands as <16 x i32>, which the LLVM 22 inside the 0.27 wheel rejects
+    (its vpdpbusd takes <64 x i8>): every candidate MetaSchedule tensorizes with it fails to build. Its accumulator
+    is also a global buffer, so the tile could not live in registers. Hence our own."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    global _VNNI_REGISTERED
-    if _VNNI_REGISTERED:
+    if dot.intrin in _REGISTERED:
         return
+    lanes, depth, wdtype = dot.lanes, dot.depth, dot.weight_dtype
+    acc, pairs = f"int32x{lanes}", f"int16x{2 * lanes}"
 
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
-             c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    def desc(a: T.Buffer((depth,), "uint8", offset_factor=1), b: T.Buffer((lanes, depth), wdtype, offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
+            T.reads(c[0:lanes], a[0:depth], b[0:lanes, 0:depth])
+            T.writes(c[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, depth):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
                         c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+    def vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
              c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
             T.reads(c[0:16], a[0:4], b[0:16, 0:4])
@@ -73,14 +93,36 @@ def register_intrinsics() -> None:
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype="int32x16"),
                 T.reinterpret(T.broadcast(a4, 16), dtype="uint8x64"), b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
-    TensorIntrin.register(VNNI_INTRIN, desc, impl, override=True)
-    _VNNI_REGISTERED = True
+    @T.prim_func(s_tir=True)
+    def madd(a: T.Buffer((2,), "uint8", offset_factor=1), b: T.Buffer((lanes, 2), "int16", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            a2 = T.reinterpret(T.cast(a.vload([0], "uint8x2"), "int16x2"), dtype="int32")
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=acc) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(dot.llvm), T.reinterpret(T.broadcast(a2, lanes), dtype=pairs),
+                b.vload([0, 0], dtype=pairs), dtype=acc)
+
+    TensorIntrin.register(dot.intrin, desc, vnni if dot is VNNI else madd, override=True)
+    _REGISTERED.add(dot.intrin)
 
 
-def has_vnni(target) -> bool:
+def register_intrinsics() -> None:
+    for dot in (VNNI, MADD_512, MADD_256):
+        _register(dot)
+
+
+def dot_product(target) -> DotProduct | None:
+    """The integer dot product this CPU's int8 layers multiply through, if any (none on ARM: plain vectors there)."""
     from tvm.target import codegen
 
-    return target.kind.name == "llvm" and bool(codegen.target_has_features("avx512vnni", target))
+    if target.kind.name != "llvm":
+        return None
+    for dot, feature in ((VNNI, "avx512vnni"), (MADD_512, "avx512bw"), (MADD_256, "avx2")):
+        if codegen.target_has_features(feature, target):
+            return dot
+    return None
 
 
 def vector_registers(target) -> tuple[int, int]:
@@ -128,8 +170,8 @@ def _largest_divisor(n: int, options) -> int:
 class ChannelConv:
     """A dlight rule for conv2d (NHWC/OHWI, any kernel, grouped or not) and matmul anchors."""
 
-    def __init__(self, vnni: bool, registers: tuple[int, int] = (512, 32)):
-        self.vnni = vnni
+    def __init__(self, dot: DotProduct | None, registers: tuple[int, int] = (512, 32)):
+        self.dot = dot
         self.bits, self.registers = registers
 
     def __call__(self):
@@ -167,17 +209,20 @@ class ChannelConv:
         extent = lambda k: int(sch.get(loops[k]).extent)  # noqa: E731
         channels, depth = extent("f"), extent("rc")
         grouped = name == "group_conv2d_nhwc"
-        vnni = (self.vnni and not grouped and channels % VNNI_LANES == 0 and depth % VNNI_DEPTH == 0
-                and str(data_read.dtype) == "uint8" and str(weight_read.dtype) == "int8")
+        dot = self.dot
+        if not (dot and not grouped and channels % dot.lanes == 0 and depth % dot.depth == 0
+                and str(data_read.dtype) == "uint8" and str(weight_read.dtype) == dot.weight_dtype):
+            dot = None
         native = self.bits // 32  # int32 or fp32 accumulators per register
-        lanes = VNNI_LANES if vnni else _largest_divisor(channels, [native >> s for s in range(native.bit_length())])
+        lanes = dot.lanes if dot else _largest_divisor(channels, [native >> s for s in range(native.bit_length())])
         # the weight, repacked at compile time so that the inner loop reads it contiguously
         pre = sch.cache_read(anchor, w, "global")
         sch.annotate(pre, "meta_schedule.layout_rewrite_preproc", True)
         if name == "matmul":  # weight (k, o)
-            index = (lambda k, o: (o // 16, k // 4, o % 16, k % 4)) if vnni else (lambda k, o: (o // lanes, k, o % lanes))
+            index = ((lambda k, o: (o // lanes, k // dot.depth, o % lanes, k % dot.depth)) if dot
+                     else (lambda k, o: (o // lanes, k, o % lanes)))
         else:  # weight (o, kh, kw, i)
-            index = ((lambda o, kh, kw, i: (o // 16, kh, kw, i // 4, o % 16, i % 4)) if vnni
+            index = ((lambda o, kh, kw, i: (o // lanes, kh, kw, i // dot.depth, o % lanes, i % dot.depth)) if dot
                      else (lambda o, kh, kw, i: (o // lanes, kh, kw, i, o % lanes)))
         sch.transform_layout(anchor, ("read", w), index)
         # a tile of pixels x blocks accumulator registers, as large as the register file holds without spilling
@@ -190,8 +235,8 @@ class ChannelConv:
             spatial_outer, reduce = [loops["n"], loops["y"], x_o, f_o], [loops["ry"], loops["rx"]]
         else:
             x_i, spatial_outer, reduce = None, [loops["n"], f_o], []
-        if vnni:
-            rc_o, rc_i = sch.split(loops["rc"], [None, VNNI_DEPTH])
+        if dot:
+            rc_o, rc_i = sch.split(loops["rc"], [None, dot.depth])
             sch.reorder(*spatial_outer, *reduce, rc_o, *([x_i] if x_i else []), f_b, f_i, rc_i)
         else:
             sch.reorder(*spatial_outer, *reduce, loops["rc"], *([x_i] if x_i else []), f_b, f_i)
@@ -203,14 +248,14 @@ class ChannelConv:
             out = epilogue[0]
         else:
             out = acc
-        if not vnni:  # before the reduction is split from its init: vectorize checks the block is complete
+        if not dot:  # before the reduction is split from its init: vectorize checks the block is complete
             sch.vectorize(f_i)
         if x_i is not None:
             sch.unroll(x_i)
         sch.unroll(f_b)
-        init = sch.decompose_reduction(anchor, (reduce or [rc_o if vnni else loops["rc"]])[0])
-        if vnni:
-            sch.tensorize(f_i, VNNI_INTRIN)
+        init = sch.decompose_reduction(anchor, (reduce or [rc_o if dot else loops["rc"]])[0])
+        if dot:
+            sch.tensorize(f_i, dot.intrin)
             sch.vectorize(sch.get_loops(init)[-1])
         out_loops = sch.get_loops(out)
         sch.vectorize(out_loops[-1])
@@ -239,11 +284,11 @@ def _inline_rule():
 
 
 def _conv_rule(target):
-    """`ChannelConv` for this CPU: its vector registers, and VNNI when it has it."""
-    vnni = has_vnni(target)
-    if vnni:
-        register_intrinsics()
-    return ChannelConv(vnni, vector_registers(target))()
+    """`ChannelConv` for this CPU: its vector registers, and its integer dot product when it has one."""
+    dot = dot_product(target)
+    if dot:
+        _register(dot)
+    return ChannelConv(dot, vector_registers(target))()
 
 
 def default_task_schedule(task_mod, target):
