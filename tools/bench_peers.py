@@ -14,9 +14,11 @@ random inputs by ONNX Runtime's quantizer, as `tools/bench_compile.py` makes the
 
     .venv/bin/python tools/bench_peers.py --build runs/build --chart peers.png
     .venv/bin/python tools/bench_peers.py --models mbv2-96 --tune-minutes 20     # tuned too, 20 minutes a build
+    .venv/bin/python tools/bench_peers.py --models mbv2-96 --llvm-cpu haswell    # TVM's kernels for an AVX2 CPU
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -68,11 +70,11 @@ def openvino_runner(model: bytes, x: np.ndarray):
     return lambda: request.infer({0: x})
 
 
-def tvm_runner(model: bytes, x: np.ndarray, cfg: CompileConfig):
+def tvm_runner(model: bytes, x: np.ndarray, cfg: CompileConfig, target):
     import tvm
     from tvm import relax
 
-    compiled = compile_onnx_model(model, "model", get_target("host"), cfg)
+    compiled = compile_onnx_model(model, "model", target, cfg)
     vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
     tx = tvm.runtime.tensor(x)
     info = {"compile_seconds": compiled.seconds, "ops": compiled.ops}
@@ -95,8 +97,14 @@ def time_interleaved(runners: dict, rounds: int, calls: int, warmup: int) -> dic
     return {name: round(float(np.median(s)) * 1e3, 4) for name, s in samples.items()}
 
 
+def tvm_target(llvm_cpu: str | None):
+    """`host`, or `host` compiled for another LLVM CPU that this machine can run (an older x86, say)."""
+    host = get_target("host")
+    return dataclasses.replace(host, tvm_target={**host.tvm_target, "mcpu": llvm_cpu}) if llvm_cpu else host
+
+
 def bench_model(name: str, fp32: bytes, int8: bytes, shape: tuple, args, work: Path) -> dict:
-    target = get_target("host")
+    target, compiled_for = get_target("host"), tvm_target(args.llvm_cpu)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     runners, info = {}, {}
     for precision, model in (("fp32", fp32), ("int8", int8)):
@@ -106,10 +114,11 @@ def bench_model(name: str, fp32: bytes, int8: bytes, shape: tuple, args, work: P
         ov = openvino_runner(model, x)
         if ov:
             runners[f"openvino_{precision}"] = ov
-        runners[f"tvm_{precision}"], info[f"tvm_{precision}"] = tvm_runner(model, x, CompileConfig(tuning_db=work / "untuned"))
+        runners[f"tvm_{precision}"], info[f"tvm_{precision}"] = tvm_runner(model, x, CompileConfig(tuning_db=work / "untuned"),
+                                                                        compiled_for)
         if args.trials or args.tune_minutes:
             cfg = CompileConfig(trials=args.trials, tuning_db=work / f"tuned-{precision}", tune_minutes=args.tune_minutes)
-            runners[f"tvm_{precision}_tuned"], info[f"tvm_{precision}_tuned"] = tvm_runner(model, x, cfg)
+            runners[f"tvm_{precision}_tuned"], info[f"tvm_{precision}_tuned"] = tvm_runner(model, x, cfg, compiled_for)
         print(f"{name} {precision}: built", file=sys.stderr)
     ms = time_interleaved(runners, args.rounds, args.calls, args.warmup)
     ratios = {f"{tvm}/{peer}": round(ms[tvm] / ms[peer], 3)
@@ -149,9 +158,11 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=50, help="timed calls per engine per round")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--chart", type=Path, default=None, help="write the bar chart here (PNG)")
+    ap.add_argument("--llvm-cpu", default=None, help="compile TVM for this LLVM CPU, one this machine can run (e.g. "
+                    "haswell: AVX2, no AVX-512); ONNX Runtime and OpenVINO still use all of this machine's instructions")
     ap.add_argument("--work", type=Path, default=None, help="keep models and databases here [default: a temporary directory]")
     args = ap.parse_args()
-    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(get_target("host")).mcpu), "threads": 1, "trials": args.trials,
+    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(tvm_target(args.llvm_cpu)).mcpu), "threads": 1, "trials": args.trials,
            "tune_minutes": args.tune_minutes, "versions": versions(), "models": {}}
     try:
         import openvino

@@ -143,14 +143,28 @@ def progress_callback(progress, measured: dict, deadline: float | None, stopped:
 
 
 @contextlib.contextmanager
-def _console_to_logs():
-    """MetaSchedule logs its task tables to stdout, which must stay clean for --json; <db>/logs keeps them."""
+def _console_to_logs(db_dir: Path):
+    """MetaSchedule logs its task tables to stdout, which must stay clean for --json, and TVM's C++ code warns on
+    stderr for every candidate it cannot tensorize or vectorize (thousands of lines in a few minutes): both go to
+    <db>/logs (`native.log` for the C++ side). Python's own stderr, with the progress bar and our warnings, stays
+    on the terminal; builder processes started meanwhile inherit the redirection."""
+    import sys
+
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     logger.setLevel(logging.INFO)  # a higher level makes it print a warning about the level, to stdout
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    (db_dir / "logs").mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(db_dir / "logs" / "native.log", "ab") as native, open(os.devnull, "w") as sink, \
+            os.fdopen(os.dup(terminal), "w", buffering=1) as python_stderr, \
+            contextlib.redirect_stdout(sink), contextlib.redirect_stderr(python_stderr):
+        os.dup2(native.fileno(), 2)
         try:
             yield
         finally:
+            python_stderr.flush()
+            os.dup2(terminal, 2)
+            os.close(terminal)
             for h in list(logger.handlers):
                 if type(h) is logging.StreamHandler:
                     logger.removeHandler(h)
@@ -293,8 +307,12 @@ def _cost_model(db_dir: Path, cores: int):
 def _save_cost_model(model, db_dir: Path) -> None:
     if model.booster is None:  # under 100 measurements: nothing trained yet (and TVM's load cannot read such a file)
         return
+    import warnings
+
     tmp = db_dir / f".{COST_MODEL}.{os.getpid()}.tar"
-    model.save(str(tmp))
+    with warnings.catch_warnings():  # xgboost's note on its default file format, which TVM's load reads
+        warnings.filterwarnings("ignore", message=".*UBJSON.*")
+        model.save(str(tmp))
     os.replace(tmp, db_dir / COST_MODEL)
 
 
@@ -353,34 +371,33 @@ def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None =
             register_tensor_intrinsics()
             builder = pooled_builder(os.cpu_count() or 1, cross_compiler=target.cross_compiler or None)
             runner, where = _runner(rpc)
-            with _console_to_logs():
-                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    todo, str(db_dir), strategy=_search_strategy(batch), seed=0)
-            cost_model = _cost_model(db_dir, contexts[0].num_threads)
-            cost_model_samples = cost_model.data_size
             try:
-                with _console_to_logs():
-                    seeded = _seed_defaults([t for t in todo if not _has_schedule(db, t, tgt)], db, tgt, builder, runner)
-                    with bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
-                        db = ms.tune.tune_tasks(
-                            tasks=contexts, task_weights=weights, work_dir=str(db_dir), max_trials_global=per_task * len(todo),
-                            max_trials_per_task=per_task, num_trials_per_iter=batch,
-                            builder=builder, runner=runner, database=db, cost_model=cost_model,
-                            # the gradient scheduler sends every task a batch before it collects any result, so a
-                            # deadline would be seen only after that whole first pass
-                            task_scheduler="round-robin" if deadline else "gradient",
-                            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                               progress_callback(progress, measured, deadline, stopped)],
-                        )
+                with _console_to_logs(db_dir):
+                    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                        todo, str(db_dir), strategy=_search_strategy(batch), seed=0)
+                    cost_model = _cost_model(db_dir, contexts[0].num_threads)
+                    cost_model_samples = cost_model.data_size
+                    try:
+                        seeded = _seed_defaults([t for t in todo if not _has_schedule(db, t, tgt)], db, tgt, builder, runner)
+                        with bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
+                            db = ms.tune.tune_tasks(
+                                tasks=contexts, task_weights=weights, work_dir=str(db_dir),
+                                max_trials_global=per_task * len(todo), max_trials_per_task=per_task,
+                                num_trials_per_iter=batch, builder=builder, runner=runner, database=db, cost_model=cost_model,
+                                # the gradient scheduler sends every task a batch before it collects any result, so a
+                                # deadline would be seen only after that whole first pass
+                                task_scheduler="round-robin" if deadline else "gradient",
+                                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                                   progress_callback(progress, measured, deadline, stopped)],
+                            )
+                    finally:
+                        _save_cost_model(cost_model, db_dir)
             except KeyboardInterrupt:
                 raise Interrupted(f"interrupted: the schedules tuned so far are kept in {db_dir}; compile again to "
                                   f"tune the rest") from None
             except Exception:  # noqa: BLE001 - our deadline comes back through TVM's C++ as a RuntimeError
                 if not stopped:
                     raise
-            finally:
-                with _console_to_logs():
-                    _save_cost_model(cost_model, db_dir)
             timed_out = bool(stopped)
             for i, t in enumerate(todo):
                 ledger[_task_key(t)] = per_task if not timed_out else ledger.get(_task_key(t), 0) + measured.get(i, 0)
