@@ -37,7 +37,7 @@ def ratio(exported) -> float:
     net = Network(space, Arch.from_dict(export["arch"]))
     latency = PrunedLatency(LatencyTable.load(export["latency"]["table"]), space, net.layer_specs)
     start = mid_channels(net)
-    floor = latency({i: min(8, c) for i, c in start.items()}) / latency(start)
+    floor = latency({i: min(PruneConfig.multiple, c) for i, c in start.items()}) / latency(start)
     assert floor < 0.99, "pruning can save nothing on this table"
     return round(1 - (1 - floor) / 2, 4)
 

@@ -34,7 +34,9 @@ def test_search_respects_budget_and_writes_outputs(setup, tmp_path):
     assert 0.1 < r["val_accuracy"] <= 1 and r["within_budget"] == (r["measured_latency_ms"] <= budget)
     overrun = predictor.table.correction["held_out"]["overrun_p95_pct"]  # the guard band comes from validate
     assert r["margin_pct"] == pytest.approx(max(0.0, overrun))
-    assert r["search_budget_ms"] == pytest.approx(budget / (1 + r["margin_pct"] / 100))
+    # the budget less the guard band, or the fastest network when the band would leave none (a noisy table's band can
+    # exceed the 50% between this budget and the fastest)
+    assert r["search_budget_ms"] == pytest.approx(max(budget / (1 + r["margin_pct"] / 100), predictor.fastest()[0]))
     assert r["evaluated"] == 20 + 20 * 15 and r["unique"] <= r["evaluated"]
     best = json.loads((tmp_path / "s" / "best.json").read_text())
     assert best["encoding"] == r["encoding"] and best["table_correction"]["coef"]
