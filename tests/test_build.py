@@ -130,7 +130,10 @@ def test_a_changed_budget_reruns_only_what_depends_on_it(built):
     tables, out, r, _, _ = built
     old = record(out)["stages"]
     budget = round(r["summary"]["predicted_ms"]["searched"] * 2, 4)
-    new = json.loads(run_cli(*build_args(tables, out, budget, "--prune-ratio", 1, "--json"), check=0).stdout)
+    proc = run_cli(*build_args(tables, out, budget, "--prune-ratio", 1, "--json"))
+    new = json.loads(proc.stdout)
+    # exit 1 only for the verdict: networks of about 0.05 ms can time well over their prediction on a busy machine
+    assert proc.returncode == (0 if new["summary"]["within_budget"] else 1), proc.stderr
     stages = record(out)["stages"]
     for s in ("profile", "train"):
         assert stages[s]["finished"] == old[s]["finished"], s
