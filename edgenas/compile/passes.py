@@ -162,12 +162,7 @@ class WidenWeights:
     """The int8 weights of uint8 x int8 convolutions and matmuls as int16 constants, for `vpmaddwd`, which
     multiplies int16 pairs. The values do not change; the widening is done once, at compile time."""
 
-    @staticmethod
-    def patterns():
-        from tvm.relax.dpl import is_const, is_op, wildcard
-
-        x, w = wildcard(), is_const()
-        return {"x": x, "w": w, "conv": is_op("relax.nn.conv2d")(x, w), "matmul": is_op("relax.matmul")(x, w)}
+    patterns = PadChannels.patterns  # the same calls: a convolution or matmul with a constant weight
 
     def __new__(cls, dtype: str):
         from tvm import relax

@@ -46,15 +46,14 @@ class DotProduct:
     depth: int
     weight_dtype: str  # int16 for vpmaddwd: weights widened at compile time (passes.WidenWeights), so it is exact
     llvm: str  # the LLVM intrinsic
-    instruction: str  # what the disassembly shows
 
 
 #: u8 x i8 -> i32, one `vpdpbusd` (AVX-512 VNNI)
-VNNI = DotProduct("edgenas_vnni_16x4", 16, 4, "int8", "llvm.x86.avx512.vpdpbusd.512", "vpdpbusd")
+VNNI = DotProduct("edgenas_vnni_16x4", 16, 4, "int8", "llvm.x86.avx512.vpdpbusd.512")
 #: u8 x i16 -> i32 pairs, one `vpmaddwd` and one add: AVX-512BW and AVX2 CPUs without VNNI. (`vpmaddubsw`, which
 #: multiplies uint8 by int8 directly, saturates its int16 pair sums, so it is not exact.)
-MADD_512 = DotProduct("edgenas_madd_16x2", 16, 2, "int16", "llvm.x86.avx512.pmaddw.d.512", "vpmaddwd")
-MADD_256 = DotProduct("edgenas_madd_8x2", 8, 2, "int16", "llvm.x86.avx2.pmadd.wd", "vpmaddwd")
+MADD_512 = DotProduct("edgenas_madd_16x2", 16, 2, "int16", "llvm.x86.avx512.pmaddw.d.512")
+MADD_256 = DotProduct("edgenas_madd_8x2", 8, 2, "int16", "llvm.x86.avx2.pmadd.wd")
 _REGISTERED: set[str] = set()
 
 
@@ -90,7 +89,7 @@ def _register(dot: DotProduct) -> None:
             T.writes(c[0:16])
             a4 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
             c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype="int32x16"),
+                T.llvm_lookup_intrinsic_id(dot.llvm), c.vload([0], dtype="int32x16"),
                 T.reinterpret(T.broadcast(a4, 16), dtype="uint8x64"), b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
     @T.prim_func(s_tir=True)
