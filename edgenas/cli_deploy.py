@@ -47,9 +47,9 @@ def _echo_json(obj) -> None:
 def export_cmd(search, out, threads, as_json):
     """Write the network a search found (SEARCH: its directory or best.json) as a model bundle: model.onnx + model.json."""
     ensure_writable_dir(out, "--out")
-    from edgenas.search.export import export
+    from edgenas.search.export import export_search
 
-    info = export(search, out, threads)
+    info = export_search(search, out, threads)
     if as_json:
         return _echo_json({"out_dir": str(out), **info.to_dict()})
     click.echo(f"{out}: {info.arch['encoding']}, fp32 validation accuracy {info.accuracy['fp32']:.4f}")
@@ -74,9 +74,9 @@ def prune_cmd(model, out, target_ms, ratio, step_ms, finetune_epochs, candidate_
     cfg = PruneConfig(target_ms=target_ms, ratio=ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
                       candidate_steps=candidate_steps)  # checks the flags before torch loads
     ensure_writable_dir(out, "--out")
-    from edgenas.compress.prune import prune
+    from edgenas.compress.prune import load_prune_input, prune
 
-    r = prune(model, out, cfg, threads)
+    r = prune(load_prune_input(model, out), out, cfg, threads).to_dict()
     if as_json:
         return _echo_json(r)
     b, a = r["before"], r["after"]

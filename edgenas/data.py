@@ -7,6 +7,7 @@ artifact can apply exactly what training saw.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from dataclasses import asdict, dataclass
@@ -153,18 +154,33 @@ def load_image_folder(root: Path, resize: int | None = None) -> Dataset:
     return Dataset(np.ascontiguousarray(x, dtype=np.uint8), np.array(labels, np.int64), tuple(d.name for d in class_dirs), str(root))
 
 
-def load_dataset(spec: str | None = None, resize: int | None = None) -> Dataset:
-    """`digits` (the default), a directory of class folders, or an .npz file with `x` and `y`."""
-    if spec in (None, DEFAULT_DATA):
+def _stamp(path: Path) -> tuple:
+    """What changes when the data on disk changes: size and modification time of every file under `path`."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(spec: str, resize: int | None, _stamp: tuple) -> Dataset:
+    if spec == DEFAULT_DATA:
         return load_digits()
+    path = Path(spec)
+    return load_image_folder(path, resize) if path.is_dir() else load_npz(path)
+
+
+def load_dataset(spec: str | None = None, resize: int | None = None) -> Dataset:
+    """`digits` (the default), a directory of class folders, or an .npz file with `x` and `y`.
+
+    Read from disk once per process while the files stay the same: each stage of a build asks for the data its input
+    names (every stage is also a verb of its own), and decoding a folder of images is the slow part."""
+    if spec in (None, DEFAULT_DATA):
+        return _load(DEFAULT_DATA, None, ())
     path = Path(spec)
     if not path.exists():
         raise BadInput(f"--data {spec}: no such file or directory (or use '{DEFAULT_DATA}', the bundled digits)")
-    if path.is_dir():
-        return load_image_folder(path, resize)
-    if path.suffix == ".npz":
-        return load_npz(path)
-    raise BadInput(f"--data {spec}: expected a directory of class folders or an .npz file")
+    if not path.is_dir() and path.suffix != ".npz":
+        raise BadInput(f"--data {spec}: expected a directory of class folders or an .npz file")
+    return _load(spec, resize if path.is_dir() else None, _stamp(path))
 
 
 # ---- splitting ------------------------------------------------------------------------------------

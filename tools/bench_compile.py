@@ -31,7 +31,7 @@ from edgenas.measure.ort import OrtBackend  # noqa: E402
 from edgenas.measure.timing import MeasureConfig  # noqa: E402
 from edgenas.measure.tvm import time_main  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
-from edgenas.search.export import export  # noqa: E402
+from edgenas.search.export import export_search  # noqa: E402
 from edgenas.search.search import run_space, search  # noqa: E402
 from edgenas.tables.key import TableKey  # noqa: E402
 from edgenas.targets import get_target  # noqa: E402
@@ -44,7 +44,7 @@ MODELS = ("searched", "mbv2-224", "mbv2-96")
 def searched(work: Path, supernet: Path, budget_ms: float, target) -> tuple[bytes, bytes, dict]:
     key = TableKey(target, "ort", "int8", run_space(supernet), target.thread_count())
     report = search(supernet, key, budget_ms, tables_dir(), work / "search")
-    export(work / "search", work / "fp32")
+    export_search(work / "search", work / "fp32")
     q = quantize(work / "fp32", work / "int8", QuantizeConfig())
     info = {"arch": report.encoding, "budget_ms": budget_ms, "fp32_accuracy": q.fp32_accuracy, "int8_accuracy": q.int8_accuracy}
     return load_bundle(work / "fp32")[0], load_bundle(work / "int8")[0], info

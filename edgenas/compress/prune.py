@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.onnx_export import to_onnx
 from edgenas.progress import bar
-from edgenas.search.export import load_search_result, searched_network
+from edgenas.search.export import SearchedNetwork, load_search_result, searched_network
 from edgenas.search.search import measure_ms
 from edgenas.space import SearchSpace
 from edgenas.space.blocks import Head, MBConv, make_divisible
@@ -48,6 +48,7 @@ from edgenas.supernet.evaluate import BN_CALIBRATION_IMAGES, recalibrate_bn
 from edgenas.supernet.train import load_checkpoint, save_checkpoint, shift_augment
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.correction import apply_correction
+from edgenas.tables.key import TableKey
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.targets import get_target
 
@@ -237,7 +238,21 @@ class Distiller:
 
 
 # ---- inputs -----------------------------------------------------------------------------------------
-def _search_of(info: ModelInfo | None, where: Path) -> dict:
+@dataclass
+class PruneInput:
+    """What pruning starts from, handed over whole: the searched network with the supernet's weights (`searched`),
+    the bundle exported from it, and the table the search used with how to measure as it did (`key` None, with
+    `not_measured` saying why, when the table's target is not this machine)."""
+    searched: SearchedNetwork
+    onnx_model: bytes
+    info: ModelInfo  # the exported bundle's
+    source: Path  # the exported model.onnx, named in messages and the report
+    table: LatencyTable
+    key: TableKey | None
+    not_measured: str | None
+
+
+def _search_of(info: ModelInfo | None, where: Path) -> tuple[dict, Path]:
     """The search result the bundle was exported from: its network is rebuilt with the supernet's weights."""
     record = next((h for h in info.history if h.get("stage") == "export"), None) if info else None
     if record is None:
@@ -251,7 +266,7 @@ def _search_of(info: ModelInfo | None, where: Path) -> dict:
     if best["encoding"] != (info.arch or {}).get("encoding"):
         raise BadInput(f"{best_path}: holds {best['encoding']}, not the exported {(info.arch or {}).get('encoding')}; "
                        f"it changed since the export")
-    return best
+    return best, best_path
 
 
 def _check_rebuilt(net: nn.Module, onnx_model: bytes, info: ModelInfo, split: Split, where: Path, supernet: str) -> None:
@@ -272,7 +287,6 @@ def _check_rebuilt(net: nn.Module, onnx_model: bytes, info: ModelInfo, split: Sp
 def _table(info: ModelInfo, space: SearchSpace):
     """The latency table the search used, and how to measure as it did (None, with why, when not on this machine)."""
     from edgenas.tables.device import describe, device_info, device_key
-    from edgenas.tables.key import TableKey
 
     if not info.latency or not info.latency.get("table"):
         raise BadInput("model.json: no latency table recorded in 'latency'; export the model again")
@@ -292,6 +306,18 @@ def _table(info: ModelInfo, space: SearchSpace):
     key = TableKey(target, ident["backend"], ident["precision"], space, ident["threads"], None, ident.get("layout") or "NHWC",
                    Path(schedules["database"]) if schedules.get("database") else None)
     return table, key, None
+
+
+def load_prune_input(model: Path, out: Path) -> PruneInput:
+    """`edgenas prune`'s input from a bundle on disk: the search and table its model.json names, the network rebuilt
+    from the supernet and checked against the exported one. A build hands `PruneInput` over instead."""
+    onnx_path, _ = resolve(model)
+    if Path(out).resolve() == onnx_path.parent.resolve():
+        raise BadInput(f"--out {out}: is the input bundle; give a new directory")
+    onnx_model, info = load_bundle(model)
+    searched = searched_network(*_search_of(info, onnx_path))
+    _check_rebuilt(searched.net, onnx_model, info, searched.evaluator.split, onnx_path, searched.supernet)
+    return PruneInput(searched, onnx_model, info, onnx_path, *_table(info, searched.evaluator.supernet.space))
 
 
 # ---- the stage --------------------------------------------------------------------------------------
@@ -322,59 +348,91 @@ def _rebuild(net: nn.Module, state: dict) -> nn.Module:
     return net
 
 
-def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
-    """Prune the bundle `model` into the bundle `out`; `threads` for training and the accuracy checks. One by default:
-    on a shared 2-core machine, two threads of these small networks ran 25x slower than one (OpenMP waits)."""
-    start = time.perf_counter()
-    torch.set_num_threads(threads)
-    onnx_path, _ = resolve(model)
-    if Path(out).resolve() == onnx_path.parent.resolve():
-        raise BadInput(f"--out {out}: is the input bundle; give a new directory")
-    onnx_model, info = load_bundle(model)
-    best = _search_of(info, onnx_path)
-    net, _, evaluator = searched_network(best)
-    split, space = evaluator.split, evaluator.supernet.space
-    _check_rebuilt(net, onnx_model, info, split, onnx_path, best["supernet"])
-    table, key, not_measured = _table(info, space)
-    specs, arch = net.layer_specs, net.arch
-    latency = PrunedLatency(table, space, specs, cfg.multiple)
-    net = net.to(memory_format=torch.channels_last)
-    start_channels = mid_channels(net)
-    start_ms = latency(start_channels)
+@dataclass(frozen=True)
+class PruneReport:
+    """What `prune` did, recorded in the pruned bundle's history and printed by `edgenas prune --json`."""
+    out_dir: str
+    source: str  # the exported model.onnx pruning started from
+    target_ms: float
+    step_ms: float
+    table: str
+    before: dict  # macs, params, predicted_ms, measured_ms, val_accuracy
+    after: dict
+    units: list  # per prunable unit: layer, unit key, mid channels before and after
+    steps: list  # NetAdapt's steps, each with every candidate it tried
+    fastest_ms: float  # predicted with every unit at its fewest channels
+    not_measured: str | None  # why the latencies were not measured
+    resumed_from_step: int
+    config: dict
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _goal(latency: PrunedLatency, channels: dict[int, int], cfg: PruneConfig, source: Path) -> tuple[float, float, float]:
+    """The unpruned prediction, the target, and the fastest any pruning reaches; fails before any work if out of reach."""
+    start_ms = latency(channels)
     goal = cfg.target_ms if cfg.target_ms is not None else cfg.ratio * start_ms
     if goal >= start_ms:
-        raise BadInput(f"--target-ms {goal:g}: {onnx_path} is already predicted at {start_ms:.4f} ms; nothing to prune")
-    fastest = latency({i: min(cfg.multiple, c) for i, c in start_channels.items()})
+        raise BadInput(f"--target-ms {goal:g}: {source} is already predicted at {start_ms:.4f} ms; nothing to prune")
+    fastest = latency({i: min(cfg.multiple, c) for i, c in channels.items()})
     if fastest > goal:
         raise OutOfReach(f"target {goal:.4f} ms is out of reach: with {cfg.multiple} mid channels left in every unit the "
-                           f"network is predicted at {fastest:.4f} ms (from {start_ms:.4f} ms), the fastest pruning reaches")
+                         f"network is predicted at {fastest:.4f} ms (from {start_ms:.4f} ms), the fastest pruning reaches")
+    return start_ms, goal, fastest
+
+
+def _open_state(state_path: Path, ident: dict) -> dict | None:
+    """The checkpoint of an interrupted pruning of the same input and settings, if there is one."""
+    if not state_path.exists():
+        return None
+    state = load_checkpoint(state_path, ("identity", "steps", "channels", "model"), "delete it to prune from the start")
+    if state["identity"] != ident:
+        diff = next(k for k in ident if state["identity"].get(k) != ident[k])
+        raise BadInput(f"{state_path}: holds a pruning with another {diff}; use a new --out or delete it")
+    return state
+
+
+def _pruned_arch(info: ModelInfo, start: dict[int, int], channels: dict[int, int]) -> dict:
+    """The searched architecture with its pruned channel counts: compile names the artifact after `encoding`."""
+    pruned_units = [f"{i}:{channels[i]}" for i, c in start.items() if channels[i] != c]
+    return {**info.arch, "encoding": f"{info.arch['encoding']}/pruned:{','.join(pruned_units)}",
+            "mid_channels": {str(i): channels[i] for i in start}}
+
+
+def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> PruneReport:
+    """Prune `inp` into the bundle `out`; `threads` for training and the accuracy checks. One by default: on a shared
+    2-core machine, two threads of these small networks ran 25x slower than one (OpenMP waits)."""
+    start = time.perf_counter()
+    torch.set_num_threads(threads)
+    evaluator, info = inp.searched.evaluator, inp.info
+    split, space = evaluator.split, evaluator.supernet.space
+    net = copy.deepcopy(inp.searched.net).to(memory_format=torch.channels_last)  # the caller's network stays as it is
+    specs, arch = net.layer_specs, net.arch
+    latency = PrunedLatency(inp.table, space, specs, cfg.multiple)
+    start_channels = mid_channels(net)
+    start_ms, goal, fastest = _goal(latency, start_channels, cfg, inp.source)
     step_ms = cfg.step_ms or (start_ms - goal) / cfg.steps
 
-    def measure(data: bytes) -> float | None:
-        return None if key is None else measure_ms(data, info.input_shape, key)
+    def figures(net: nn.Module, onnx_model: bytes, predicted_ms: float, measured_ms: float | None = None) -> dict:
+        if measured_ms is None and inp.key is not None:
+            measured_ms = measure_ms(onnx_model, info.input_shape, inp.key)
+        return {**dict(zip(("macs", "params"), macs_params(net))), "predicted_ms": predicted_ms, "measured_ms": measured_ms,
+                "val_accuracy": ort_accuracy(onnx_model, info, split, threads)}
 
     out = Path(out)
-    state_path, ident = out / STATE, _identity(onnx_model, cfg)
+    state_path = out / STATE
     with exclusive_lock(state_path):
-        if state_path.exists():
-            state = load_checkpoint(state_path, ("identity", "steps", "channels", "model"),
-                                    "delete it to prune from the start")
-            if state["identity"] != ident:
-                diff = next(k for k in ident if state["identity"].get(k) != ident[k])
-                raise BadInput(f"{state_path}: holds a pruning with another {diff}; use a new --out or delete it")
+        state = _open_state(state_path, _identity(inp.onnx_model, cfg))
+        if state is not None:
             net = _rebuild(net, state)
-        else:
-            macs, params = macs_params(net)
-            # the search measured this network with this table's backend, as `measure` would: not again
-            searched_ms = info.latency.get("measured_ms") if key is not None else None
-            state = {"identity": ident, "steps": [], "finetune": None, "seconds": 0.0, "before": {
-                "macs": macs, "params": params, "predicted_ms": start_ms,
-                "measured_ms": searched_ms if searched_ms is not None else measure(onnx_model),
-                "val_accuracy": ort_accuracy(onnx_model, info, split, threads)}}
+        else:  # the search measured this network with this table's backend, as `figures` would: not again
+            searched_ms = info.latency.get("measured_ms") if inp.key is not None else None
+            state = {"identity": _identity(inp.onnx_model, cfg), "steps": [], "finetune": None, "seconds": 0.0,
+                     "before": figures(net, inp.onnx_model, start_ms, searched_ms)}
         resumed_from = len(state["steps"])
-        teacher = evaluator.network(space.largest())
-        distiller = Distiller(teacher, split, cfg, arch.resolution)
-
+        distiller = Distiller(evaluator.network(space.largest()), split, cfg, arch.resolution)
         t0 = start
 
         def checkpoint() -> None:
@@ -394,26 +452,20 @@ def prune(model: Path, out: Path, cfg: PruneConfig, threads: int = 1) -> dict:
                               f"run the same command to resume") from None
         recalibrate_bn(net, distiller.cal)
         pruned = to_onnx(net.to(memory_format=torch.contiguous_format), info.input_shape)
-        macs, params = macs_params(net)
         channels = mid_channels(net)
-        after = {"macs": macs, "params": params, "predicted_ms": latency(channels), "measured_ms": measure(pruned),
-                 "val_accuracy": ort_accuracy(pruned, info, split, threads)}
-        report = {
-            "source": str(onnx_path.resolve()), "target_ms": goal, "step_ms": step_ms, "table": str(table.path),
-            "before": state["before"], "after": after,
-            "units": [{"layer": i, "unit": specs[i].key, "before": c, "after": channels[i]} for i, c in start_channels.items()],
-            "steps": state["steps"], "fastest_ms": fastest, "not_measured": not_measured, "resumed_from_step": resumed_from,
-            "config": cfg.to_dict(), "seconds": round(state["seconds"] + time.perf_counter() - t0, 2),
-        }
-        # the searched architecture with its pruned channel counts: compile names the artifact after `encoding`
-        pruned_units = [f"{i}:{channels[i]}" for i, c in start_channels.items() if channels[i] != c]
-        arch = {**info.arch, "encoding": f"{info.arch['encoding']}/pruned:{','.join(pruned_units)}",
-                "mid_channels": {str(i): channels[i] for i in start_channels}}
+        report = PruneReport(
+            str(out), str(inp.source.resolve()), goal, step_ms, str(inp.table.path), state["before"],
+            figures(net, pruned, latency(channels)),
+            [{"layer": i, "unit": specs[i].key, "before": c, "after": channels[i]} for i, c in start_channels.items()],
+            state["steps"], fastest, inp.not_measured, resumed_from, cfg.to_dict(),
+            round(state["seconds"] + time.perf_counter() - t0, 2))
+        record = {k: v for k, v in report.to_dict().items() if k != "out_dir"}
         write_bundle(out, pruned, info.then(
-            "prune", arch=arch, accuracy={"fp32": after["val_accuracy"]},
-            latency={**info.latency, "predicted_ms": after["predicted_ms"], "measured_ms": after["measured_ms"]}, record=report))
+            "prune", arch=_pruned_arch(info, start_channels, channels), accuracy={"fp32": report.after["val_accuracy"]},
+            latency={**info.latency, "predicted_ms": report.after["predicted_ms"], "measured_ms": report.after["measured_ms"]},
+            record=record))
         state_path.unlink()
-    return {"out_dir": str(out), **report}
+    return report
 
 
 _worker: dict = {}  # in a candidate worker: the distiller every candidate of a prune shares

@@ -45,7 +45,7 @@ def run_stage(stage, ctx: Context, record: RunRecord, fps: dict, tag: str) -> No
     fps[stage.name] = stage_fp()
     done = record.finished(stage.name, fps[stage.name])
     if done:
-        ctx.results[stage.name] = done["result"]
+        ctx.results[stage.name] = stage.product.from_dict(done["result"], f"{record.path} (stage {stage.name})")
         return say(f"{tag}: reused (finished {done['finished']})")
     if not record.start(stage.name, fps[stage.name]):
         for d in stage.outputs:  # other inputs: nothing of the old output may leak into the new one
@@ -59,7 +59,8 @@ def run_stage(stage, ctx: Context, record: RunRecord, fps: dict, tag: str) -> No
                           f"{ctx.out}: run the same command to resume") from None
     fps[stage.name] = stage_fp()  # a stage may make its own input (profile: the table it measured)
     record.stages[stage.name]["fingerprint"] = fps[stage.name]
-    ctx.results[stage.name] = record.finish(stage.name, result, time.perf_counter() - t0)["result"]
+    record.finish(stage.name, result.to_dict(), time.perf_counter() - t0)
+    ctx.results[stage.name] = result
     say(f"{tag}: done in {time.perf_counter() - t0:.1f} s")
 
 

@@ -12,25 +12,25 @@ LATENCY_PLOT, REPORT = "latency.png", "report.md"
 
 
 def summarize(results: dict, out: Path, target: str) -> dict:
-    """The figures a person asks for first, from the stage results; every latency is the table's statistic."""
+    """The figures a person asks for first, from the stages' products; every latency is the table's statistic."""
     s, p, q, c, b = (results[k] for k in ("search", "prune", "quantize", "compile", "bench"))
-    before, after = p["before"], p["after"]
+    before, after = p.before, p.after
     return {
         "target": target,
-        "budget_ms": s["budget_ms"], "margin_pct": s["margin_pct"], "backend": b["checked_on"], "statistic": b["statistic"],
+        "budget_ms": s.budget_ms, "margin_pct": s.margin_pct, "backend": b.checked_on, "statistic": b.statistic,
         # every latency below is of the network at this precision, as it ships: the table's, the search's, the artifact's
-        "precision": q["precision"], "table": results["profile"]["table"],
-        "predicted_ms": {"searched": s["predicted_latency_ms"], "pruned": after["predicted_ms"], "artifact": after["predicted_ms"]},
-        "measured_ms": {"searched": s["measured_latency_ms"], "pruned": after["measured_ms"], "artifact": b["measured_ms"]},
-        "artifact_runs": b["runs"],
-        "within_budget": b["within_budget"],
-        "accuracy": {"searched_fp32": before["val_accuracy"], "pruned_fp32": q["fp32_accuracy"], "int8": q["int8_accuracy"],
-                     "int8_drop_points": q["drop_points"], "quantize_remedy": q["remedy"]},
-        "macs": {"searched": before["macs"], "shipped": after["macs"]},
-        "params": {"searched": before["params"], "shipped": after["params"]},
-        "files_bytes": c["files_bytes"],
-        "network": s["encoding"], "pruned": p["pruned"],
-        "artifact": c["artifact"], "report": str(Path(out) / REPORT),
+        "precision": q.precision, "table": results["profile"].table,
+        "predicted_ms": {"searched": s.predicted_latency_ms, "pruned": after.predicted_ms, "artifact": after.predicted_ms},
+        "measured_ms": {"searched": s.measured_latency_ms, "pruned": after.measured_ms, "artifact": b.measured_ms},
+        "artifact_runs": b.runs,
+        "within_budget": b.within_budget,
+        "accuracy": {"searched_fp32": before.val_accuracy, "pruned_fp32": q.fp32_accuracy, "int8": q.int8_accuracy,
+                     "int8_drop_points": q.drop_points, "quantize_remedy": q.remedy},
+        "macs": {"searched": before.macs, "shipped": after.macs},
+        "params": {"searched": before.params, "shipped": after.params},
+        "files_bytes": c.files_bytes,
+        "network": s.encoding, "pruned": p.pruned,
+        "artifact": c.artifact, "report": str(Path(out) / REPORT),
     }
 
 

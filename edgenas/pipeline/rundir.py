@@ -17,7 +17,7 @@ from edgenas.jsonio import atomic_write_json, read_json
 from edgenas.tables.latency_table import now
 from edgenas.versions import versions
 
-SCHEMA, SCHEMA_VERSION = "edgenas.build", 1
+SCHEMA, SCHEMA_VERSION = "edgenas.build", 2  # 2: stage results are typed products (docs/schemas.md)
 RECORD = "build.json"
 
 

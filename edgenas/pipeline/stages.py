@@ -1,7 +1,7 @@
-"""The seven stages of a build, each a call into the verb of the same job, and what each one's result depends on.
+"""The seven stages of a build, each a call into the verb of the same job, and what each one's product depends on.
 
-A stage reads its inputs from `Context` and the results of the stages before it, writes its files under the
-run directory, and returns a JSON-able result that the build records.
+A stage reads its settings from `Context` and the typed products of the stages before it (`pipeline/products.py`),
+writes its files under the run directory, and returns its own product, which the build records.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from edgenas.errors import BadInput, warn
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
 from edgenas.pipeline.config import BuildConfig
+from edgenas.pipeline.products import (BenchProduct, CompiledProduct, NetworkFigures, PrunedProduct, QuantizedProduct,
+                                       SupernetProduct, TableProduct)
 from edgenas.pipeline.rundir import fingerprint
+from edgenas.search.report import SearchReport
 from edgenas.space import SearchSpace
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
@@ -34,7 +37,7 @@ class Context:
     tables: Path
     rpc: RPCSettings | None
     threads: int
-    results: dict = field(default_factory=dict)  # stage name -> its recorded result
+    results: dict = field(default_factory=dict)  # stage name -> its product
 
     @cached_property
     def key(self) -> TableKey:
@@ -60,12 +63,22 @@ class Context:
         return MeasureConfig.for_backend(backend, self.cfg.repeat)
 
 
+    @cached_property
+    def searched(self):
+        """The search's winner built once with the supernet's weights, for export, prune and MAC counting."""
+        from edgenas.search.export import searched_network
+
+        s = self.results["search"]
+        return searched_network(s.to_dict(), Path(s.out_dir) / "best.json")
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
-    after: tuple[str, ...]  # the stages whose results it reads
-    inputs: Callable[[Context], dict]  # its own settings its result depends on
-    run: Callable[[Context], dict]
+    after: tuple[str, ...]  # the stages whose products it reads
+    inputs: Callable[[Context], dict]  # its own settings its product depends on
+    run: Callable[[Context], object]  # returns `product`
+    product: type  # with to_dict() and from_dict(d, where), to record it and to read it back on a resume
     outputs: tuple[str, ...] = ()  # its directories in the run directory, emptied when its inputs change
 
 
@@ -85,12 +98,12 @@ def _profile_inputs(ctx: Context) -> dict:
     return {"table": str(ctx.table), "identity": ctx.key.identity(), "sha256": ready}
 
 
-def _profile(ctx: Context) -> dict:
+def _profile(ctx: Context) -> TableProduct:
     from edgenas.tables.ready import ready_table
 
     table = ready_table(ctx.key, ctx.tables, ctx.measure_config(ctx.cfg.backend))
-    return {"table": str(ctx.table), "entries": len(table.entries), "precision": ctx.key.precision,
-            "device": ctx.key.device, "overrun_p95_pct": table.correction.get("held_out", {}).get("overrun_p95_pct")}
+    return TableProduct(str(ctx.table), len(table.entries), ctx.key.precision, ctx.key.device,
+                        table.correction.get("held_out", {}).get("overrun_p95_pct"))
 
 
 def check_reachable(ctx: Context) -> None:
@@ -120,13 +133,12 @@ def supernet_dir(ctx: Context) -> Path:
     return ctx.out / f"supernet-{fingerprint(key)[:8]}"
 
 
-def _train(ctx: Context) -> dict:
+def _train(ctx: Context) -> SupernetProduct:
     from edgenas.supernet.train import train
 
     r = train(ctx.cfg.data, ctx.space, supernet_dir(ctx), _train_config(ctx))
     last = r.history[-1]
-    return {"run_dir": r.run_dir, "epochs": r.epochs, "resumed_from_epoch": r.resumed_from_epoch, "seconds": r.seconds,
-            "val_acc_largest": last["val_acc_largest"], "val_acc_smallest": last["val_acc_smallest"]}
+    return SupernetProduct(r.run_dir, r.epochs, r.resumed_from_epoch, r.seconds, last["val_acc_largest"], last["val_acc_smallest"])
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
@@ -136,14 +148,13 @@ def _search_inputs(ctx: Context) -> dict:
             "margin_pct": c.margin_pct, "evolution": c.evolution.to_dict(), "measure": ctx.measures_here}
 
 
-def _search(ctx: Context) -> dict:
+def _search(ctx: Context):
     from edgenas.search.search import search
 
     c = ctx.cfg
-    r = search(Path(ctx.results["train"]["run_dir"]), ctx.key, c.budget_ms, ctx.tables, ctx.out / "search",
+    return search(Path(ctx.results["train"].run_dir), ctx.key, c.budget_ms, ctx.tables, ctx.out / "search",
                config=c.evolution, subnets=c.subnets, measure=ctx.measures_here, margin_pct=c.margin_pct,
                cfg=ctx.measure_config(c.backend))
-    return r.to_dict()
 
 
 # ---- prune (after exporting the searched network) --------------------------------------------------------------
@@ -151,30 +162,34 @@ def _prune_inputs(ctx: Context) -> dict:
     return {"ratio": ctx.cfg.prune_ratio, "steps": PRUNE_STEPS, "finetune_epochs": ctx.cfg.finetune_epochs}
 
 
-def _prune(ctx: Context) -> dict:
+def _prune(ctx: Context) -> PrunedProduct:
+    """The searched network exported, then pruned: built once and handed to both (`Context.searched`)."""
     from edgenas.search.export import export
 
-    fp32 = ctx.out / "fp32"
-    info = export(ctx.out / "search", fp32)
+    fp32, searched = ctx.out / "fp32", ctx.searched
+    onnx_model, info = export(searched, fp32)
+    why_not = "--prune-ratio 1"
     if ctx.cfg.prune_ratio < 1:
-        from edgenas.compress.prune import OutOfReach, prune
+        from edgenas.compress.prune import OutOfReach, PruneInput, prune
         from edgenas.compress.prune_config import PruneConfig
 
         cfg = PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS, finetune_epochs=ctx.cfg.finetune_epochs)
+        key = ctx.key if ctx.measures_here else None
+        inp = PruneInput(searched, onnx_model, info, fp32 / "model.onnx", LatencyTable.load(ctx.table), key,
+                         None if key else f"target '{ctx.target.name}' is not measured here")
         try:
-            r = prune(fp32, ctx.out / "pruned", cfg)
-            return {"model": str(ctx.out / "pruned"), "pruned": True, "before": r["before"], "after": r["after"],
-                    "units": r["units"], "seconds": r["seconds"]}
+            r = prune(inp, ctx.out / "pruned", cfg)
+            return PrunedProduct(str(ctx.out / "pruned"), True, NetworkFigures(**r.before), NetworkFigures(**r.after),
+                                 r.units, r.seconds, None)
         except OutOfReach as e:  # the searched network already meets the budget: it ships as it is
             warn(f"{e}; shipping the searched network unpruned")
+            why_not = str(e)
     from edgenas.compress.prune import macs_params
-    from edgenas.search.export import load_search_result, searched_network
 
     s = ctx.results["search"]
-    macs, params = macs_params(searched_network(load_search_result(ctx.out / "search")[0])[0])
-    same = {"macs": macs, "params": params, "predicted_ms": s["predicted_latency_ms"], "measured_ms": s["measured_latency_ms"],
-            "val_accuracy": info.accuracy["fp32"]}
-    return {"model": str(fp32), "pruned": False, "before": same, "after": same}
+    macs, params = macs_params(searched.net)
+    same = NetworkFigures(macs, params, s.predicted_latency_ms, s.measured_latency_ms, info.accuracy["fp32"])
+    return PrunedProduct(str(fp32), False, same, same, [], None, why_not)
 
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
@@ -184,16 +199,15 @@ def _quantize_inputs(ctx: Context) -> dict:
     return {"precision": ctx.cfg.precision, "calibration": ctx.cfg.calibration, "symmetric": symmetric_for(ctx.target)}
 
 
-def _quantize(ctx: Context) -> dict:
+def _quantize(ctx: Context) -> QuantizedProduct:
     """int8 (as the table measured it), or for an fp32 build the pruned model handed on as it is."""
     from edgenas.compress.quantize import QuantizeConfig, quantize
 
     q, pruned = _quantize_inputs(ctx), ctx.results["prune"]
     if q["precision"] == "fp32":
-        return {"model": pruned["model"], "precision": "fp32", "fp32_accuracy": pruned["after"]["val_accuracy"],
-                "int8_accuracy": None, "drop_points": None, "remedy": "none (fp32 build)"}
-    r = quantize(Path(pruned["model"]), ctx.out / "int8", QuantizeConfig(calibration=q["calibration"], symmetric=q["symmetric"]))
-    return {"model": str(ctx.out / "int8"), "precision": "int8", **r.to_dict()}
+        return QuantizedProduct(pruned.model, "fp32", pruned.after.val_accuracy, None, None, "none (fp32 build)", None)
+    r = quantize(Path(pruned.model), ctx.out / "int8", QuantizeConfig(calibration=q["calibration"], symmetric=q["symmetric"]))
+    return QuantizedProduct(str(ctx.out / "int8"), "int8", r.fp32_accuracy, r.int8_accuracy, r.drop_points, r.remedy, r.to_dict())
 
 
 def _compile_inputs(ctx: Context) -> dict:
@@ -203,16 +217,16 @@ def _compile_inputs(ctx: Context) -> dict:
             "measure": ctx.measures_here or ctx.rpc is not None}
 
 
-def _compile(ctx: Context) -> dict:
+def _compile(ctx: Context) -> CompiledProduct:
     from edgenas.artifact.package import package
     from edgenas.compile.build import CompileConfig
 
     c = ctx.cfg
-    art = package(Path(ctx.results["quantize"]["model"]), ctx.target, ctx.out / "artifact", CompileConfig(
+    art = package(Path(ctx.results["quantize"].model), ctx.target, ctx.out / "artifact", CompileConfig(
         c.tune_trials, c.layout, c.tuning_db, tune_minutes=c.tune_minutes, rpc=ctx.rpc), ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
     files = {name: (art.path / name).stat().st_size for name in art.meta["files"]}
-    return {"artifact": str(art.path), "compile": {k: art.meta["compile"][k] for k in ("seconds", "tuning", "ops", "kernel_layout")},
-            "files_bytes": files}
+    return CompiledProduct(str(art.path), {k: art.meta["compile"][k] for k in ("seconds", "tuning", "ops", "kernel_layout")},
+                           files, art.meta["latency"]["measured"])
 
 
 def _bench_inputs(ctx: Context) -> dict:
@@ -220,16 +234,21 @@ def _bench_inputs(ctx: Context) -> dict:
             "rpc": None if ctx.rpc is None else ctx.rpc.tracker + "/" + ctx.rpc.key}
 
 
-def _bench(ctx: Context) -> dict:
+def _bench(ctx: Context) -> BenchProduct:
     """The budget is checked on the artifact, with the runtime the table measured: its library for tvm, its int8
-    ONNX model for ort; with the table's statistic, so that predicted and measured compare."""
+    ONNX model for ort; with the table's statistic, so that predicted and measured compare. The library was measured
+    when it was packaged; it is measured again only when this stage asks for another measurement (--repeat)."""
     from edgenas.artifact.artifact import ONNX_FILE, load_artifact
     from edgenas.artifact.runtime import bench
 
-    art = load_artifact(Path(ctx.results["compile"]["artifact"]))
+    compiled = ctx.results["compile"]
+    art = load_artifact(Path(compiled.artifact))
     runs = {}
     if ctx.measures_here or ctx.rpc is not None:
-        runs["tvm"] = bench(art, ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
+        cfg, m = ctx.measure_config("tvm"), compiled.measured
+        how = cfg.to_dict()
+        same = m is not None and m.get("threads") == ctx.threads and {k: m["how"].get(k) for k in how} == how
+        runs["tvm"] = m if same else bench(art, cfg, ctx.threads, ctx.rpc)
     if ctx.cfg.backend == "ort":
         from edgenas.measure.ort import OrtBackend
 
@@ -237,16 +256,16 @@ def _bench(ctx: Context) -> dict:
         runs["ort"] = ort.measure((art.path / ONNX_FILE).read_bytes(), art.input_shape).to_dict()
     checked = runs.get(ctx.cfg.backend)
     measured = checked[STATISTIC] if checked else None
-    return {"runs": runs, "checked_on": ctx.cfg.backend, "statistic": STATISTIC, "measured_ms": measured,
-            "budget_ms": ctx.cfg.budget_ms, "within_budget": None if measured is None else measured <= ctx.cfg.budget_ms}
+    return BenchProduct(runs, ctx.cfg.backend, STATISTIC, measured, ctx.cfg.budget_ms,
+                        None if measured is None else measured <= ctx.cfg.budget_ms)
 
 
 STAGES = (
-    Stage("profile", (), _profile_inputs, _profile),
-    Stage("train", (), _train_inputs, _train),
-    Stage("search", ("profile", "train"), _search_inputs, _search, ("search",)),
-    Stage("prune", ("search",), _prune_inputs, _prune, ("fp32", "pruned")),
-    Stage("quantize", ("prune",), _quantize_inputs, _quantize, ("int8",)),
-    Stage("compile", ("quantize",), _compile_inputs, _compile, ("artifact",)),
-    Stage("bench", ("compile",), _bench_inputs, _bench),
+    Stage("profile", (), _profile_inputs, _profile, TableProduct),
+    Stage("train", (), _train_inputs, _train, SupernetProduct),
+    Stage("search", ("profile", "train"), _search_inputs, _search, SearchReport, ("search",)),
+    Stage("prune", ("search",), _prune_inputs, _prune, PrunedProduct, ("fp32", "pruned")),
+    Stage("quantize", ("prune",), _quantize_inputs, _quantize, QuantizedProduct, ("int8",)),
+    Stage("compile", ("quantize",), _compile_inputs, _compile, CompiledProduct, ("artifact",)),
+    Stage("bench", ("compile",), _bench_inputs, _bench, BenchProduct),
 )

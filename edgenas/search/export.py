@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from edgenas.bundle import ModelInfo, write_bundle
 from edgenas.compress.accuracy import ort_accuracy
@@ -26,9 +28,19 @@ def load_search_result(path: Path) -> tuple[dict, Path]:
     return best, best_path
 
 
-def searched_network(best: dict):
-    """The winner with the supernet's weights and recalibrated BatchNorm, its model description, and the evaluator
-    (the supernet and the split it was trained on)."""
+@dataclass
+class SearchedNetwork:
+    """The search's winner, built once with the supernet's weights and handed as one object to export, prune and
+    MAC counting; `evaluator` holds the supernet and the split it was trained on (prune distils from it)."""
+    net: nn.Module
+    info: ModelInfo
+    evaluator: SubnetEvaluator
+    search: Path  # the best.json it was built from, recorded in the export's history
+    supernet: str  # the supernet run directory
+
+
+def searched_network(best: dict, best_path: Path) -> SearchedNetwork:
+    """The winner with the supernet's weights and recalibrated BatchNorm, and its model description."""
     supernet, run = load_supernet(Path(best["supernet"]))
     split = run_split(run, Path(best["supernet"]))
     arch = Arch.from_dict(best["arch"])
@@ -42,14 +54,19 @@ def searched_network(best: dict):
         latency={"predicted_ms": best["predicted_latency_ms"], "measured_ms": best["measured_latency_ms"],
                  "budget_ms": best["budget_ms"], "table": best["table"], "precision": best.get("precision", "fp32")},
     )
-    return net, info, evaluator
+    return SearchedNetwork(net, info, evaluator, Path(best_path).resolve(), best["supernet"])
 
 
-def export(search: Path, out: Path, threads: int = 1) -> ModelInfo:
-    best, best_path = load_search_result(search)
-    net, info, evaluator = searched_network(best)
-    onnx_model = to_onnx(net, info.input_shape)
-    info = info.then("export", accuracy={"fp32": ort_accuracy(onnx_model, info, evaluator.split, threads)},
-                     record={"search": str(best_path.resolve()), "supernet": best["supernet"]})
+def export(searched: SearchedNetwork, out: Path, threads: int = 1) -> tuple[bytes, ModelInfo]:
+    """The bundle `out` (model.onnx + model.json) of the searched network; returns what it wrote."""
+    onnx_model = to_onnx(searched.net, searched.info.input_shape)
+    info = searched.info.then("export", accuracy={"fp32": ort_accuracy(onnx_model, searched.info, searched.evaluator.split, threads)},
+                              record={"search": str(searched.search), "supernet": searched.supernet})
     write_bundle(out, onnx_model, info)
-    return info
+    return onnx_model, info
+
+
+def export_search(search: Path, out: Path, threads: int = 1) -> ModelInfo:
+    """`edgenas export`: the search result at `search` (its directory or best.json) as a bundle."""
+    best, best_path = load_search_result(search)
+    return export(searched_network(best, best_path), out, threads)[1]

@@ -12,7 +12,6 @@ import io
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgenas.data import load_split
@@ -25,6 +24,7 @@ from edgenas.progress import bar
 from edgenas.search.accuracy_predictor import AccuracyPredictor
 from edgenas.search.evolution import EvolutionConfig, EvolutionFinder, check_budget
 from edgenas.search.latency_predictor import TableLatencyPredictor
+from edgenas.search.report import SearchReport
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.blocks import layer_params
 from edgenas.supernet.evaluate import SubnetEvaluator
@@ -34,34 +34,6 @@ from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
 from edgenas.tables.ready import ready_table
 
 SUBNET_SAMPLES = "subnet_accuracy.json"
-
-
-@dataclass(frozen=True)
-class SearchReport:
-    budget_ms: float
-    search_budget_ms: float  # the budget less the guard band
-    margin_pct: float
-    predicted_latency_ms: float
-    measured_latency_ms: float | None
-    within_budget: bool | None
-    val_accuracy: float
-    predicted_accuracy: float
-    params: int
-    evaluated: int  # candidates scored (a repeat is looked up, not predicted again)
-    unique: int  # distinct networks the accuracy predictor scored
-    search_seconds: float  # the evolution alone
-    seconds: float  # everything, sub-network evaluation and measurement included
-    arch: dict
-    encoding: str
-    fastest_ms: float
-    predictor: dict
-    table: str
-    supernet: str
-    out_dir: str
-    precision: str  # the table's: what the predicted and measured latencies are of
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def params(space: SearchSpace, arch: Arch) -> int:

@@ -1,0 +1,125 @@
+"""What each stage of a build hands the next: typed, versioned products (schemas in docs/schemas.md).
+
+A product names its files and carries the figures the report reads; the build records `to_dict()` in build.json
+and a resumed build gets the same product back with `from_dict()`, so a later stage never reads a directory or a
+string-keyed dict to learn what an earlier one made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+from edgenas.errors import BadInput
+
+#: the version of every product below; a record holding another is refused by the run record, which names it
+PRODUCTS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Product:
+    KIND: ClassVar[str] = ""
+    NESTED: ClassVar[dict[str, type]] = {}  # field -> the product type it holds
+
+    def to_dict(self) -> dict:
+        return {"product": self.KIND, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "build.json"):
+        if not isinstance(d, dict) or d.get("product") != cls.KIND:
+            raise BadInput(f"{where}: expected a '{cls.KIND}' product, found {d.get('product') if isinstance(d, dict) else d!r}")
+        missing = [f.name for f in fields(cls) if f.name not in d]
+        if missing:
+            raise BadInput(f"{where}: the '{cls.KIND}' product lacks {', '.join(missing)}")
+        return cls(**{f.name: cls._field(f.name, d[f.name], where) for f in fields(cls)})
+
+    @classmethod
+    def _field(cls, name: str, value, where: str):
+        kind = cls.NESTED.get(name)
+        return value if kind is None or value is None else kind.from_dict({"product": kind.KIND, **value}, where)
+
+
+@dataclass(frozen=True)
+class TableProduct(Product):
+    """profile: the table the search budgets against, complete and corrected."""
+    KIND: ClassVar[str] = "table"
+    table: str  # its path
+    entries: int
+    precision: str  # what it measured: the network as it ships
+    device: str
+    overrun_p95_pct: float | None  # held-out 95th-percentile overrun of the corrected predictions
+
+
+@dataclass(frozen=True)
+class SupernetProduct(Product):
+    """train: the weight-sharing supernet's run directory."""
+    KIND: ClassVar[str] = "supernet"
+    run_dir: str
+    epochs: int
+    resumed_from_epoch: int
+    seconds: float
+    val_acc_largest: float
+    val_acc_smallest: float
+
+
+@dataclass(frozen=True)
+class NetworkFigures(Product):
+    """One network as it ships, at the table's precision."""
+    KIND: ClassVar[str] = "network-figures"
+    macs: int
+    params: int
+    predicted_ms: float
+    measured_ms: float | None  # None when the target does not run here
+    val_accuracy: float  # fp32, ONNX Runtime, validation split
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PrunedProduct(Product):
+    """prune: the fp32 model bundle that goes on to quantization (the searched network when pruning is skipped)."""
+    KIND: ClassVar[str] = "pruned"
+    NESTED: ClassVar[dict[str, type]] = {"before": NetworkFigures, "after": NetworkFigures}
+    model: str  # the bundle's directory
+    pruned: bool
+    before: NetworkFigures
+    after: NetworkFigures
+    units: list  # per prunable unit: layer, unit key, channels before and after ([] when not pruned)
+    seconds: float | None
+    why_not: str | None  # why the searched network ships unpruned
+
+
+@dataclass(frozen=True)
+class QuantizedProduct(Product):
+    """quantize: the model bundle that is compiled, at the precision that ships."""
+    KIND: ClassVar[str] = "quantized"
+    model: str
+    precision: str
+    fp32_accuracy: float
+    int8_accuracy: float | None
+    drop_points: float | None
+    remedy: str
+    report: dict | None  # the quantizer's report (`QuantizeReport.to_dict()`); None for an fp32 build
+
+
+@dataclass(frozen=True)
+class CompiledProduct(Product):
+    """compile: the artifact directory, and its own measurement (taken once, when it was packaged)."""
+    KIND: ClassVar[str] = "compiled"
+    artifact: str
+    compile: dict  # seconds, tuning, ops, kernel_layout
+    files_bytes: dict
+    measured: dict | None  # the artifact's latency record, None when the target does not run here
+
+
+@dataclass(frozen=True)
+class BenchProduct(Product):
+    """bench: the artifact's latency against the budget, on the runtime the table measured."""
+    KIND: ClassVar[str] = "bench"
+    runs: dict  # runtime -> its latency record
+    checked_on: str
+    statistic: str
+    measured_ms: float | None
+    budget_ms: float
+    within_budget: bool | None

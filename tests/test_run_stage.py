@@ -1,0 +1,141 @@
+"""The build's resume logic on its own, in-process: `run_stage` and the run record with stand-in stages.
+
+The stand-ins count their runs, so each check says exactly which stages ran: skipped when finished on the same
+inputs, re-run with everything downstream when an input changes, resumed (output kept) after an interruption.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from edgenas.errors import BadInput, Interrupted
+from edgenas.pipeline.build import run_stage
+from edgenas.pipeline.products import NetworkFigures, Product, PrunedProduct
+from edgenas.pipeline.rundir import RECORD, RunRecord
+from edgenas.pipeline.stages import STAGES, Stage
+
+
+@dataclass(frozen=True)
+class Made(Product):
+    KIND: ClassVar[str] = "made"
+    value: int
+    path: str
+
+
+@dataclass
+class FakeContext:
+    out: Path
+    settings: dict
+    results: dict = field(default_factory=dict)
+    ran: list = field(default_factory=list)
+    fail: str | None = None  # the stage that is interrupted
+
+
+def _stage(name: str, after: tuple[str, ...] = (), outputs: tuple[str, ...] = ()) -> Stage:
+    def run(ctx: FakeContext) -> Made:
+        ctx.ran.append(name)
+        d = ctx.out / (outputs[0] if outputs else name)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"progress-{len(ctx.ran)}").write_text("saved")
+        if ctx.fail == name:
+            raise KeyboardInterrupt
+        upstream = sum(ctx.results[a].value for a in after)
+        return Made(ctx.settings[name] + upstream, str(d))
+
+    return Stage(name, after, lambda ctx: {"setting": ctx.settings[name]}, run, Made, outputs)
+
+
+STAND_INS = (_stage("a"), _stage("b", ("a",), ("b-out",)), _stage("c", ("b",), ("c-out",)))
+
+
+def _build(out: Path, settings: dict, fail: str | None = None) -> FakeContext:
+    ctx = FakeContext(out, settings, fail=fail)
+    record, fps = RunRecord(out, {"settings": settings}), {}
+    for stage in STAND_INS:
+        run_stage(stage, ctx, record, fps, stage.name)
+    return ctx
+
+
+def test_finished_stages_are_skipped_and_their_products_read_back_typed(tmp_path):
+    first = _build(tmp_path, {"a": 1, "b": 10, "c": 100})
+    assert first.ran == ["a", "b", "c"]
+    assert first.results["c"] == Made(111, str(tmp_path / "c-out"))
+    record = json.loads((tmp_path / RECORD).read_text())
+    assert {n: r["status"] for n, r in record["stages"].items()} == {"a": "done", "b": "done", "c": "done"}
+    assert record["stages"]["c"]["result"] == {"product": "made", "value": 111, "path": str(tmp_path / "c-out")}
+
+    again = _build(tmp_path, {"a": 1, "b": 10, "c": 100})
+    assert again.ran == []
+    assert again.results == first.results and all(isinstance(p, Made) for p in again.results.values())
+
+
+def test_a_changed_input_reruns_its_stage_and_everything_downstream_only(tmp_path):
+    _build(tmp_path, {"a": 1, "b": 10, "c": 100})
+    fps = {n: r["fingerprint"] for n, r in json.loads((tmp_path / RECORD).read_text())["stages"].items()}
+    ctx = _build(tmp_path, {"a": 1, "b": 20, "c": 100})
+    assert ctx.ran == ["b", "c"]
+    assert ctx.results["c"].value == 121
+    new = {n: r["fingerprint"] for n, r in json.loads((tmp_path / RECORD).read_text())["stages"].items()}
+    assert new["a"] == fps["a"] and new["b"] != fps["b"] and new["c"] != fps["c"]  # c's own setting did not change
+    # the re-run stages started from empty output directories: nothing of the old output leaks into the new
+    assert sorted(p.name for p in (tmp_path / "b-out").iterdir()) == ["progress-1"]
+    assert sorted(p.name for p in (tmp_path / "c-out").iterdir()) == ["progress-2"]
+
+
+def test_an_interrupted_stage_resumes_with_its_saved_progress_and_other_inputs_start_it_afresh(tmp_path):
+    with pytest.raises(Interrupted, match="interrupted in stage b"):
+        _build(tmp_path, {"a": 1, "b": 10, "c": 100}, fail="b")
+    record = json.loads((tmp_path / RECORD).read_text())["stages"]
+    assert record["a"]["status"] == "done" and record["b"]["status"] == "running" and "c" not in record
+
+    resumed = _build(tmp_path, {"a": 1, "b": 10, "c": 100})
+    assert resumed.ran == ["b", "c"]  # a is not repeated
+    assert (tmp_path / "b-out" / "progress-2").exists()  # the interrupted run's progress was kept for the resume
+    assert json.loads((tmp_path / RECORD).read_text())["stages"]["b"]["runs"] == 2
+
+    with pytest.raises(Interrupted):
+        _build(tmp_path, {"a": 1, "b": 30, "c": 100}, fail="b")
+    restarted = _build(tmp_path, {"a": 1, "b": 40, "c": 100})
+    assert restarted.ran == ["b", "c"]
+    assert [p.name for p in (tmp_path / "b-out").iterdir()] == ["progress-1"]  # other inputs: emptied first
+
+
+def test_a_stage_that_makes_its_own_input_is_recorded_with_the_input_it_made(tmp_path):
+    """As profile does: its fingerprint includes the table's checksum, which exists only once it has run."""
+    made = tmp_path / "table.txt"
+
+    def run(ctx):
+        ctx.ran.append("profile")
+        made.write_text("measured")
+        return Made(1, str(made))
+
+    stage = Stage("profile", (), lambda ctx: {"table": made.read_text() if made.exists() else None}, run, Made)
+    for expected in (["profile"], []):
+        ctx, record = FakeContext(tmp_path, {}), RunRecord(tmp_path, {})
+        run_stage(stage, ctx, record, {}, "profile")
+        assert ctx.ran == expected
+
+
+def test_a_damaged_product_in_the_record_is_one_line_naming_the_record_and_stage(tmp_path):
+    _build(tmp_path, {"a": 1, "b": 10, "c": 100})
+    data = json.loads((tmp_path / RECORD).read_text())
+    del data["stages"]["b"]["result"]["value"]
+    (tmp_path / RECORD).write_text(json.dumps(data))
+    with pytest.raises(BadInput, match=r"build.json \(stage b\).*lacks value"):
+        _build(tmp_path, {"a": 1, "b": 10, "c": 100})
+
+
+def test_every_build_stage_declares_a_product_that_round_trips():
+    assert [s.name for s in STAGES] == ["profile", "train", "search", "prune", "quantize", "compile", "bench"]
+    names = {s.name for s in STAGES}
+    for s in STAGES:
+        assert set(s.after) <= names and hasattr(s.product, "from_dict"), s.name
+    figures = NetworkFigures(1000, 10, 0.1, None, 0.9)
+    pruned = PrunedProduct("runs/x/fp32", False, figures, figures, [], None, "--prune-ratio 1")
+    back = PrunedProduct.from_dict(json.loads(json.dumps(pruned.to_dict())))
+    assert back == pruned and isinstance(back.after, NetworkFigures)
