@@ -348,6 +348,47 @@ def _seed_defaults(tasks, db, tgt, builder, runner) -> int:
     return committed
 
 
+def _tune_tasks(todo, db, db_dir: Path, target: Target, rpc, per_task: int, batch: int, deadline: float | None,
+                measured: dict, stopped: list):
+    """MetaSchedule on `todo`, default schedules seeded first; fills `measured` (trials per task) and `stopped` (the
+    deadline passed). Returns the database, tasks seeded, where candidates ran and the cost model's starting samples."""
+    from tvm.s_tir import meta_schedule as ms
+
+    tgt = compile_target(target)
+    register_tensor_intrinsics()
+    builder = pooled_builder(os.cpu_count() or 1, cross_compiler=target.cross_compiler or None)
+    runner, where = _runner(rpc)
+    seeded, cost_model_samples = 0, 0
+    try:
+        with _console_to_logs(db_dir):
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                todo, str(db_dir), strategy=_search_strategy(batch), seed=0)
+            cost_model = _cost_model(db_dir, contexts[0].num_threads)
+            cost_model_samples = cost_model.data_size
+            try:
+                seeded = _seed_defaults([t for t in todo if not _has_schedule(db, t, tgt)], db, tgt, builder, runner)
+                with bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
+                    db = ms.tune.tune_tasks(
+                        tasks=contexts, task_weights=weights, work_dir=str(db_dir),
+                        max_trials_global=per_task * len(todo), max_trials_per_task=per_task,
+                        num_trials_per_iter=batch, builder=builder, runner=runner, database=db, cost_model=cost_model,
+                        # the gradient scheduler sends every task a batch before it collects any result, so a
+                        # deadline would be seen only after that whole first pass
+                        task_scheduler="round-robin" if deadline else "gradient",
+                        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                           progress_callback(progress, measured, deadline, stopped)],
+                    )
+            finally:
+                _save_cost_model(cost_model, db_dir)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: the schedules tuned so far are kept in {db_dir}; compile again to "
+                          f"tune the rest") from None
+    except Exception:  # noqa: BLE001 - our deadline comes back through TVM's C++ as a RuntimeError
+        if not stopped:
+            raise
+    return db, seeded, where, cost_model_samples
+
+
 def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None = None, rpc=None):
     """Tune the fused module's tasks that the database lacks: `trials` spread evenly over them (0 with `minutes`:
     as many as the time allows), for at most `minutes`, measured here or on the board behind `rpc`.
@@ -368,36 +409,8 @@ def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None =
         db = open_database(db_dir)
         todo = [t for t in tasks if ledger.get(_task_key(t), 0) < per_task]
         if todo:
-            register_tensor_intrinsics()
-            builder = pooled_builder(os.cpu_count() or 1, cross_compiler=target.cross_compiler or None)
-            runner, where = _runner(rpc)
-            try:
-                with _console_to_logs(db_dir):
-                    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                        todo, str(db_dir), strategy=_search_strategy(batch), seed=0)
-                    cost_model = _cost_model(db_dir, contexts[0].num_threads)
-                    cost_model_samples = cost_model.data_size
-                    try:
-                        seeded = _seed_defaults([t for t in todo if not _has_schedule(db, t, tgt)], db, tgt, builder, runner)
-                        with bar(per_task * len(todo), f"tune {len(todo)} tasks", unit="trial") as progress:
-                            db = ms.tune.tune_tasks(
-                                tasks=contexts, task_weights=weights, work_dir=str(db_dir),
-                                max_trials_global=per_task * len(todo), max_trials_per_task=per_task,
-                                num_trials_per_iter=batch, builder=builder, runner=runner, database=db, cost_model=cost_model,
-                                # the gradient scheduler sends every task a batch before it collects any result, so a
-                                # deadline would be seen only after that whole first pass
-                                task_scheduler="round-robin" if deadline else "gradient",
-                                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                                   progress_callback(progress, measured, deadline, stopped)],
-                            )
-                    finally:
-                        _save_cost_model(cost_model, db_dir)
-            except KeyboardInterrupt:
-                raise Interrupted(f"interrupted: the schedules tuned so far are kept in {db_dir}; compile again to "
-                                  f"tune the rest") from None
-            except Exception:  # noqa: BLE001 - our deadline comes back through TVM's C++ as a RuntimeError
-                if not stopped:
-                    raise
+            db, seeded, where, cost_model_samples = _tune_tasks(todo, db, db_dir, target, rpc, per_task, batch, deadline,
+                                                                measured, stopped)
             timed_out = bool(stopped)
             for i, t in enumerate(todo):
                 ledger[_task_key(t)] = per_task if not timed_out else ledger.get(_task_key(t), 0) + measured.get(i, 0)

@@ -394,6 +394,16 @@ def _open_state(state_path: Path, ident: dict) -> dict | None:
     return state
 
 
+def _figures(inp: PruneInput, net: nn.Module, onnx_model: bytes, predicted_ms: float, threads: int,
+             measured_ms: float | None = None) -> dict:
+    """A network's MACs, parameters, predicted and measured latency (measured as the table measures, when it can be
+    here and `measured_ms` is not known already) and ONNX Runtime validation accuracy."""
+    if measured_ms is None and inp.key is not None:
+        measured_ms = measure_ms(onnx_model, inp.info.input_shape, inp.key)
+    return {**dict(zip(("macs", "params"), macs_params(net))), "predicted_ms": predicted_ms, "measured_ms": measured_ms,
+            "val_accuracy": ort_accuracy(onnx_model, inp.info, inp.searched.evaluator.split, threads)}
+
+
 def _pruned_arch(info: ModelInfo, start: dict[int, int], channels: dict[int, int]) -> dict:
     """The searched architecture with its pruned channel counts: compile names the artifact after `encoding`."""
     pruned_units = [f"{i}:{channels[i]}" for i, c in start.items() if channels[i] != c]
@@ -415,22 +425,16 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
     start_ms, goal, fastest = _goal(latency, start_channels, cfg, inp.source)
     step_ms = cfg.step_ms or (start_ms - goal) / cfg.steps
 
-    def figures(net: nn.Module, onnx_model: bytes, predicted_ms: float, measured_ms: float | None = None) -> dict:
-        if measured_ms is None and inp.key is not None:
-            measured_ms = measure_ms(onnx_model, info.input_shape, inp.key)
-        return {**dict(zip(("macs", "params"), macs_params(net))), "predicted_ms": predicted_ms, "measured_ms": measured_ms,
-                "val_accuracy": ort_accuracy(onnx_model, info, split, threads)}
-
     out = Path(out)
     state_path = out / STATE
     with exclusive_lock(state_path):
         state = _open_state(state_path, _identity(inp.onnx_model, cfg))
         if state is not None:
             net = _rebuild(net, state)
-        else:  # the search measured this network with this table's backend, as `figures` would: not again
+        else:  # the search measured this network with this table's backend, as `_figures` would: not again
             searched_ms = info.latency.get("measured_ms") if inp.key is not None else None
             state = {"identity": _identity(inp.onnx_model, cfg), "steps": [], "finetune": None, "seconds": 0.0,
-                     "before": figures(net, inp.onnx_model, start_ms, searched_ms)}
+                     "before": _figures(inp, net, inp.onnx_model, start_ms, threads, searched_ms)}
         resumed_from = len(state["steps"])
         distiller = Distiller(evaluator.network(space.largest()), split, cfg, arch.resolution)
         t0 = start
@@ -455,7 +459,7 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
         channels = mid_channels(net)
         report = PruneReport(
             str(out), str(inp.source.resolve()), goal, step_ms, str(inp.table.path), state["before"],
-            figures(net, pruned, latency(channels)),
+            _figures(inp, net, pruned, latency(channels), threads),
             [{"layer": i, "unit": specs[i].key, "before": c, "after": channels[i]} for i, c in start_channels.items()],
             state["steps"], fastest, inp.not_measured, resumed_from, cfg.to_dict(),
             round(state["seconds"] + time.perf_counter() - t0, 2))

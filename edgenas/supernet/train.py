@@ -155,20 +155,64 @@ def load_checkpoint(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
     return state
 
 
+def _check_data(split: Split, source: str, space: SearchSpace, cfg: TrainConfig, world: int) -> None:
+    if split.image_shape[0] != space.in_channels:
+        raise BadInput(f"--data {source}: images have {split.image_shape[0]} channel(s), space '{space.name}' "
+                       f"expects {space.in_channels}")
+    if len(split.classes) != space.num_classes:
+        raise BadInput(f"--data {source}: {len(split.classes)} classes, space '{space.name}' has "
+                       f"{space.num_classes}; give a space file with num_classes = {len(split.classes)}")
+    if cfg.batch_size % world:
+        raise BadInput(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes")
+
+
+def _resume(run_dir: Path, ident: dict, supernet: nn.Module, opt, sched) -> tuple[int, list]:
+    """The epoch to start from and the history so far: 0 and [] for a new run, else the checkpoint's, loaded."""
+    if not (run_dir / RUN_FILE).exists():
+        return 0, []
+    run = load_run(run_dir)
+    if run["identity"] != ident:
+        diff = next(k for k in ident if run["identity"].get(k) != ident[k])
+        raise BadInput(f"{run_dir} holds a run with another {diff}; train into a new --out directory")
+    if not (run_dir / CHECKPOINT).exists():
+        return 0, []
+    state = load_checkpoint(run_dir / CHECKPOINT, ("model", "optimizer", "scheduler", "epoch"), _retrain(run_dir))
+    supernet.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return state["epoch"], run.get("history", [])
+
+
+def _epoch(model: nn.Module, opt, sched, split: Split, n_train: int, space: SearchSpace, cfg: TrainConfig, epoch: int,
+           rank: int, world: int) -> list[float]:
+    """One epoch of sandwich-rule steps over the first `n_train` training images; this process's share of each batch."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    order = torch.randperm(n_train, generator=gen).numpy()
+    arch_rng = random.Random(cfg.seed * 1000 + epoch)
+    train_x, train_y = split.train_x[:n_train], torch.as_tensor(split.train_y[:n_train])
+    steps, losses = math.ceil(n_train / cfg.batch_size), []
+    with bar(steps, f"train epoch {epoch + 1}/{cfg.epochs}", unit="step") as progress:
+        for step in range(steps):
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
+            x = shift_augment(to_input(train_x[idx], split.normalization), cfg.shift, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss = model(x, train_y[idx], step_archs(space, arch_rng, cfg.random_subnets))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            progress.update()
+    return losses
+
+
 def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainConfig = TrainConfig(),
           resize: int | None = None) -> TrainResult:
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)
     data = load_dataset(data_spec, resize)
     split = split_data(data, cfg.val_fraction, cfg.seed)
-    if split.image_shape[0] != space.in_channels:
-        raise BadInput(f"--data {data.source}: images have {split.image_shape[0]} channel(s), space '{space.name}' "
-                       f"expects {space.in_channels}")
-    if len(split.classes) != space.num_classes:
-        raise BadInput(f"--data {data.source}: {len(split.classes)} classes, space '{space.name}' has "
-                       f"{space.num_classes}; give a space file with num_classes = {len(split.classes)}")
-    if cfg.batch_size % world:
-        raise BadInput(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes")
+    _check_data(split, data.source, space, cfg, world)
     run_dir = Path(run_dir)
     ident = run_identity(space, split, cfg)
     # channels-last: depthwise convolutions train 2-10x faster on CPU in this layout (2.2x per step here)
@@ -179,24 +223,11 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     total, warmup = cfg.epochs * steps_per_epoch, min(100, steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-
-    history, start_epoch = [], 0
-    if (run_dir / RUN_FILE).exists():
-        run = load_run(run_dir)
-        if run["identity"] != ident:
-            diff = next(k for k in ident if run["identity"].get(k) != ident[k])
-            raise BadInput(f"{run_dir} holds a run with another {diff}; train into a new --out directory")
-        if (run_dir / CHECKPOINT).exists():
-            state = load_checkpoint(run_dir / CHECKPOINT, ("model", "optimizer", "scheduler", "epoch"), _retrain(run_dir))
-            supernet.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start_epoch, history = state["epoch"], run.get("history", [])
+    start_epoch, history = _resume(run_dir, ident, supernet, opt, sched)
 
     model: nn.Module = Sandwich(supernet, cfg.label_smoothing)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
-    train_x, train_y = split.train_x[:n_train], torch.as_tensor(split.train_y[:n_train])
     evaluator = SubnetEvaluator(supernet, split)
     start = time.perf_counter()
     # an absolute path, so that `search` finds the data from any working directory
@@ -210,23 +241,8 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-            order = torch.randperm(n_train, generator=gen).numpy()
-            arch_rng = random.Random(cfg.seed * 1000 + epoch)
-            losses = []
             supernet.train()
-            with bar(steps_per_epoch, f"train epoch {epoch + 1}/{cfg.epochs}", unit="step") as progress:
-                for step in range(steps_per_epoch):
-                    idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
-                    x = shift_augment(to_input(train_x[idx], split.normalization), cfg.shift, gen)
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    loss = model(x, train_y[idx], step_archs(space, arch_rng, cfg.random_subnets))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    losses.append(loss.item())
-                    progress.update()
+            losses = _epoch(model, opt, sched, split, n_train, space, cfg, epoch, rank, world)
             if rank == 0:
                 history.append({
                     "epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
@@ -234,7 +250,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
                     "seconds": round(time.perf_counter() - t0, 2),
                 })
                 save_checkpoint(run_dir / CHECKPOINT, {"model": supernet.state_dict(), "optimizer": opt.state_dict(),
-                                           "scheduler": sched.state_dict(), "epoch": epoch + 1})
+                                                       "scheduler": sched.state_dict(), "epoch": epoch + 1})
                 atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": epoch + 1, "history": history, "updated": now()})
             _barrier(world)
     except KeyboardInterrupt:
