@@ -21,6 +21,26 @@ REDO = "write the bundle again with the verb that made it (export, prune or quan
 
 
 @dataclass(frozen=True)
+class LatencyRecord:
+    """The latency a bundle's network is known by: the table's prediction and the measurement of the stage that made it."""
+    predicted_ms: float  # the table's corrected prediction, at `precision`
+    measured_ms: float | None  # measured as the table measures; None when its target is not this machine
+    budget_ms: float  # the search's budget
+    table: str  # the table's path
+    precision: str = "fp32"  # what the figures are of: the network as it ships
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "LatencyRecord":
+        try:
+            return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        except TypeError as e:
+            raise BadInput(f"{where}: malformed 'latency' ({e}); {REDO}") from None
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     input_name: str
     input_shape: tuple[int, ...]
@@ -35,8 +55,8 @@ class ModelInfo:
     arch: dict | None = None
     #: validation accuracy by precision, e.g. {"fp32": 0.985, "int8": 0.983}
     accuracy: dict = field(default_factory=dict)
-    #: the latency the search predicted from the table, with the table's target and backend
-    latency: dict | None = None
+    #: the latency the search predicted from the table (and pruning updated), with the table it came from
+    latency: LatencyRecord | None = None
     #: what produced the model, one entry per stage (export, prune, quantize), oldest first
     history: tuple[dict, ...] = ()
 
@@ -59,6 +79,8 @@ class ModelInfo:
             if kw.get("classes") is not None:
                 kw["classes"] = tuple(kw["classes"])
             kw["history"] = tuple(kw.get("history", ()))
+            if isinstance(kw.get("latency"), dict):
+                kw["latency"] = LatencyRecord.from_dict(kw["latency"], where)
             return cls(**kw)
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"{where}: malformed model description ({e}); {REDO}") from None

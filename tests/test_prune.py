@@ -84,7 +84,7 @@ def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned,
     # the bundle: accuracy and latency of the pruned network, the stage in its history, no checkpoint left
     _, info = load_bundle(out)
     assert [h["stage"] for h in info.history] == ["export", "prune"]
-    assert info.accuracy == {"fp32": after["val_accuracy"]} and info.latency["predicted_ms"] == after["predicted_ms"]
+    assert info.accuracy == {"fp32": after["val_accuracy"]} and info.latency.predicted_ms == after["predicted_ms"]
     assert info.history[-1]["units"] == r["units"] and not (out / "prune-state.pt").exists()
     # the architecture names its pruned channels, so an artifact compiled from it is not taken for the searched one
     assert info.arch["encoding"].startswith(export["arch"]["encoding"] + "/pruned:")
@@ -102,7 +102,7 @@ def test_pruned_bundle_quantizes_and_is_not_pruned_again(pruned, tmp_path):
 def test_unreachable_target_names_the_fastest_reachable_latency(exported, tmp_path):
     root, export = exported
     _, info = load_bundle(root / "fp32")
-    table = LatencyTable.load(info.latency["table"])
+    table = LatencyTable.load(info.latency.table)
     space, arch = get_space(TINY_SPACE), Arch.from_dict(info.arch)
     specs = space.layers(arch)
     m = PruneConfig.multiple

@@ -76,7 +76,7 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
                         "device_code": device_code(compiled.executable), "tuning_database": compiled.database, "tuning": compiled.tuning.to_dict() if compiled.tuning else None,
                         "seconds": compiled.seconds},
             "accuracy": dict(info.accuracy) if info else {},
-            "latency": {"predicted": info.latency if info else None, "measured": measured,
+            "latency": {"predicted": info.latency.to_dict() if info and info.latency else None, "measured": measured,
                         "not_measured": None if can_measure else
                         f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"},
             "model": {"source": str(onnx_path.resolve()), "arch": info.arch if info else None,

@@ -288,9 +288,9 @@ def _table(info: ModelInfo, space: SearchSpace):
     """The latency table the search used, and how to measure as it did (None, with why, when not on this machine)."""
     from edgenas.tables.device import describe, device_info, device_key
 
-    if not info.latency or not info.latency.get("table"):
+    if not info.latency or not info.latency.table:
         raise BadInput("model.json: no latency table recorded in 'latency'; export the model again")
-    path = Path(info.latency["table"])
+    path = Path(info.latency.table)
     ident = LatencyTable.load(path).identity
     table = LatencyTable.open(path, {**ident, "space": space.name, "space_hash": space.hash})
     try:
@@ -432,7 +432,7 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
         if state is not None:
             net = _rebuild(net, state)
         else:  # the search measured this network with this table's backend, as `_figures` would: not again
-            searched_ms = info.latency.get("measured_ms") if inp.key is not None else None
+            searched_ms = info.latency.measured_ms if inp.key is not None else None
             state = {"identity": _identity(inp.onnx_model, cfg), "steps": [], "finetune": None, "seconds": 0.0,
                      "before": _figures(inp, net, inp.onnx_model, start_ms, threads, searched_ms)}
         resumed_from = len(state["steps"])
@@ -466,7 +466,7 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
         record = {k: v for k, v in report.to_dict().items() if k != "out_dir"}
         write_bundle(out, pruned, info.then(
             "prune", arch=_pruned_arch(info, start_channels, channels), accuracy={"fp32": report.after["val_accuracy"]},
-            latency={**info.latency, "predicted_ms": report.after["predicted_ms"], "measured_ms": report.after["measured_ms"]},
+            latency=replace(info.latency, predicted_ms=report.after["predicted_ms"], measured_ms=report.after["measured_ms"]),
             record=record))
         state_path.unlink()
     return report

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgenas.bundle import ModelInfo, write_bundle
+from edgenas.bundle import LatencyRecord, ModelInfo, write_bundle
 from edgenas.compress.accuracy import ort_accuracy
 from edgenas.errors import BadInput
 from edgenas.jsonio import read_json
@@ -51,8 +51,8 @@ def searched_network(best: dict, best_path: Path) -> SearchedNetwork:
     info = ModelInfo(
         input_name=INPUT_NAME, input_shape=shape, normalization=split.normalization.to_dict(), classes=split.classes,
         data={**run["data"], "val_fraction": run["config"]["val_fraction"]}, arch={**best["arch"], "encoding": best["encoding"]},
-        latency={"predicted_ms": best["predicted_latency_ms"], "measured_ms": best["measured_latency_ms"],
-                 "budget_ms": best["budget_ms"], "table": best["table"], "precision": best.get("precision", "fp32")},
+        latency=LatencyRecord(best["predicted_latency_ms"], best["measured_latency_ms"], best["budget_ms"], best["table"],
+                              best.get("precision", "fp32")),
     )
     return SearchedNetwork(net, info, evaluator, Path(best_path).resolve(), best["supernet"])
 
