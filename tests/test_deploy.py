@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, cpu_target, run_cli
 from edgenas.bundle import load_bundle
 from edgenas.compress.accuracy import bundle_split, model_inputs
 
@@ -37,20 +37,6 @@ def _last_step(model: onnx.ModelProto) -> float:
     return float(onnx.numpy_helper.to_array(init[node.input[1]]))
 
 
-def _cpu_target(cpu: str, tmp_path):
-    """`host`, or this machine's target compiled for an older x86 CPU (LLVM's 'haswell': AVX2, no AVX-512), whose
-    code runs here too: the integer kernels of CPUs without VNNI, checked on this machine."""
-    from edgenas.targets import get_target
-
-    if cpu == "host":
-        return get_target("host")
-    if "avx2" not in open("/proc/cpuinfo").read():
-        pytest.skip("this CPU cannot run AVX2 code")
-    path = tmp_path / "avx2.toml"
-    path.write_text((REPO / "targets" / "host.toml").read_text().replace('"native"', '"haswell"').replace('"host"', '"avx2"', 1))
-    return get_target(str(path))
-
-
 @pytest.mark.parametrize("layout,cpu", [("NCHW", "host"), ("NHWC", "host"), ("NHWC", "avx2")])
 def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped, layout, cpu, tmp_path):
     from tvm import relax
@@ -60,7 +46,7 @@ def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped, layout, cpu, 
 
     root = shipped[0]
     data, info = load_bundle(root / "int8")
-    compiled = compile_onnx_model(data, "int8", _cpu_target(cpu, tmp_path), CompileConfig(layout=layout))
+    compiled = compile_onnx_model(data, "int8", cpu_target(cpu, tmp_path), CompileConfig(layout=layout))
     x = model_inputs(info, bundle_split(info, "int8").val_x[:50])
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
@@ -107,7 +93,7 @@ def test_untuned_build_schedules_every_convolution(shipped, precision, cpu, tmp_
     from edgenas.compile.schedules import MADD_256, default_schedules, dot_product, naive_kernels, prepack_weights
     from edgenas.compile.tune import compile_target
 
-    target = _cpu_target(cpu, tmp_path)
+    target = cpu_target(cpu, tmp_path)
     tgt = compile_target(target)
     mod, _ = to_relax((shipped[0] / precision / "model.onnx").read_bytes(), precision)
     lowered, *_ = lower(mod, target, "NHWC")
