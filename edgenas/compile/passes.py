@@ -26,7 +26,7 @@ class _Rules:
     """Each (pattern, rewriter) of `self.rules`, in order, on every Relax function: the one way our rewrites apply.
     As a function pass, the module's other functions and its attributes are kept."""
 
-    rules: list = []
+    rules: list  # set by each pass's __init__
 
     def transform_function(self, func, _mod, _ctx):
         for pattern, rewriter in self.rules:
@@ -209,6 +209,7 @@ def compile_pipeline(target, layout: str) -> tvm.transform.Sequential:
 
 
 def pass_names(pipeline: tvm.transform.Sequential) -> list[str]:
+    """The names `Record` keys its timings and analyses by, in the order the passes run."""
     return [p.info.name for p in pipeline.passes]
 
 
