@@ -70,6 +70,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_target(cpu: str, tmp_path):
+    """`host`, or this machine's target compiled for an older x86 CPU (LLVM's 'haswell': AVX2, no AVX-512), whose
+    code runs here too: the integer kernels of CPUs without VNNI, checked on this machine."""
+    from edgenas.paths import ROOT
+    from edgenas.targets import get_target
+
+    if cpu == "host":
+        return get_target("host")
+    if "avx2" not in open("/proc/cpuinfo").read():
+        pytest.skip("this CPU cannot run AVX2 code")
+    path = tmp_path / "avx2.toml"
+    path.write_text((ROOT / "targets" / "host.toml").read_text().replace('"native"', '"haswell"').replace('"host"', '"avx2"', 1))
+    return get_target(str(path))
+
+
 @pytest.fixture
 def tables(tmp_path):
     return tmp_path / "tables"

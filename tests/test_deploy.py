@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, cpu_target, run_cli
 from edgenas.bundle import load_bundle
 from edgenas.compress.accuracy import bundle_split, model_inputs
 
@@ -38,20 +38,6 @@ def _last_step(model: onnx.ModelProto) -> float:
     return float(onnx.numpy_helper.to_array(init[node.input[1]]))
 
 
-def _cpu_target(cpu: str, tmp_path):
-    """`host`, or this machine's target compiled for an older x86 CPU (LLVM's 'haswell': AVX2, no AVX-512), whose
-    code runs here too: the integer kernels of CPUs without VNNI, checked on this machine."""
-    from edgenas.targets import get_target
-
-    if cpu == "host":
-        return get_target("host")
-    if "avx2" not in open("/proc/cpuinfo").read():
-        pytest.skip("this CPU cannot run AVX2 code")
-    path = tmp_path / "avx2.toml"
-    path.write_text((REPO / "targets" / "host.toml").read_text().replace('"native"', '"haswell"').replace('"host"', '"avx2"', 1))
-    return get_target(str(path))
-
-
 @pytest.mark.parametrize("layout,cpu", [("NCHW", "host"), ("NHWC", "host"), ("NHWC", "avx2")])
 def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped, layout, cpu, tmp_path):
     from tvm import relax
@@ -61,7 +47,7 @@ def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped, layout, cpu, 
 
     root = shipped[0]
     data, info = load_bundle(root / "int8")
-    compiled = compile_onnx_model(data, "int8", _cpu_target(cpu, tmp_path), CompileConfig(layout=layout))
+    compiled = compile_onnx_model(data, "int8", cpu_target(cpu, tmp_path), CompileConfig(layout=layout))
     x = model_inputs(info, bundle_split(info, "int8").val_x[:50])
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
@@ -75,22 +61,22 @@ def test_int8_tvm_agrees_with_onnxruntime_within_one_step(shipped, layout, cpu, 
 def test_ir_computes_convolutions_in_integers(shipped):
     from edgenas.compile.build import lower
     from edgenas.compile.frontend import to_relax
-    from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path, integer_qdq
-    from edgenas.compile.layout import elementwise_qdq, to_nhwc
+    from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
+    from edgenas.compile.passes import ElementwiseQDQ, IntegerQDQ, ToNHWC
     from edgenas.targets import get_target
 
     root = shipped[0]
     mod, _ = to_relax((root / "int8" / "model.onnx").read_bytes(), "int8")
     before = compute_ops(mod)
     assert set(before) == {"relax.nn.conv2d:float32", "relax.matmul:float32"} and float_ops_on_quantized_path(mod) == sum(before.values())
-    lowered, quantized, ops = lower(mod, get_target("host"), "NCHW")
+    lowered, quantized, ops, _ = lower(mod, get_target("host"), "NCHW")
     assert quantized and ops == {"relax.nn.conv2d:int32": before["relax.nn.conv2d:float32"], "relax.matmul:int32": 1}
     # every fused convolution kernel TVM compiles reads uint8 activations and int8 weights
     kernels = {gv.name_hint: {str(p.dtype) for p in f.params} for gv, f in lowered.functions.items() if "conv2d" in gv.name_hint}
     assert kernels and all({"uint8", "int8"} <= dtypes for dtypes in kernels.values()), kernels
     # NHWC: the layout is carried from the first convolution to the last; only the graph's input is transposed at run
     # time (weights and scales are transposed once, here)
-    nhwc = to_nhwc(elementwise_qdq(integer_qdq(mod)))
+    nhwc = ToNHWC()(ElementwiseQDQ()(IntegerQDQ()(mod)))
     calls = [b.value for block in nhwc["main"].body.blocks for b in block.bindings if hasattr(b.value, "op")]
     convs = [c for c in calls if c.op.name == "relax.nn.conv2d"]
     assert convs and all(c.attrs.data_layout == "NHWC" and c.attrs.kernel_layout == "OHWI" for c in convs)
@@ -108,10 +94,10 @@ def test_untuned_build_schedules_every_convolution(shipped, precision, cpu, tmp_
     from edgenas.compile.schedules import MADD_256, default_schedules, dot_product, naive_kernels, prepack_weights
     from edgenas.compile.tune import compile_target
 
-    target = _cpu_target(cpu, tmp_path)
+    target = cpu_target(cpu, tmp_path)
     tgt = compile_target(target)
     mod, _ = to_relax((shipped[0] / precision / "model.onnx").read_bytes(), precision)
-    lowered, _, ops = lower(mod, target, "NHWC")
+    lowered, *_ = lower(mod, target, "NHWC")
     # before the rules, every convolution and matmul kernel is a naive loop nest, and the check sees it
     before = naive_kernels(lowered)
     assert len(before) >= 5 and all("conv2d" in k or "matmul" in k for k in before), before

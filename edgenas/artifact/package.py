@@ -74,7 +74,7 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
             "versions": versions(),
             "compile": {"quantized": compiled.quantized, "kernel_layout": cfg.layout, "ops": compiled.ops,
                         "device_code": device_code(compiled.executable), "tuning_database": compiled.database, "tuning": compiled.tuning.to_dict() if compiled.tuning else None,
-                        "seconds": compiled.seconds},
+                        "seconds": compiled.seconds, "pass_seconds": compiled.pass_seconds},
             "accuracy": dict(info.accuracy) if info else {},
             "latency": {"predicted": info.latency.to_dict() if info and info.latency else None, "measured": measured,
                         "not_measured": None if can_measure else

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from edgenas.compile.frontend import ModelInput, to_relax
 from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
-from edgenas.compile.passes import lowering
-from edgenas.compile.schedules import default_schedules, dot_product, naive_kernels, prepack_weights
+from edgenas.compile.schedules import default_schedules, naive_kernels, prepack_weights
 from edgenas.errors import warn
 from edgenas.compile.tune import TuneReport, apply_database, compile_target, database_dir, tune
 from edgenas.targets import Target
@@ -40,31 +39,35 @@ class Compiled:
     database: str
     tuning: TuneReport | None
     seconds: float
+    #: seconds in each pass of `passes.compile_pipeline`, in order
+    pass_seconds: dict
 
 
 def lower(mod, target: Target, layout: str):
-    """The graph rewrites (`passes.lowering`), then the passes that split the model into the kernels that are
-    scheduled and tuned."""
+    """`mod` through `passes.compile_pipeline`, to the kernels that are scheduled and tuned: the module, whether it was
+    quantized, its compute ops after our rewrites (`int8.compute_ops`), and the seconds each pass took."""
     import tvm
-    from tvm import relax
+
+    from edgenas.compile.passes import Record, compile_pipeline
 
     quantized = float_ops_on_quantized_path(mod) > 0
     tgt = compile_target(target)
-    mod = lowering(layout, dot_product(tgt))(mod)
-    ops = compute_ops(mod)
-    with tgt:
-        mod = tvm.transform.Sequential([
-            relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero"),
-        ])(mod)
-    return mod, quantized, ops
+    record = Record({"float": ("after", "IntegerQDQ", float_ops_on_quantized_path),
+                     "ops": ("before", "DecomposeOps", compute_ops)})
+    with tgt, tvm.transform.PassContext(instruments=[record]):
+        mod = compile_pipeline(tgt, layout)(mod)
+    if record.results["float"]:
+        warn(f"{record.results['float']} quantized convolution(s) or matmul(s) have no integer form (not per-tensor "
+             f"uint8/int8 activations with int8 weights) and compute in float")
+    return mod, quantized, record.results["ops"], {name: round(s, 4) for name, s in record.seconds.items()}
 
 
 def _compile_relax(mod, target: Target, cfg: CompileConfig):
     """Lowered, tuned or scheduled by default, and compiled: the executable, whether it was quantized, its compute
-    ops, the database and the tuning report."""
+    ops, the database, the tuning report and the seconds per pass of the lowering."""
     import tvm
 
-    mod, quantized, ops = lower(mod, target, cfg.layout)
+    mod, quantized, ops, pass_seconds = lower(mod, target, cfg.layout)
     db = database_dir(target, cfg.tuning_db)
     tuning = cfg.trials or cfg.tune_minutes
     report, database = tune(mod, target, db, cfg.trials, cfg.tune_minutes, cfg.rpc) if tuning else (None, None)
@@ -77,14 +80,14 @@ def _compile_relax(mod, target: Target, cfg: CompileConfig):
     if naive:
         warn(f"{len(naive)} convolution or matmul kernel(s) have no schedule and compile as naive loops: "
              f"{', '.join(naive[:3])}; tune them (--tune-trials) to make them fast")
-    return tvm.compile(mod, target=tgt), quantized, ops, db, report
+    return tvm.compile(mod, target=tgt), quantized, ops, db, report, pass_seconds
 
 
 def compile_onnx_model(data: bytes, where: str, target: Target, cfg: CompileConfig = CompileConfig()) -> Compiled:
     start = time.perf_counter()
     mod, inp = to_relax(data, where, cfg.input_shape)
-    executable, quantized, ops, db, report = _compile_relax(mod, target, cfg)
-    return Compiled(executable, inp, quantized, ops, str(db), report, round(time.perf_counter() - start, 2))
+    executable, quantized, ops, db, report, pass_seconds = _compile_relax(mod, target, cfg)
+    return Compiled(executable, inp, quantized, ops, str(db), report, round(time.perf_counter() - start, 2), pass_seconds)
 
 
 def graph_function(i: int) -> str:

@@ -94,7 +94,8 @@ def pad_by_concat(x, pad: list[int], value: int):
     return x
 
 
-def _patterns():
+def patterns():
+    """The sub-patterns a rewriter reads its match through, and the four calls they make, most specific first."""
     from tvm.relax.dpl import is_const, is_op, wildcard
 
     xq, sx, zx = wildcard(), is_const(), is_const()
@@ -122,7 +123,7 @@ def _weights(m: dict, p: dict):
     return wq, _np(m[p["sw"]]).astype(np.float32).reshape(-1), float(_np(m[p["sx"]])), int(zx.reshape(()))
 
 
-def _conv_rewriter(p: dict, with_bias: bool):
+def conv_rewriter(p: dict, with_bias: bool):
     from tvm import relax
 
     def rewrite(orig, m):
@@ -145,7 +146,7 @@ def _conv_rewriter(p: dict, with_bias: bool):
     return rewrite
 
 
-def _matmul_rewriter(p: dict, with_bias: bool):
+def matmul_rewriter(p: dict, with_bias: bool):
     from tvm import relax
 
     def rewrite(orig, m):
@@ -159,33 +160,6 @@ def _matmul_rewriter(p: dict, with_bias: bool):
         return _requantize(acc, bias, sx, sw, zx, wsum, (1, wq.shape[0]))
 
     return rewrite
-
-
-def integer_qdq(mod):
-    """Rewrite every quantized conv2d and matmul of `mod`'s functions into integer compute."""
-    p, patterns = _patterns()
-    rewriters = [
-        (patterns["conv_bias"], _conv_rewriter(p, True)),
-        (patterns["conv"], _conv_rewriter(p, False)),
-        (patterns["matmul_bias"], _matmul_rewriter(p, True)),
-        (patterns["matmul"], _matmul_rewriter(p, False)),
-    ]
-    return rewrite_functions(mod, rewriters)
-
-
-def rewrite_functions(mod, rules):
-    """`mod` with every (pattern, rewriter) rule applied, in order, to each of its Relax functions."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.dpl import rewrite_call
-
-    out = tvm.IRModule()
-    for gv, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            for pattern, rewriter in rules:
-                func = rewrite_call(pattern, rewriter, func)
-        out[gv] = func
-    return relax.transform.Normalize()(out)
 
 
 def _calls(mod):

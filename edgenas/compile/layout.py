@@ -53,46 +53,35 @@ def _dequantize(q, scale, zero):
     return relax.op.multiply(relax.op.astype(diff, "float32"), operand(scale, "float32", _rank(q)))
 
 
-def elementwise_qdq(mod):
-    """Per-tensor quantize/dequantize and every clip as elementwise arithmetic with layout rules."""
+def qdq_as_arithmetic(orig, _m):
+    """A per-tensor quantize or dequantize call as `_quantize` / `_dequantize`; others as they are."""
+    scale, zero = _scalar(orig.args[1]), _scalar(orig.args[2])
+    if scale is None or zero is None or str(orig.attrs.out_dtype) not in ("uint8", "int8", "float32"):
+        return orig
+    if orig.op.name == "relax.quantize":
+        return _quantize(orig.args[0], scale, zero, str(orig.attrs.out_dtype))
+    return _dequantize(orig.args[0], scale, zero) if str(orig.attrs.out_dtype) == "float32" else orig
+
+
+def clip_as_arithmetic(orig, _m):
+    """clip(x, lo, hi) as minimum(maximum(x, lo), hi), whose bounds are tensors of x's rank."""
     from tvm import relax
-    from tvm.relax.dpl import is_op, wildcard
 
-    from edgenas.compile.int8 import operand, rewrite_functions
+    from edgenas.compile.int8 import operand
 
-    def qdq(orig, _m):
-        scale, zero = _scalar(orig.args[1]), _scalar(orig.args[2])
-        if scale is None or zero is None or str(orig.attrs.out_dtype) not in ("uint8", "int8", "float32"):
-            return orig
-        if orig.op.name == "relax.quantize":
-            return _quantize(orig.args[0], scale, zero, str(orig.attrs.out_dtype))
-        return _dequantize(orig.args[0], scale, zero) if str(orig.attrs.out_dtype) == "float32" else orig
-
-    def clip(orig, _m):
-        x, lo, hi = orig.args
-        dtype = str(x.ty.dtype)
-        bound = lambda v: operand(getattr(v.value, "value", v.value), dtype, _rank(x))  # noqa: E731
-        return relax.op.minimum(relax.op.maximum(x, bound(lo)), bound(hi))
-
-    rules = [(is_op(name)(wildcard(), wildcard(), wildcard()), qdq) for name in QDQ_OPS]
-    rules.append((is_op("relax.clip")(wildcard(), wildcard(), wildcard()), clip))
-    return rewrite_functions(mod, rules)
+    x, lo, hi = orig.args
+    dtype = str(x.ty.dtype)
+    bound = lambda v: operand(getattr(v.value, "value", v.value), dtype, _rank(x))  # noqa: E731
+    return relax.op.minimum(relax.op.maximum(x, bound(lo)), bound(hi))
 
 
-def to_nhwc(mod):
-    """Convolutions in NHWC/OHWI, carried through everything between them once `elementwise_qdq` has run."""
-    import numpy as np
+def transposed_constant(orig, _m):
+    """permute_dims of a constant as the transposed constant.
+
+    ConvertLayout transposes every weight and one-element scale at run time; left to the zero pipeline's
+    FoldConstant, each of them (629 on the searched int8 network) is a kernel compiled and run: 15 s of compile."""
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op
 
-    from edgenas.compile.int8 import rewrite_functions
-
-    def transposed(orig, _m):
-        # ConvertLayout transposes every weight and one-element scale at run time; left to the zero pipeline's
-        # FoldConstant, each of them (629 on the searched int8 network) is a kernel compiled and run: 15 s of compile
-        value = orig.args[0].value.numpy()
-        axes = None if orig.attrs.axes is None else [int(a) for a in orig.attrs.axes]
-        return relax.const(np.transpose(value, axes), str(value.dtype))
-
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
-    return rewrite_functions(mod, [(is_op("relax.permute_dims")(is_const()), transposed)])
+    value = orig.args[0].value.numpy()
+    axes = None if orig.attrs.axes is None else [int(a) for a in orig.attrs.axes]
+    return relax.const(np.transpose(value, axes), str(value.dtype))

@@ -1,69 +1,91 @@
-"""The Relax passes that turn an imported QDQ model into the graph our CPU schedules compile well.
-
-Each rewrite is a pass with its patterns as attributes, in the manner of TVM's own `relax/transform` files, and
-`lowering(target, layout)` composes them in one `tvm.transform.Sequential`:
+"""The graph part of compile as TVM passes, in one `tvm.transform.Sequential` (`compile_pipeline`):
 
     IntegerQDQ -> ElementwiseQDQ -> [ToNHWC] -> RequantMultiplier -> [PadChannels -> [WidenWeights]]
+    -> DecomposeOps -> CanonicalizeBindings -> f_zero_pipeline (TVM's: legalize, fold constants, fuse)
+
+Each rewrite is a pass class with its patterns as attributes, in the manner of TVM's own `relax/transform` files; the
+arithmetic they write stays in `int8` and `layout`. `Record`, a pass instrument, times the passes and takes the
+analyses the compile reports between them, so the pipeline runs whole. This module imports TVM: import it lazily.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from edgenas.compile import int8
+from edgenas.compile.layout import QDQ_OPS, clip_as_arithmetic, qdq_as_arithmetic, transposed_constant
+from edgenas.compile.schedules import dot_product
 
 
+class _Rules:
+    """Each (pattern, rewriter) of `self.rules`, in order, on every Relax function: the one way our rewrites apply.
+    As a function pass, the module's other functions and its attributes are kept."""
 
-def _function_pass(name: str, rewrite):
-    """A Relax function pass that applies `rewrite(func) -> func` to every Relax function of the module."""
-    import tvm
-    from tvm import relax
+    rules: list  # set by each pass's __init__
 
-    @tvm.transform.module_pass(opt_level=0, name=name)
-    def run(mod, _ctx):
-        out = tvm.IRModule()
-        for gv, func in mod.functions.items():
-            out[gv] = rewrite(func) if isinstance(func, relax.Function) else func
-        return relax.transform.Normalize()(out)
-
-    return run
+    def transform_function(self, func, _mod, _ctx):
+        for pattern, rewriter in self.rules:
+            func = rewrite_call(pattern, rewriter, func)
+        return func
 
 
-def IntegerQDQ():  # noqa: N802 - named as TVM names its passes
-    """dequantize -> float conv2d/matmul, as TVM imports a QDQ model, into int8 x int8 -> int32 compute."""
-    import tvm
+@relax.transform.function_pass(opt_level=0)
+class IntegerQDQ(_Rules):
+    """dequantize -> float conv2d/matmul, as TVM imports a QDQ model, into int8 x int8 -> int32 compute (`int8`).
+    A call that is not per-tensor uint8/int8 activations with int8 weights stays in float."""
 
-    from edgenas.compile.int8 import float_ops_on_quantized_path, integer_qdq
-    from edgenas.errors import warn
+    patterns = staticmethod(int8.patterns)
 
-    def run(mod, _ctx):
-        mod = integer_qdq(mod)
-        left = float_ops_on_quantized_path(mod)
-        if left:
-            warn(f"{left} quantized convolution(s) or matmul(s) have no integer form (not per-tensor uint8/int8 "
-                 f"activations with int8 weights) and compute in float")
-        return mod
-
-    return tvm.transform.module_pass(run, opt_level=0, name="IntegerQDQ")
+    def __init__(self):
+        p, calls = self.patterns()
+        self.rules = [(calls["conv_bias"], int8.conv_rewriter(p, True)), (calls["conv"], int8.conv_rewriter(p, False)),
+                      (calls["matmul_bias"], int8.matmul_rewriter(p, True)), (calls["matmul"], int8.matmul_rewriter(p, False))]
 
 
-def ElementwiseQDQ():  # noqa: N802
+@relax.transform.function_pass(opt_level=0)
+class ElementwiseQDQ(_Rules):
     """quantize/dequantize/clip as elementwise arithmetic, which has layout rules (see `layout`)."""
-    import tvm
 
-    from edgenas.compile.layout import elementwise_qdq
+    @staticmethod
+    def patterns():
+        return {name: is_op(name)(wildcard(), wildcard(), wildcard()) for name in (*QDQ_OPS, "relax.clip")}
 
-    return tvm.transform.module_pass(lambda mod, _ctx: elementwise_qdq(mod), opt_level=0, name="ElementwiseQDQ")
-
-
-def ToNHWC():  # noqa: N802
-    """Convolutions in NHWC/OHWI, where channels are the innermost, vectorised axis."""
-    import tvm
-
-    from edgenas.compile.layout import to_nhwc
-
-    return tvm.transform.module_pass(lambda mod, _ctx: to_nhwc(mod), opt_level=0, name="ToNHWC")
+    def __init__(self):
+        calls = self.patterns()
+        self.rules = [(calls[name], qdq_as_arithmetic) for name in QDQ_OPS]
+        self.rules.append((calls["relax.clip"], clip_as_arithmetic))
 
 
-class RequantMultiplier:
+@relax.transform.function_pass(opt_level=0)
+class TransposeConstants(_Rules):
+    """permute_dims of a constant folded into the constant, once, at compile time (`layout.transposed_constant`)."""
+
+    @staticmethod
+    def patterns():
+        return {"transpose": is_op("relax.permute_dims")(is_const())}
+
+    def __init__(self):
+        self.rules = [(self.patterns()["transpose"], transposed_constant)]
+
+
+@tvm.transform.module_pass(opt_level=0)
+class ToNHWC:
+    """Convolutions in NHWC/OHWI, where channels are the innermost, vectorised axis, carried through everything
+    between them once `ElementwiseQDQ` has run; the weights and scales ConvertLayout transposes, transposed here."""
+
+    layouts = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
+
+    def transform_module(self, mod, _ctx):
+        return TransposeConstants()(relax.transform.ConvertLayout(self.layouts)(mod))
+
+
+@relax.transform.function_pass(opt_level=0)
+class RequantMultiplier(_Rules):
     """Requantization as one multiply per element: `x * a / b` with constant a (per channel) and b (the next
     layer's scale) becomes `x * (a / b)`, and any other division by a constant a multiplication by its inverse.
 
@@ -74,123 +96,146 @@ class RequantMultiplier:
 
     @staticmethod
     def patterns():
-        from tvm.relax.dpl import is_const, is_op, wildcard
-
         x, a, b = wildcard(), is_const(), is_const()
         return {"x": x, "a": a, "b": b,
                 "scale_then_divide": is_op("relax.divide")(is_op("relax.multiply")(x, a), b),
                 "divide": is_op("relax.divide")(x, b)}
 
-    def __new__(cls):
-        from tvm import relax
-        from tvm.relax.dpl import rewrite_call
+    def __init__(self):
+        self.p = self.patterns()
+        self.rules = [(self.p["scale_then_divide"], self.fold), (self.p["divide"], self.invert)]
 
-        p = cls.patterns()
+    def fold(self, orig, m):
+        a, b = m[self.p["a"]].value.numpy(), m[self.p["b"]].value.numpy()
+        if a.dtype != np.float32 or b.dtype != np.float32 or np.any(b == 0):
+            return orig
+        return relax.op.multiply(m[self.p["x"]], relax.const((a.astype(np.float64) / b).astype(np.float32)))
 
-        def fold(orig, m):
-            a, b = m[p["a"]].value.numpy(), m[p["b"]].value.numpy()
-            if a.dtype != np.float32 or b.dtype != np.float32 or np.any(b == 0):
-                return orig
-            return relax.op.multiply(m[p["x"]], relax.const((a.astype(np.float64) / b).astype(np.float32)))
-
-        def invert(orig, m):
-            b = m[p["b"]].value.numpy()
-            if b.dtype != np.float32 or np.any(b == 0):
-                return orig
-            return relax.op.multiply(m[p["x"]], relax.const((1.0 / b.astype(np.float64)).astype(np.float32)))
-
-        def rewrite(func):
-            func = rewrite_call(p["scale_then_divide"], fold, func)
-            return rewrite_call(p["divide"], invert, func)
-
-        return _function_pass("RequantMultiplier", rewrite)
+    def invert(self, orig, m):
+        b = m[self.p["b"]].value.numpy()
+        if b.dtype != np.float32 or np.any(b == 0):
+            return orig
+        return relax.op.multiply(m[self.p["x"]], relax.const((1.0 / b.astype(np.float64)).astype(np.float32)))
 
 
-class PadChannels:
+def _weight_calls():
+    """A convolution or a matmul with a constant weight: what PadChannels and WidenWeights rewrite."""
+    x, w = wildcard(), is_const()
+    return {"x": x, "w": w, "conv": is_op("relax.nn.conv2d")(x, w), "matmul": is_op("relax.matmul")(x, w)}
+
+
+@relax.transform.function_pass(opt_level=0)
+class PadChannels(_Rules):
     """Integer convolutions and matmuls whose output channels are not a multiple of `multiple`, computed with
     zero weights up to the next multiple and sliced back, so that the dot-product schedule takes them whole
     instead of leaving them to the plain vector schedule. Only uint8 x int8 NHWC layers whose input channels
     the intrinsic can take (a multiple of `depth`) are padded."""
 
-    @staticmethod
-    def patterns():
-        from tvm.relax.dpl import is_const, is_op, wildcard
+    patterns = staticmethod(_weight_calls)
 
-        x, w = wildcard(), is_const()
-        return {"x": x, "w": w, "conv": is_op("relax.nn.conv2d")(x, w), "matmul": is_op("relax.matmul")(x, w)}
+    def __init__(self, multiple: int, depth: int):
+        self.multiple, self.depth = multiple, depth
+        self.p = self.patterns()
+        self.rules = [(self.p["conv"], self.conv), (self.p["matmul"], self.matmul)]
 
-    def __new__(cls, multiple: int, depth: int):
-        from tvm import relax
-        from tvm.relax.dpl import rewrite_call
+    def _eligible(self, x, w: np.ndarray, k: int) -> bool:
+        return str(x.ty.dtype) == "uint8" and w.dtype == np.int8 and k % self.depth == 0
 
-        p = cls.patterns()
+    def _padded(self, out: int) -> int:
+        return -(-out // self.multiple) * self.multiple
 
-        def eligible(x, w: np.ndarray, k: int) -> bool:
-            return str(x.ty.dtype) == "uint8" and w.dtype == np.int8 and k % depth == 0
+    def conv(self, orig, m):
+        attrs, x, w = orig.attrs, m[self.p["x"]], m[self.p["w"]].value.numpy()
+        if (attrs.data_layout != "NHWC" or attrs.kernel_layout != "OHWI" or int(attrs.groups) != 1
+                or str(attrs.out_dtype) != "int32" or not self._eligible(x, w, w.shape[3])
+                or w.shape[0] % self.multiple == 0):
+            return orig
+        out = w.shape[0]
+        padded = np.zeros((self._padded(out), *w.shape[1:]), np.int8)
+        padded[:out] = w
+        y = relax.op.nn.conv2d(x, relax.const(padded), strides=attrs.strides, padding=attrs.padding,
+                               dilation=attrs.dilation, groups=1, data_layout="NHWC", kernel_layout="OHWI",
+                               out_dtype="int32")
+        return relax.op.strided_slice(y, axes=[3], begin=[0], end=[out])
 
-        def conv(orig, m):
-            attrs, x, w = orig.attrs, m[p["x"]], m[p["w"]].value.numpy()
-            if (attrs.data_layout != "NHWC" or attrs.kernel_layout != "OHWI" or int(attrs.groups) != 1
-                    or str(attrs.out_dtype) != "int32" or not eligible(x, w, w.shape[3]) or w.shape[0] % multiple == 0):
-                return orig
-            out = w.shape[0]
-            padded = np.zeros((-(-out // multiple) * multiple, *w.shape[1:]), np.int8)
-            padded[:out] = w
-            y = relax.op.nn.conv2d(x, relax.const(padded), strides=attrs.strides, padding=attrs.padding,
-                                   dilation=attrs.dilation, groups=1, data_layout="NHWC", kernel_layout="OHWI",
-                                   out_dtype="int32")
-            return relax.op.strided_slice(y, axes=[3], begin=[0], end=[out])
-
-        def matmul(orig, m):
-            x, w = m[p["x"]], m[p["w"]].value.numpy()
-            if w.ndim != 2 or str(orig.attrs.out_dtype) != "int32" or not eligible(x, w, w.shape[0]) \
-                    or w.shape[1] % multiple == 0:
-                return orig
-            out = w.shape[1]
-            padded = np.zeros((w.shape[0], -(-out // multiple) * multiple), np.int8)
-            padded[:, :out] = w
-            y = relax.op.matmul(x, relax.const(padded), out_dtype="int32")
-            return relax.op.strided_slice(y, axes=[len(x.ty.shape) - 1], begin=[0], end=[out])
-
-        def rewrite(func):
-            return rewrite_call(p["matmul"], matmul, rewrite_call(p["conv"], conv, func))
-
-        return _function_pass("PadChannels", rewrite)
+    def matmul(self, orig, m):
+        x, w = m[self.p["x"]], m[self.p["w"]].value.numpy()
+        if w.ndim != 2 or str(orig.attrs.out_dtype) != "int32" or not self._eligible(x, w, w.shape[0]) \
+                or w.shape[1] % self.multiple == 0:
+            return orig
+        out = w.shape[1]
+        padded = np.zeros((w.shape[0], self._padded(out)), np.int8)
+        padded[:, :out] = w
+        y = relax.op.matmul(x, relax.const(padded), out_dtype="int32")
+        return relax.op.strided_slice(y, axes=[len(x.ty.shape) - 1], begin=[0], end=[out])
 
 
-class WidenWeights:
-    """The int8 weights of uint8 x int8 convolutions and matmuls as int16 constants, for `vpmaddwd`, which
+@relax.transform.function_pass(opt_level=0)
+class WidenWeights(_Rules):
+    """The int8 weights of uint8 x int8 convolutions and matmuls as `dtype` (int16) constants, for `vpmaddwd`, which
     multiplies int16 pairs. The values do not change; the widening is done once, at compile time."""
 
-    patterns = PadChannels.patterns  # the same calls: a convolution or matmul with a constant weight
+    patterns = staticmethod(_weight_calls)
 
-    def __new__(cls, dtype: str):
-        from tvm import relax
-        from tvm.relax.dpl import rewrite_call
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+        self.p = self.patterns()
+        self.rules = [(self.p["conv"], self.widen), (self.p["matmul"], self.widen)]
 
-        p = cls.patterns()
-
-        def widen(orig, m):
-            x, w = m[p["x"]], m[p["w"]].value.numpy()
-            grouped = orig.op.name == "relax.nn.conv2d" and int(orig.attrs.groups) != 1
-            if grouped or str(x.ty.dtype) != "uint8" or w.dtype != np.int8 or str(orig.attrs.out_dtype) != "int32":
-                return orig
-            return relax.Call(orig.op, [x, relax.const(w.astype(dtype))], orig.attrs)
-
-        def rewrite(func):
-            return rewrite_call(p["matmul"], widen, rewrite_call(p["conv"], widen, func))
-
-        return _function_pass("WidenWeights", rewrite)
+    def widen(self, orig, m):
+        x, w = m[self.p["x"]], m[self.p["w"]].value.numpy()
+        grouped = orig.op.name == "relax.nn.conv2d" and int(orig.attrs.groups) != 1
+        if grouped or str(x.ty.dtype) != "uint8" or w.dtype != np.int8 or str(orig.attrs.out_dtype) != "int32":
+            return orig
+        return relax.Call(orig.op, [x, relax.const(w.astype(self.dtype))], orig.attrs)
 
 
-def lowering(layout: str, dot=None):
-    """The graph rewrites, in order. `dot` (schedules.DotProduct): the integer dot product the target's schedule
-    multiplies uint8 layers through, whose channel multiple and weight type the layers are given."""
-    import tvm
-
-    dot_passes = []
+def compile_pipeline(target, layout: str) -> tvm.transform.Sequential:
+    """The graph part of compile for `target` (a `tvm.target.Target`, which must be the current target while it runs:
+    `with target:`) in `layout` (NCHW or NHWC). The integer dot product of the target's schedule
+    (`schedules.dot_product`) sets the channel multiple and the weight type of uint8 layers."""
+    passes = [IntegerQDQ(), ElementwiseQDQ()]
+    if layout == "NHWC":
+        passes.append(ToNHWC())
+    passes.append(RequantMultiplier())
+    dot = dot_product(target)
     if dot is not None and layout == "NHWC":
-        dot_passes = [PadChannels(dot.lanes, dot.depth), *([WidenWeights(dot.weight_dtype)] if dot.weight_dtype != "int8" else [])]
-    return tvm.transform.Sequential([
-        IntegerQDQ(), ElementwiseQDQ(), *([ToNHWC()] if layout == "NHWC" else []), RequantMultiplier(), *dot_passes,
-    ], name="edgenas.lowering")
+        passes.append(PadChannels(dot.lanes, dot.depth))
+        if dot.weight_dtype != "int8":
+            passes.append(WidenWeights(dot.weight_dtype))
+    passes += [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+               relax.get_pipeline("zero")]
+    return tvm.transform.Sequential(passes, name="edgenas.compile")
+
+
+def pass_names(pipeline: tvm.transform.Sequential) -> list[str]:
+    """The names `Record` keys its timings and analyses by, in the order the passes run."""
+    return [p.info.name for p in pipeline.passes]
+
+
+@tvm.instrument.pass_instrument
+class Record:
+    """Seconds per pass of the pipeline run under it (time in a pass's nested passes counts as its own), and
+    `analyses` of the module where a named pass starts or ends: {key: ("before" | "after", pass name, f(mod))},
+    their results in `results[key]`. Nothing else is done per pass, so it costs next to nothing."""
+
+    def __init__(self, analyses: dict | None = None):
+        self.analyses = dict(analyses or {})
+        self.results: dict = {}
+        self.seconds: dict[str, float] = {}
+        self._started: list[float] = []
+
+    def _analyse(self, when: str, mod, info) -> None:
+        for key, (at, name, analysis) in self.analyses.items():
+            if at == when and name == info.name:
+                self.results[key] = analysis(mod)
+
+    def run_before_pass(self, mod, info):
+        self._analyse("before", mod, info)
+        self._started.append(time.perf_counter())
+
+    def run_after_pass(self, mod, info):
+        seconds = time.perf_counter() - self._started.pop()
+        if len(self._started) == 1:  # a pass of the pipeline, not the pipeline itself nor a pass nested in one
+            self.seconds[info.name] = self.seconds.get(info.name, 0.0) + seconds
+        self._analyse("after", mod, info)

@@ -1,0 +1,149 @@
+"""The graph part of compile as one pipeline of named passes, each checked on the IR it leaves: a small int8 network
+through the AVX2 pipeline (vpmaddwd: channels padded to 8, weights widened to int16), in process."""
+
+import random
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SPACE, cpu_target
+
+AVX2_NHWC = ["IntegerQDQ", "ElementwiseQDQ", "ToNHWC", "RequantMultiplier", "PadChannels", "WidenWeights",
+             "DecomposeOps", "CanonicalizeBindings", "f_zero_pipeline"]
+NCHW = ["IntegerQDQ", "ElementwiseQDQ", "RequantMultiplier", "DecomposeOps", "CanonicalizeBindings", "f_zero_pipeline"]
+
+
+def _calls(mod):
+    return [b.value for block in mod["main"].body.blocks for b in block.bindings if hasattr(b.value, "op")]
+
+
+def _named(mod, *names):
+    return [c for c in _calls(mod) if getattr(c.op, "name", None) in names]
+
+
+def _dot_layers(mod):
+    """uint8 x constant-weight convolutions (not grouped) and matmuls accumulating in int32: the dot-product's layers."""
+    from tvm.ir.expr import Constant
+
+    return [c for c in _named(mod, "relax.nn.conv2d", "relax.matmul")
+            if isinstance(c.args[1], Constant) and str(c.args[0].ty.dtype) == "uint8"
+            and str(c.attrs.out_dtype) == "int32" and int(getattr(c.attrs, "groups", 1)) == 1]
+
+
+@pytest.fixture(scope="module")
+def avx2(tmp_path_factory):
+    """The AVX2 NHWC pipeline and its target, and a network with a classifier, with a module attribute."""
+    from edgenas.compile.frontend import to_relax
+    from edgenas.compile.tune import compile_target
+    from edgenas.measure.batch import GraphJob
+    from edgenas.space import get_space
+
+    target = cpu_target("avx2", tmp_path_factory.mktemp("avx2"))
+    space = get_space(TINY_SPACE)
+    data = GraphJob(space, arch=space.sample(random.Random(0))).onnx("int8", target)
+    mod, _ = to_relax(data, "tiny int8 network")
+    return compile_target(target), mod.with_attr("edgenas.check", "kept")
+
+
+@pytest.fixture(scope="module")
+def after(avx2):
+    """The module as each pass of the pipeline leaves it, the input under "input", and the pipeline's timings."""
+    import tvm
+
+    from edgenas.compile.passes import Record, compile_pipeline, pass_names
+
+    target, mod = avx2
+    pipeline = compile_pipeline(target, "NHWC")
+    record = Record({name: ("after", name, lambda m: m) for name in pass_names(pipeline)})
+    with target, tvm.transform.PassContext(instruments=[record]):
+        pipeline(mod)
+    return {"input": mod, **record.results}, record.seconds
+
+
+def test_pipeline_names_its_passes_in_order(avx2, tmp_path):
+    from edgenas.compile.passes import compile_pipeline, pass_names
+    from edgenas.compile.tune import compile_target
+
+    names = pass_names(compile_pipeline(avx2[0], "NHWC"))
+    print(" -> ".join(names))
+    assert names == AVX2_NHWC
+    assert pass_names(compile_pipeline(avx2[0], "NCHW")) == NCHW
+    assert pass_names(compile_pipeline(compile_target(cpu_target("host", tmp_path)), "NCHW")) == NCHW
+
+
+def test_each_pass_is_timed_and_keeps_the_module_attributes(after):
+    irs, seconds = after
+    assert list(seconds) == AVX2_NHWC and all(s >= 0 for s in seconds.values())
+    assert seconds["f_zero_pipeline"] > 0  # it legalizes and fuses: never free
+    assert list(irs) == ["input", *AVX2_NHWC]
+    assert all(ir.attrs["edgenas.check"] == "kept" for ir in irs.values())
+
+
+def test_integer_qdq_leaves_no_float_compute_on_the_quantized_path(after):
+    from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
+
+    irs, _ = after
+    assert float_ops_on_quantized_path(irs["input"]) > 0
+    assert float_ops_on_quantized_path(irs["IntegerQDQ"]) == 0
+    ops = compute_ops(irs["IntegerQDQ"])
+    assert ops and all(k.endswith(":int32") for k in ops), ops
+
+
+def test_elementwise_qdq_writes_out_quantize_dequantize_and_clip(after):
+    irs, _ = after
+    qdq = ("relax.quantize", "relax.dequantize", "relax.clip")
+    assert _named(irs["IntegerQDQ"], *qdq)
+    assert not _named(irs["ElementwiseQDQ"], *qdq)
+
+
+def test_to_nhwc_converts_convolutions_and_transposes_no_constant_at_run_time(after):
+    from tvm.ir.expr import Constant
+
+    irs, _ = after
+    convs = _named(irs["ToNHWC"], "relax.nn.conv2d")
+    assert convs and all(c.attrs.data_layout == "NHWC" and c.attrs.kernel_layout == "OHWI" for c in convs)
+    transposes = _named(irs["ToNHWC"], "relax.permute_dims")
+    assert not [t for t in transposes if isinstance(t.args[0], Constant)]
+    assert len(transposes) == 1  # the graph's NCHW input only
+
+
+def test_requant_multiplier_leaves_no_division_by_a_constant(after):
+    from tvm.ir.expr import Constant
+
+    irs, _ = after
+
+    def constant_divisions(mod):
+        return [c for c in _named(mod, "relax.divide") if isinstance(c.args[1], Constant)]
+
+    assert constant_divisions(irs["ToNHWC"])
+    assert not constant_divisions(irs["RequantMultiplier"])
+
+
+def test_pad_channels_makes_output_channels_a_multiple_of_the_lanes(after):
+    from edgenas.compile.schedules import MADD_256
+
+    irs, _ = after
+
+    def output_channels(mod):
+        # the channels are the weight's first axis (OHWI) for a convolution, its last for a matmul
+        return [int(c.args[1].ty.shape[0 if c.op.name == "relax.nn.conv2d" else -1]) for c in _dot_layers(mod)
+                if int(c.args[1].ty.shape[-1 if c.op.name == "relax.nn.conv2d" else 0]) % MADD_256.depth == 0]
+
+    assert any(n % MADD_256.lanes for n in output_channels(irs["RequantMultiplier"]))
+    padded = output_channels(irs["PadChannels"])
+    assert padded and all(n % MADD_256.lanes == 0 for n in padded), padded
+    assert _named(irs["PadChannels"], "relax.strided_slice")  # sliced back to the model's channels
+
+
+def test_widen_weights_gives_the_dot_product_int16_weights(after):
+    irs, _ = after
+    assert {str(c.args[1].ty.dtype) for c in _dot_layers(irs["PadChannels"])} == {"int8"}
+    widened = _dot_layers(irs["WidenWeights"])
+    assert widened and {str(c.args[1].ty.dtype) for c in widened} == {"int16"}
+    assert all(c.args[1].value.numpy().dtype == np.int16 for c in widened)
+
+
+def test_the_pipeline_ends_in_fused_kernels(after):
+    irs, _ = after
+    assert not _named(irs["f_zero_pipeline"], "relax.nn.conv2d", "relax.matmul")
+    assert any(gv.name_hint.startswith("fused_") for gv in irs["f_zero_pipeline"].functions)
