@@ -24,12 +24,12 @@ from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
 from edgenas.search.accuracy_predictor import AccuracyPredictor
 from edgenas.search.evolution import EvolutionConfig, EvolutionFinder, check_budget
-from edgenas.search.latency_predictor import TableLatencyPredictor
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.blocks import layer_params
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train import load_supernet
 from edgenas.tables.key import TableKey
+from edgenas.tables.latency_model import LatencyModel
 from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
 from edgenas.tables.ready import ready_table
 
@@ -136,7 +136,7 @@ class Searcher:
         if margin_pct is None and "overrun_p95_pct" not in held_out:
             warn(f"{path}: its validation predates the guard band; run `edgenas validate` again (it reuses its measurements)")
         self.margin_pct = max(0.0, held_out.get("overrun_p95_pct", 0.0)) if margin_pct is None else margin_pct
-        self.latency = TableLatencyPredictor(self.table, space)
+        self.latency = LatencyModel(self.table, space)
         self.fastest_ms, self.fastest = self.latency.fastest()
         self.evaluator = self.predictor = self.predictor_metrics = None
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
 from edgenas.jsonio import atomic_write_json, read_json
-from edgenas.space import Arch, SearchSpace
+from edgenas.space import SearchSpace
+from edgenas.space.space import LayerSpec
 
 SCHEMA = "edgenas.latency-table"
 #: 2: tables kept per device, with a precision and (TVM) the layout and schedules they were measured with
@@ -91,25 +92,13 @@ class LatencyTable:
                 want = f"space '{expected['space']}' (hash {expected[name]})" if name == "space_hash" else repr(expected[name])
                 raise BadInput(f"{self.path}: measured for {name} {what}, not {want}; refused")
 
-    # ---- prediction ---------------------------------------------------------------------------
+    # ---- entries (predictions: `LatencyModel`) ----------------------------------------------------
     def missing(self, space: SearchSpace) -> list:
         return [layer for layer in space.all_layers() if layer.key not in self.entries]
 
-    def raw_ms(self, space: SearchSpace, arch: Arch) -> float:
-        """Sum of the measured latencies (`STATISTIC`) of the network's stem, blocks and head."""
-        total = 0.0
-        for layer in space.layers(arch):
-            entry = self.entries.get(layer.key)
-            if entry is None:
-                raise EdgenasError(f"{self.path}: no entry for {layer.key}; complete it with `edgenas profile --resume`")
-            total += entry[STATISTIC]
-        return total
-
-    def predict_ms(self, space: SearchSpace, arch: Arch) -> float:
-        """Predicted end-to-end latency: the sum of blocks, corrected when `validate` fitted a correction."""
-        raw = self.raw_ms(space, arch)
-        if not self.correction:
-            return raw
-        from edgenas.tables.correction import apply_correction
-
-        return apply_correction(self.correction, raw, len(space.layers(arch)))
+    def entry_ms(self, spec: LayerSpec) -> float:
+        """The unit's measured latency (`STATISTIC`); the one place a table's gap is reported."""
+        entry = self.entries.get(spec.key)
+        if entry is None:
+            raise EdgenasError(f"{self.path}: no entry for {spec.key}; complete it with `edgenas profile --resume`")
+        return entry[STATISTIC]
