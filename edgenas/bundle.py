@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas.errors import BadInput
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
-from edgenas.tables.latency_table import now
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, now, read_json
 
 SCHEMA, SCHEMA_VERSION = "edgenas.model", 1
 MODEL_FILE, INFO_FILE = "model.onnx", "model.json"

@@ -1,6 +1,7 @@
 """Atomic writes and locked files: an interrupted job never leaves a half-written file."""
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import os
@@ -8,6 +9,11 @@ import tempfile
 from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
+
+
+def now() -> str:
+    """The UTC timestamp every written file records, to the second."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def _umask() -> int:

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from edgenas import __version__
 from edgenas.errors import BadInput
-from edgenas.jsonio import atomic_write_json, read_json
-from edgenas.tables.latency_table import now
+from edgenas.jsonio import atomic_write_json, now, read_json
 from edgenas.versions import versions
 
 SCHEMA, SCHEMA_VERSION = "edgenas.build", 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgenas.data import load_split
 from edgenas.errors import BadInput, Interrupted, warn
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.onnx_export import shipped_onnx, to_onnx
 from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
@@ -30,7 +30,7 @@ from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train import load_supernet
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_model import LatencyModel
-from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
+from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.tables.ready import ready_table
 
 SUBNET_SAMPLES = "subnet_accuracy.json"

@@ -25,13 +25,12 @@ from torch import nn
 
 from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, resize, split as split_data, to_input
 from edgenas.errors import BadInput, Interrupted, one_line
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, read_json
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, now, read_json
 from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
 from edgenas.supernet.dynamic import Supernet
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train_config import TrainConfig
-from edgenas.tables.latency_table import now
 from edgenas.versions import versions
 
 RUN_SCHEMA = "edgenas.supernet-run"

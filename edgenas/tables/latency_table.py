@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
-from edgenas.jsonio import atomic_write_json, read_json
+from edgenas.jsonio import atomic_write_json, now, read_json
 from edgenas.space import SearchSpace
 from edgenas.space.space import LayerSpec
 
@@ -22,10 +21,6 @@ STATISTIC = "min_ms"
 
 #: Metadata fields that must match for a table to be used or extended: same meaning of every entry.
 IDENTITY_FIELDS = ("target", "tvm_target", "backend", "precision", "layout", "space_hash", "threads", "measured_on", "device")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
-from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
+from edgenas.jsonio import atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.batch import GraphJob, measure_jobs
 from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.timing import MeasureConfig
@@ -20,7 +20,7 @@ from edgenas.space import Arch, SearchSpace
 from edgenas.tables.correction import apply_correction, fit_correction
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_model import LatencyModel
-from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
+from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.tables.metrics import prediction_metrics
 
 MIN_SAMPLES = 6
