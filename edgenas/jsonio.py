@@ -86,6 +86,18 @@ def read_json(path: Path, remedy: str | None = None):
     return data
 
 
+def check_schema(data, path, schema: str, version: int, what: str, remedy: str | None = None) -> dict:
+    """Refuse, in one line naming `path`, a file that is not `what` (its 'schema' field) or is another version of it:
+    fields may mean something else across versions, so no version is read as another."""
+    then = f"; {remedy}" if remedy else ""
+    got = data.get("schema") if isinstance(data, dict) else None
+    if got != schema:
+        raise BadInput(f"{path}: not an edgenas {what} (schema '{got}', not '{schema}'){then}")
+    if data.get("schema_version") != version:
+        raise BadInput(f"{path}: {what} schema version {data.get('schema_version')} is not the supported {version}{then}")
+    return data
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path):
     """Hold `<path>.lock` so two jobs writing one file fail clearly instead of corrupting it."""

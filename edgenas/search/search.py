@@ -34,6 +34,7 @@ from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.tables.ready import ready_table
 
 SUBNET_SAMPLES = "subnet_accuracy.json"
+RESULT_SCHEMA, RESULT_SCHEMA_VERSION = "edgenas.search-result", 1
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out
 def _write_outputs(out: Path, report: SearchReport, result, config: EvolutionConfig, table: LatencyTable, run: dict) -> None:
     with exclusive_lock(out / "best.json"):
         atomic_write_json(out / "best.json", {
-            "schema": "edgenas.search-result", "schema_version": 1, **report.to_dict(), "evolution": config.to_dict(),
+            "schema": RESULT_SCHEMA, "schema_version": RESULT_SCHEMA_VERSION, **report.to_dict(), "evolution": config.to_dict(),
             "table_identity": table.meta["identity"], "table_correction": table.correction,
             "data": run["data"], "created": now(),
         })

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
-from edgenas.jsonio import atomic_write_json, now, read_json
+from edgenas.jsonio import atomic_write_json, check_schema, now, read_json
 from edgenas.space import SearchSpace
 from edgenas.space.space import LayerSpec
 
@@ -47,12 +47,8 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: Path) -> "LatencyTable":
-        data = read_json(path)
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise BadInput(f"{path}: not an edgenas latency table (field 'schema' is not '{SCHEMA}')")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise BadInput(f"{path}: schema version {data.get('schema_version')} is not the supported {SCHEMA_VERSION}; "
-                           f"delete it and run `edgenas profile` again")
+        data = check_schema(read_json(path), path, SCHEMA, SCHEMA_VERSION, "latency table",
+                            "delete it and run `edgenas profile` again")
         for name in ("meta", "entries"):
             if not isinstance(data.get(name), dict):
                 raise BadInput(f"{path}: field '{name}' is missing or not an object")
