@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from conftest import assert_one_line_error, run_cli
+from edgenas.accuracy import bundle_split, model_inputs
 from edgenas.bundle import load_bundle
-from edgenas.compress.accuracy import bundle_split, model_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 

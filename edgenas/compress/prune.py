@@ -31,13 +31,14 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from edgenas.accuracy import model_inputs, ort_accuracy
 from edgenas.bundle import ModelInfo, load_bundle, resolve, write_bundle
-from edgenas.compress.accuracy import model_inputs, ort_accuracy
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.data import Split, resize, to_input
 from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.onnx_export import to_onnx
+from edgenas.measure.ort import make_session
 from edgenas.progress import bar
 from edgenas.search.export import load_search_result, searched_network
 from edgenas.search.search import measure_ms
@@ -249,10 +250,8 @@ def _search_of(info: ModelInfo | None, where: Path) -> dict:
 
 def _check_rebuilt(net: nn.Module, onnx_model: bytes, info: ModelInfo, split: Split, where: Path, supernet: str) -> None:
     """Refuse to prune a network other than the exported one (the supernet may have trained on since)."""
-    import onnxruntime as ort
-
     x = model_inputs(info, split.val_x[:16])
-    sess = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_model)
     ref = np.concatenate([sess.run(None, {info.input_name: x[i:i + 1]})[0] for i in range(len(x))])
     with torch.no_grad():
         ours = net.eval()(torch.from_numpy(x)).numpy()

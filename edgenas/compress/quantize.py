@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.accuracy import bundle_split, model_inputs, ort_accuracy
 from edgenas.bundle import load_bundle, resolve, write_bundle
-from edgenas.compress.accuracy import bundle_split, model_inputs, ort_accuracy
 from edgenas.errors import BadInput, EdgenasError
 
 METHODS = ("minmax", "percentile", "entropy")

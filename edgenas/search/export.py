@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from edgenas.accuracy import ort_accuracy
 from edgenas.bundle import ModelInfo, write_bundle
-from edgenas.compress.accuracy import ort_accuracy
 from edgenas.jsonio import check_schema, read_json
 from edgenas.measure.onnx_export import INPUT_NAME, to_onnx
 from edgenas.search.search import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, run_split
