@@ -181,7 +181,7 @@ def _small_qdq_model(tmp_path) -> bytes:
     import torch
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgenas.compress.quantize import Reader, quantize_qdq
+    from edgenas.qdq import Reader, quantize_qdq
     from edgenas.measure.onnx_export import to_onnx
 
     torch.manual_seed(0)

@@ -179,7 +179,7 @@ def _prune(ctx: Context) -> dict:
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
-    from edgenas.compress.quantize import symmetric_for
+    from edgenas.qdq import symmetric_for
 
     return {"precision": ctx.cfg.precision, "calibration": ctx.cfg.calibration, "symmetric": symmetric_for(ctx.target)}
 
