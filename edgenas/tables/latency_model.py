@@ -1,6 +1,6 @@
 """The table's corrected latency of a network: the sum of its units' entries, then the table's correction.
 
-Search, prune, validate and tests all ask this one object, so a budget met in search is met in prune.
+Search, build, prune, validate and tests all ask this one object, so a budget met in search is met in prune.
 """
 
 from __future__ import annotations
@@ -30,9 +30,6 @@ class LatencyModel:
             else:
                 self._block[(res, *place[1:])] = table.entry_ms(spec)
 
-    def correct(self, raw_ms: float, units: int) -> float:
-        return apply_correction(self.table.correction, raw_ms, units)
-
     def raw_ms(self, arch: Arch) -> float:
         """Sum of the measured latencies of the network's stem, blocks and head, in that order."""
         res, block = arch.resolution, self._block
@@ -44,7 +41,7 @@ class LatencyModel:
         return total + self._head[(res, cin)]
 
     def __call__(self, arch: Arch) -> float:
-        return self.correct(self.raw_ms(arch), 2 + sum(len(b) for b in arch.blocks))
+        return apply_correction(self.table.correction, self.raw_ms(arch), 2 + sum(len(b) for b in arch.blocks))
 
     def of_units(self, units_ms: Iterable[float]) -> float:
         """A network given by its units' latencies in order, stem first: one the space cannot name (a pruned one).
@@ -52,7 +49,7 @@ class LatencyModel:
         total, n = 0.0, 0
         for ms in units_ms:
             total, n = total + ms, n + 1
-        return self.correct(total, n)
+        return apply_correction(self.table.correction, total, n)
 
     def fastest(self) -> tuple[float, Arch]:
         """The exact fastest network of the space, by dynamic programming over stages.
