@@ -11,10 +11,10 @@ from conftest import FAST, TINY_SPACE, run_cli, shipped_table, table_file
 from edgenas.errors import BadInput
 from edgenas.search.accuracy_predictor import AccuracyPredictor, arch_features
 from edgenas.search.evolution import EvolutionConfig, EvolutionFinder, NoNetworkFits
-from edgenas.tables.latency_model import LatencyModel
 from edgenas.space import Arch, get_space
 from edgenas.space.blocks import Network
 from edgenas.tables.correction import apply_correction
+from edgenas.tables.latency_model import LatencyModel
 from edgenas.tables.latency_table import STATISTIC
 
 SPACE = get_space(TINY_SPACE)
