@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas.errors import BadInput
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
-from edgenas.tables.latency_table import now
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, exclusive_lock, now, read_json
 
 SCHEMA, SCHEMA_VERSION = "edgenas.model", 1
 MODEL_FILE, INFO_FILE = "model.onnx", "model.json"
@@ -68,10 +67,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "ModelInfo":
-        if d.get("schema") != SCHEMA:
-            raise BadInput(f"{where}: not an edgenas model description (schema '{d.get('schema')}')")
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise BadInput(f"{where}: model schema version {d.get('schema_version')} is not the supported {SCHEMA_VERSION}")
+        check_schema(d, where, SCHEMA, SCHEMA_VERSION, "model description", REDO)
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         try:

@@ -1,6 +1,7 @@
 """Atomic writes and locked files: an interrupted job never leaves a half-written file."""
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import os
@@ -8,6 +9,11 @@ import tempfile
 from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
+
+
+def now() -> str:
+    """The UTC timestamp every written file records, to the second."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def _umask() -> int:
@@ -77,6 +83,18 @@ def read_json(path: Path, remedy: str | None = None):
         raise BadInput(f"{path}: cannot read ({e.strerror})") from None
     if remedy is not None and not isinstance(data, dict):
         raise BadInput(f"{path}: damaged (its top level is not a JSON object){then}")
+    return data
+
+
+def check_schema(data, path, schema: str, version: int, what: str, remedy: str | None = None) -> dict:
+    """Refuse, in one line naming `path`, a file that is not `what` (its 'schema' field) or is another version of it:
+    fields may mean something else across versions, so no version is read as another."""
+    then = f"; {remedy}" if remedy else ""
+    got = data.get("schema") if isinstance(data, dict) else None
+    if got != schema:
+        raise BadInput(f"{path}: not an edgenas {what} (schema '{got}', not '{schema}'){then}")
+    if data.get("schema_version") != version:
+        raise BadInput(f"{path}: {what} schema version {data.get('schema_version')} is not the supported {version}{then}")
     return data
 
 

@@ -105,13 +105,13 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(tiny_run, tmp_path_factory):
     """A tiny search's winner (ROOT/search) exported as an fp32 bundle (ROOT/fp32): (root, export JSON)."""
-    from edgenas.search.latency_predictor import TableLatencyPredictor
+    from edgenas.tables.latency_model import LatencyModel
     from edgenas.space import get_space
     from edgenas.tables.latency_table import LatencyTable
 
     tables, run = tiny_run
     root = tmp_path_factory.mktemp("deploy")
-    fastest = TableLatencyPredictor(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE)).fastest()[0]
+    fastest = LatencyModel(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE)).fastest()[0]
     run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
             "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
     return root, json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from edgenas.accuracy import bundle_split, model_inputs
 from edgenas.bundle import load_bundle
-from edgenas.compress.accuracy import bundle_split, model_inputs
 
 pytestmark = pytest.mark.arm64
 REPO = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from conftest import assert_one_line_error, cpu_target, run_cli
+from edgenas.accuracy import bundle_split, model_inputs
 from edgenas.bundle import load_bundle
-from edgenas.compress.accuracy import bundle_split, model_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -168,8 +168,8 @@ def _small_qdq_model(tmp_path) -> bytes:
     import torch
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgenas.compress.quantize import Reader, quantize_qdq
     from edgenas.measure.onnx_export import to_onnx
+    from edgenas.qdq import Reader, quantize_qdq
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1))

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import TINY_SPACE, assert_one_line_error, run_cli, table_file
-from edgenas.search.latency_predictor import TableLatencyPredictor
+from edgenas.tables.latency_model import LatencyModel
 from edgenas.space import get_space
 from edgenas.tables.latency_table import LatencyTable
 
@@ -14,7 +14,7 @@ from edgenas.tables.latency_table import LatencyTable
 @pytest.fixture(scope="module")
 def setup(tiny_run):
     tables, run = tiny_run
-    predictor = TableLatencyPredictor(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE))
+    predictor = LatencyModel(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE))
     return tables, run, predictor
 
 

@@ -11,9 +11,11 @@ from conftest import FAST, TINY_SPACE, run_cli, shipped_table, table_file
 from edgenas.errors import BadInput
 from edgenas.search.accuracy_predictor import AccuracyPredictor, arch_features
 from edgenas.search.evolution import EvolutionConfig, EvolutionFinder, NoNetworkFits
-from edgenas.search.latency_predictor import TableLatencyPredictor
 from edgenas.space import Arch, get_space
 from edgenas.space.blocks import Network
+from edgenas.tables.correction import apply_correction
+from edgenas.tables.latency_model import LatencyModel
+from edgenas.tables.latency_table import STATISTIC
 
 SPACE = get_space(TINY_SPACE)
 
@@ -28,7 +30,7 @@ def predictor(tmp_path_factory):
     run_cli("validate", *common, "--samples", 12, check=0)  # fits a correction, so predictions use it
     table = LatencyTable.load(table_file(tables))
     assert table.correction
-    return TableLatencyPredictor(table, SPACE)
+    return LatencyModel(table, SPACE)
 
 
 def all_archs(space):
@@ -49,7 +51,9 @@ def test_prediction_matches_table_and_fastest_is_exact(predictor):
     archs = list(all_archs(SPACE))
     lat = [predictor(a) for a in archs]
     for a, ms in random.Random(0).sample(list(zip(archs, lat)), 20):
-        assert ms == pytest.approx(predictor.table.predict_ms(SPACE, a))
+        layers = SPACE.layers(a)  # the table's entries by their keys, not the predictor's re-indexed copy
+        raw = sum(predictor.table.entries[layer.key][STATISTIC] for layer in layers)
+        assert ms == pytest.approx(apply_correction(predictor.table.correction, raw, len(layers)))
     fastest_ms, fastest = predictor.fastest()
     assert fastest_ms == pytest.approx(min(lat)) and predictor(fastest) == pytest.approx(fastest_ms)
 
@@ -86,7 +90,7 @@ def test_evolution_beats_random_search_at_equal_cost():
     from edgenas.tables.latency_table import LatencyTable
 
     space = get_space("digits")
-    latency = TableLatencyPredictor(LatencyTable.load(shipped_table("ort")), space)
+    latency = LatencyModel(LatencyTable.load(shipped_table("ort")), space)
     log_params = lambda archs: [np.log(sum(layer_params(u) for u in space.layers(a))) for a in archs]  # noqa: E731
     lo, hi = latency.fastest()[0], latency(space.largest())
     for seed, q in enumerate((0.25, 0.5, 0.75)):
@@ -137,7 +141,7 @@ def test_accuracy_predictor_learns_a_ranking():
 
 
 def test_correction_never_has_a_non_positive_slope():
-    from edgenas.tables.correction import apply_correction, fit_correction
+    from edgenas.tables.correction import fit_correction
 
     raw, units = [1.0, 2.0, 3.0, 4.0], [3, 4, 5, 6]
     measured = [4.0, 3.0, 2.0, 1.5]  # noise that a free fit would read as "slower blocks, faster network"

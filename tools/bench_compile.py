@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgenas.bundle import load_bundle  # noqa: E402
 from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E402
-from edgenas.compress.quantize import QuantizeConfig, Reader, quantize, quantize_qdq  # noqa: E402
+from edgenas.compress.quantize import QuantizeConfig, quantize  # noqa: E402
+from edgenas.qdq import Reader, quantize_qdq  # noqa: E402
 from edgenas.measure.onnx_export import to_onnx  # noqa: E402
 from edgenas.measure.ort import OrtBackend  # noqa: E402
 from edgenas.measure.timing import MeasureConfig  # noqa: E402

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgenas.errors import BadInput
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, exclusive_lock, read_json
 
 SCHEMA, SCHEMA_VERSION = "edgenas.artifact", 1
 METADATA, LIBRARY, ONNX_FILE, README = "metadata.json", "model.so", "model.onnx", "README.md"
@@ -60,11 +60,7 @@ def load_artifact(path: Path) -> Artifact:
         raise BadInput(f"{path}: no such artifact directory")
     redo = f"compile the model again into {path} (or copy the artifact again)"
     meta = read_json(path / METADATA, remedy=redo)
-    if meta.get("schema") != SCHEMA:
-        raise BadInput(f"{path / METADATA}: not an edgenas artifact (schema '{meta.get('schema')}')")
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise BadInput(f"{path / METADATA}: artifact schema version {meta.get('schema_version')} is not the supported "
-                       f"{SCHEMA_VERSION}")
+    check_schema(meta, path / METADATA, SCHEMA, SCHEMA_VERSION, "artifact", redo)
     files = meta.get("files")
     if not isinstance(files, dict) or LIBRARY not in files:
         raise BadInput(f"{path / METADATA}: field 'files' must list the sha256 of {LIBRARY} and the other files")

@@ -10,12 +10,12 @@ from edgenas.bundle import load_bundle, resolve
 from edgenas.compile.build import CompileConfig, compile_onnx_model
 from edgenas.compile.tune import compile_target
 from edgenas.errors import warn
+from edgenas.jsonio import now
 from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
 from edgenas.measure.tvm import TvmBackend, export_library
 from edgenas.tables.device import device_info
-from edgenas.tables.latency_table import now
 from edgenas.targets import Target
 from edgenas.versions import versions
 

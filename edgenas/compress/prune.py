@@ -31,13 +31,14 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from edgenas.accuracy import model_inputs, ort_accuracy
 from edgenas.bundle import ModelInfo, load_bundle, resolve, write_bundle
-from edgenas.compress.accuracy import model_inputs, ort_accuracy
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.data import Split, resize, to_input
 from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.onnx_export import to_onnx
+from edgenas.measure.ort import make_session
 from edgenas.progress import bar
 from edgenas.search.export import SearchedNetwork, load_search_result, searched_network
 from edgenas.search.search import measure_ms
@@ -47,8 +48,8 @@ from edgenas.space.space import LayerSpec
 from edgenas.supernet.evaluate import BN_CALIBRATION_IMAGES, recalibrate_bn
 from edgenas.supernet.train import load_checkpoint, save_checkpoint, shift_augment
 from edgenas.supernet.train_config import TrainConfig
-from edgenas.tables.correction import apply_correction
 from edgenas.tables.key import TableKey
+from edgenas.tables.latency_model import LatencyModel
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.targets import get_target
 
@@ -104,12 +105,6 @@ class ChannelCurve:
         return ms if channels >= x[0] else max(self.floor, ms)
 
 
-def _entry_ms(table: LatencyTable, spec: LayerSpec) -> float:
-    if spec.key not in table.entries:
-        raise EdgenasError(f"{table.path}: no entry for {spec.key}; complete it with `edgenas profile --resume`")
-    return table.entries[spec.key][STATISTIC]
-
-
 def unit_points(table: LatencyTable, space: SearchSpace, spec: LayerSpec) -> dict[float, float]:
     """The table's entries for `spec` at other mid widths: {mid channels: ms}, its own entry included.
 
@@ -117,7 +112,7 @@ def unit_points(table: LatencyTable, space: SearchSpace, spec: LayerSpec) -> dic
     entries at the last stage's other input widths stand in, each at the mid width with the same expansion
     MACs (mid * their input width / this one).
     """
-    _entry_ms(table, spec)
+    table.entry_ms(spec)
     if spec.kind == "mbconv":
         variants = {make_divisible(spec.cin * e): replace(spec, expand=e) for e in space.expand_ratios}
     else:
@@ -126,25 +121,24 @@ def unit_points(table: LatencyTable, space: SearchSpace, spec: LayerSpec) -> dic
 
 
 class PrunedLatency:
-    """Predicted end-to-end latency of a network of the space with pruned mid channels: the stem from the table,
-    every other unit through its `ChannelCurve`, and the table's correction applied as `TableLatencyPredictor` does."""
+    """The table's `LatencyModel` asked about a network with pruned mid channels: the stem from the table, every other
+    unit through its `ChannelCurve`. Unpruned, it is the search's prediction to the last bit."""
 
     def __init__(self, table: LatencyTable, space: SearchSpace, specs: list[LayerSpec], multiple: int = 1):
-        self.correction, self.units = table.correction, len(specs)
-        self.stem_ms = sum(_entry_ms(table, s) for s in specs if s.kind == "stem")
+        self.model = LatencyModel(table, space)
+        self.stem_ms = [table.entry_ms(s) for s in specs if s.kind == "stem"]
         self.curves = {i: ChannelCurve(unit_points(table, space, s), multiple) for i, s in enumerate(specs) if s.kind != "stem"}
         # A correction with a negative per-unit term takes off the overhead every standalone block paid (an int8 block's
         # own input quantization, say). A unit extrapolated below its smallest entry must keep more than that overhead,
         # or a heavily pruned network would be predicted to take no time, or less.
-        _, scale, per_unit = (self.correction or {}).get("coef", (0.0, 1.0, 0.0))
+        scale, per_unit = self.model.scale, self.model.per_unit
         overhead = max(0.0, -per_unit / scale) if scale > 0 else 0.0
         for curve in self.curves.values():
             curve.floor = max(curve.floor, overhead * (1 + FLOOR))
 
     def __call__(self, channels: dict[int, int]) -> float:
         """`channels`: mid channels per unit (layer index), as `mid_channels` gives them."""
-        raw = self.stem_ms + sum(self.curves[i](c) for i, c in channels.items())
-        return apply_correction(self.correction, raw, self.units) if self.correction else raw
+        return self.model.of_units([*self.stem_ms, *(self.curves[i](c) for i, c in sorted(channels.items()))])
 
 
 # ---- the network -----------------------------------------------------------------------------------
@@ -271,10 +265,8 @@ def _search_of(info: ModelInfo | None, where: Path) -> tuple[dict, Path]:
 
 def _check_rebuilt(net: nn.Module, onnx_model: bytes, info: ModelInfo, split: Split, where: Path, supernet: str) -> None:
     """Refuse to prune a network other than the exported one (the supernet may have trained on since)."""
-    import onnxruntime as ort
-
     x = model_inputs(info, split.val_x[:16])
-    sess = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_model)
     ref = np.concatenate([sess.run(None, {info.input_name: x[i:i + 1]})[0] for i in range(len(x))])
     with torch.no_grad():
         ours = net.eval()(torch.from_numpy(x)).numpy()

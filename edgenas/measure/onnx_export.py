@@ -8,6 +8,8 @@ import warnings
 import torch
 from torch import nn
 
+from edgenas.qdq import quantize_for_latency, quantized_boundaries, symmetric_for
+
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -34,8 +36,6 @@ def shipped_onnx(model: bytes, input_shape: tuple[int, ...], precision: str, tar
     (a unit of a network, for a table) takes and gives quantized tensors, as it runs inside an int8 network."""
     if precision == "fp32":
         return model
-    from edgenas.compress.quantize import quantize_for_latency, quantized_boundaries, symmetric_for
-
     q = quantize_for_latency(model, input_shape, symmetric_for(target))
     return quantized_boundaries(q) if block else q
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgenas.jsonio import atomic_write_bytes
+from edgenas.jsonio import atomic_write_bytes, now
 from edgenas.plots import new_figure, save_figure
-from edgenas.tables.latency_table import now
 
 LATENCY_PLOT, REPORT = "latency.png", "report.md"
 

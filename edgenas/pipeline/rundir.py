@@ -13,8 +13,7 @@ from pathlib import Path
 
 from edgenas import __version__
 from edgenas.errors import BadInput
-from edgenas.jsonio import atomic_write_json, read_json
-from edgenas.tables.latency_table import now
+from edgenas.jsonio import atomic_write_json, check_schema, now, read_json
 from edgenas.versions import versions
 
 SCHEMA, SCHEMA_VERSION = "edgenas.build", 2  # 2: stage results are typed products (docs/schemas.md)
@@ -30,11 +29,9 @@ class RunRecord:
         self.out, self.path, self.request = Path(out), Path(out) / RECORD, request
         self.stages: dict[str, dict] = {}
         if self.path.exists():
-            data = read_json(self.path)
-            if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-                raise BadInput(f"{self.path}: not an edgenas build record; give another --out")
+            data = check_schema(read_json(self.path), self.path, SCHEMA, SCHEMA_VERSION, "build record", "give another --out")
             # stage results from another version may mean something else: refuse rather than mix them
-            if data.get("schema_version") != SCHEMA_VERSION or data.get("edgenas") != __version__:
+            if data.get("edgenas") != __version__:
                 raise BadInput(f"{self.path}: left by edgenas {data.get('edgenas')} (record version "
                                f"{data.get('schema_version')}), this is edgenas {__version__} (version {SCHEMA_VERSION}); "
                                f"build into a new --out, or delete {self.out}")

@@ -109,9 +109,9 @@ def _profile(ctx: Context) -> TableProduct:
 def check_reachable(ctx: Context) -> None:
     """An unreachable budget fails here, after the table and before the training, with the fastest latency there is."""
     from edgenas.search.evolution import check_budget
-    from edgenas.search.latency_predictor import TableLatencyPredictor
+    from edgenas.tables.latency_model import LatencyModel
 
-    check_budget(ctx.cfg.budget_ms, *TableLatencyPredictor(LatencyTable.load(ctx.table), ctx.space).fastest())
+    check_budget(ctx.cfg.budget_ms, *LatencyModel(LatencyTable.load(ctx.table), ctx.space).fastest())
 
 
 # ---- train: the supernet, shared by every build on the same data, space and settings ---------------------------
@@ -194,7 +194,7 @@ def _prune(ctx: Context) -> PrunedProduct:
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
-    from edgenas.compress.quantize import symmetric_for
+    from edgenas.qdq import symmetric_for
 
     return {"precision": ctx.cfg.precision, "calibration": ctx.cfg.calibration, "symmetric": symmetric_for(ctx.target)}
 

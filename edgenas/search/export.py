@@ -8,12 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgenas.accuracy import ort_accuracy
 from edgenas.bundle import LatencyRecord, ModelInfo, write_bundle
-from edgenas.compress.accuracy import ort_accuracy
-from edgenas.errors import BadInput
-from edgenas.jsonio import read_json
+from edgenas.jsonio import check_schema, read_json
 from edgenas.measure.onnx_export import INPUT_NAME, to_onnx
-from edgenas.search.search import run_split
+from edgenas.search.search import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, run_split
 from edgenas.space import Arch
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train import load_supernet
@@ -22,9 +21,7 @@ from edgenas.supernet.train import load_supernet
 def load_search_result(path: Path) -> tuple[dict, Path]:
     path = Path(path)
     best_path = path / "best.json" if path.is_dir() else path
-    best = read_json(best_path)
-    if best.get("schema") != "edgenas.search-result":
-        raise BadInput(f"{best_path}: not an edgenas search result (schema '{best.get('schema')}')")
+    best = check_schema(read_json(best_path), best_path, RESULT_SCHEMA, RESULT_SCHEMA_VERSION, "search result", "search again")
     return best, best_path
 
 

@@ -16,24 +16,25 @@ from pathlib import Path
 
 from edgenas.data import load_split
 from edgenas.errors import BadInput, Interrupted, warn
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, read_json
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.onnx_export import shipped_onnx, to_onnx
 from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
 from edgenas.search.accuracy_predictor import AccuracyPredictor
 from edgenas.search.evolution import EvolutionConfig, EvolutionFinder, check_budget
-from edgenas.search.latency_predictor import TableLatencyPredictor
 from edgenas.search.report import SearchReport
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.blocks import layer_params
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train import load_supernet
 from edgenas.tables.key import TableKey
-from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
+from edgenas.tables.latency_model import LatencyModel
+from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.tables.ready import ready_table
 
 SUBNET_SAMPLES = "subnet_accuracy.json"
+RESULT_SCHEMA, RESULT_SCHEMA_VERSION = "edgenas.search-result", 1
 
 
 def params(space: SearchSpace, arch: Arch) -> int:
@@ -108,7 +109,7 @@ class Searcher:
         if margin_pct is None and "overrun_p95_pct" not in held_out:
             warn(f"{path}: its validation predates the guard band; run `edgenas validate` again (it reuses its measurements)")
         self.margin_pct = max(0.0, held_out.get("overrun_p95_pct", 0.0)) if margin_pct is None else margin_pct
-        self.latency = TableLatencyPredictor(self.table, space)
+        self.latency = LatencyModel(self.table, space)
         self.fastest_ms, self.fastest = self.latency.fastest()
         self.evaluator = self.predictor = self.predictor_metrics = None
 
@@ -190,7 +191,7 @@ def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out
 def _write_outputs(out: Path, report: SearchReport, result, config: EvolutionConfig, table: LatencyTable, run: dict) -> None:
     with exclusive_lock(out / "best.json"):
         atomic_write_json(out / "best.json", {
-            "schema": "edgenas.search-result", "schema_version": 1, **report.to_dict(), "evolution": config.to_dict(),
+            "schema": RESULT_SCHEMA, "schema_version": RESULT_SCHEMA_VERSION, **report.to_dict(), "evolution": config.to_dict(),
             "table_identity": table.meta["identity"], "table_correction": table.correction,
             "data": run["data"], "created": now(),
         })

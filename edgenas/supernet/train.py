@@ -25,13 +25,12 @@ from torch import nn
 
 from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, resize, split as split_data, to_input
 from edgenas.errors import BadInput, Interrupted, one_line
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, read_json
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, now, read_json
 from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
 from edgenas.supernet.dynamic import Supernet
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train_config import TrainConfig
-from edgenas.tables.latency_table import now
 from edgenas.versions import versions
 
 RUN_SCHEMA = "edgenas.supernet-run"
@@ -119,11 +118,7 @@ def load_run(run_dir: Path) -> dict:
     path = Path(run_dir) / RUN_FILE
     remedy = f"train again into a new --out directory, or delete {run_dir} and train again"
     data = read_json(path, remedy)
-    if data.get("schema") != RUN_SCHEMA:
-        raise BadInput(f"{run_dir}/{RUN_FILE}: not an edgenas supernet run")
-    if data.get("schema_version") != RUN_SCHEMA_VERSION:
-        raise BadInput(f"{run_dir}/{RUN_FILE}: run schema version {data.get('schema_version')} is not the supported "
-                       f"{RUN_SCHEMA_VERSION}; train again into a new directory")
+    check_schema(data, path, RUN_SCHEMA, RUN_SCHEMA_VERSION, "supernet run", "train again into a new directory")
     missing = [k for k in ("identity", "space") if k not in data]
     if missing:
         raise BadInput(f"{path}: damaged (no field '{missing[0]}'); {remedy}")

@@ -29,5 +29,12 @@ def fit_correction(raw_ms, units, measured_ms) -> dict:
     return {"model": model, "features": list(FEATURES), "coef": [float(c) for c in coef], "fit_samples": int(len(y))}
 
 
-def apply_correction(correction: dict, raw_ms: float, units: int) -> float:
-    return float(_design([raw_ms], [units])[0] @ np.asarray(correction["coef"]))
+def coefficients(correction: dict | None) -> tuple[float, float, float]:
+    """(intercept, scale, per unit); a table not validated yet predicts the plain sum."""
+    return tuple(correction["coef"]) if correction else (0.0, 1.0, 0.0)
+
+
+def apply_correction(correction: dict | None, raw_ms: float, units: int) -> float:
+    """The one formula every prediction uses, in plain floats: a search evaluates it 10^5 times a second."""
+    intercept, scale, per_unit = coefficients(correction)
+    return intercept + scale * raw_ms + per_unit * units

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
-from edgenas.jsonio import atomic_write_json, read_json
-from edgenas.space import Arch, SearchSpace
+from edgenas.jsonio import atomic_write_json, check_schema, now, read_json
+from edgenas.space import SearchSpace
+from edgenas.space.space import LayerSpec
 
 SCHEMA = "edgenas.latency-table"
 #: 2: tables kept per device, with a precision and (TVM) the layout and schedules they were measured with
@@ -21,10 +21,6 @@ STATISTIC = "min_ms"
 
 #: Metadata fields that must match for a table to be used or extended: same meaning of every entry.
 IDENTITY_FIELDS = ("target", "tvm_target", "backend", "precision", "layout", "space_hash", "threads", "measured_on", "device")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 @dataclass
@@ -51,12 +47,8 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: Path) -> "LatencyTable":
-        data = read_json(path)
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise BadInput(f"{path}: not an edgenas latency table (field 'schema' is not '{SCHEMA}')")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise BadInput(f"{path}: schema version {data.get('schema_version')} is not the supported {SCHEMA_VERSION}; "
-                           f"delete it and run `edgenas profile` again")
+        data = check_schema(read_json(path), path, SCHEMA, SCHEMA_VERSION, "latency table",
+                            "delete it and run `edgenas profile` again")
         for name in ("meta", "entries"):
             if not isinstance(data.get(name), dict):
                 raise BadInput(f"{path}: field '{name}' is missing or not an object")
@@ -91,25 +83,13 @@ class LatencyTable:
                 want = f"space '{expected['space']}' (hash {expected[name]})" if name == "space_hash" else repr(expected[name])
                 raise BadInput(f"{self.path}: measured for {name} {what}, not {want}; refused")
 
-    # ---- prediction ---------------------------------------------------------------------------
+    # ---- entries (predictions: `LatencyModel`) ----------------------------------------------------
     def missing(self, space: SearchSpace) -> list:
         return [layer for layer in space.all_layers() if layer.key not in self.entries]
 
-    def raw_ms(self, space: SearchSpace, arch: Arch) -> float:
-        """Sum of the measured latencies (`STATISTIC`) of the network's stem, blocks and head."""
-        total = 0.0
-        for layer in space.layers(arch):
-            entry = self.entries.get(layer.key)
-            if entry is None:
-                raise EdgenasError(f"{self.path}: no entry for {layer.key}; complete it with `edgenas profile --resume`")
-            total += entry[STATISTIC]
-        return total
-
-    def predict_ms(self, space: SearchSpace, arch: Arch) -> float:
-        """Predicted end-to-end latency: the sum of blocks, corrected when `validate` fitted a correction."""
-        raw = self.raw_ms(space, arch)
-        if not self.correction:
-            return raw
-        from edgenas.tables.correction import apply_correction
-
-        return apply_correction(self.correction, raw, len(space.layers(arch)))
+    def entry_ms(self, spec: LayerSpec) -> float:
+        """The unit's measured latency (`STATISTIC`); the one place a table's gap is reported."""
+        entry = self.entries.get(spec.key)
+        if entry is None:
+            raise EdgenasError(f"{self.path}: no entry for {spec.key}; complete it with `edgenas profile --resume`")
+        return entry[STATISTIC]

@@ -7,14 +7,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
-from edgenas.jsonio import exclusive_lock
+from edgenas.jsonio import exclusive_lock, now
 from edgenas.measure.batch import GraphJob, measure_jobs
 from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.timing import MeasureConfig
 from edgenas.progress import bar
 from edgenas.tables.device import device_info
 from edgenas.tables.key import TableKey, schedules_differ
-from edgenas.tables.latency_table import LatencyTable, now
+from edgenas.tables.latency_table import LatencyTable
 from edgenas.versions import versions
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
-from edgenas.jsonio import atomic_write_json, exclusive_lock, read_json
+from edgenas.jsonio import atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.batch import GraphJob, measure_jobs
 from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.timing import MeasureConfig
@@ -19,7 +19,8 @@ from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
 from edgenas.tables.correction import apply_correction, fit_correction
 from edgenas.tables.key import TableKey
-from edgenas.tables.latency_table import STATISTIC, LatencyTable, now
+from edgenas.tables.latency_model import LatencyModel
+from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.tables.metrics import prediction_metrics
 
 MIN_SAMPLES = 6
@@ -103,7 +104,8 @@ def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cf
         if todo:
             _measure_networks(todo, cache, samples_path, ident, key, cfg)
 
-        raw = np.array([table.raw_ms(space, a) for a in archs])
+        model = LatencyModel(table, space)
+        raw = np.array([model.raw_ms(a) for a in archs])
         units = np.array([len(space.layers(a)) for a in archs])
         measured = np.array([cache[a.encoding]["measured"][STATISTIC] for a in archs])
         order = np.random.default_rng(seed).permutation(len(archs))

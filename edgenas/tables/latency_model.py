@@ -1,45 +1,37 @@
-"""End-to-end latency of an architecture from a latency table, fast enough for 10^5 lookups a second."""
+"""The table's corrected latency of a network: the sum of its units' entries, then the table's correction.
+
+Search, build, prune, validate and tests all ask this one object, so a budget met in search is met in prune.
+"""
 
 from __future__ import annotations
 
-from edgenas.errors import EdgenasError
+from collections.abc import Iterable
+
 from edgenas.space import Arch, SearchSpace
-from edgenas.space.space import LayerSpec
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.tables.correction import apply_correction, coefficients
+from edgenas.tables.latency_table import LatencyTable
 
 
-class TableLatencyPredictor:
-    """Sum of the table's blocks with its validated correction; lookups keyed by plain tuples.
-
-    Building `LayerSpec` keys per candidate costs more than the search itself, so the table is
-    re-indexed once by (resolution, stage, first-of-stage, cin, cout, kernel, expand).
-    """
+class LatencyModel:
+    """Lookups keyed by plain tuples: building `LayerSpec` keys per candidate costs more than the search itself,
+    so the table is re-indexed once by (resolution, stage, first-of-stage, cin, cout, kernel, expand)."""
 
     def __init__(self, table: LatencyTable, space: SearchSpace):
         self.table, self.space = table, space
-        coef = (table.correction or {}).get("coef")
-        self.scale, self.per_unit, self.intercept = (coef[1], coef[2], coef[0]) if coef else (1.0, 0.0, 0.0)
+        self.intercept, self.scale, self.per_unit = coefficients(table.correction)
         self._stem: dict[int, float] = {}
         self._head: dict[tuple[int, int], float] = {}
         self._block: dict[tuple, float] = {}
-        self._index()
-
-    def _ms(self, spec: LayerSpec) -> float:
-        entry = self.table.entries.get(spec.key)
-        if entry is None:
-            raise EdgenasError(f"{self.table.path}: no entry for {spec.key}; complete it with `edgenas profile --resume`")
-        return entry[STATISTIC]
-
-    def _index(self) -> None:
-        for res, place, spec in self.space.slots():
+        for res, place, spec in space.slots():
             if place[0] == "stem":
-                self._stem[res] = self._ms(spec)
+                self._stem[res] = table.entry_ms(spec)
             elif place[0] == "head":
-                self._head[(res, place[1])] = self._ms(spec)
+                self._head[(res, place[1])] = table.entry_ms(spec)
             else:
-                self._block[(res, *place[1:])] = self._ms(spec)
+                self._block[(res, *place[1:])] = table.entry_ms(spec)
 
     def raw_ms(self, arch: Arch) -> float:
+        """Sum of the measured latencies of the network's stem, blocks and head, in that order."""
         res, block = arch.resolution, self._block
         total, cin = self._stem[res], self.space.stem_width
         for s, (width, blocks) in enumerate(zip(arch.widths, arch.blocks)):
@@ -49,8 +41,15 @@ class TableLatencyPredictor:
         return total + self._head[(res, cin)]
 
     def __call__(self, arch: Arch) -> float:
-        units = 2 + sum(len(b) for b in arch.blocks)
-        return self.intercept + self.scale * self.raw_ms(arch) + self.per_unit * units
+        return apply_correction(self.table.correction, self.raw_ms(arch), 2 + sum(len(b) for b in arch.blocks))
+
+    def of_units(self, units_ms: Iterable[float]) -> float:
+        """A network given by its units' latencies in order, stem first: one the space cannot name (a pruned one).
+        Summed in the order `raw_ms` sums, so an unpruned network gets exactly its `__call__` figure."""
+        total, n = 0.0, 0
+        for ms in units_ms:
+            total, n = total + ms, n + 1
+        return apply_correction(self.table.correction, total, n)
 
     def fastest(self) -> tuple[float, Arch]:
         """The exact fastest network of the space, by dynamic programming over stages.

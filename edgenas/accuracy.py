@@ -1,4 +1,4 @@
-"""What a compression stage is judged by: a model's validation accuracy, measured with ONNX Runtime."""
+"""What export, prune and quantize judge a model by: its validation accuracy, measured with ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 from edgenas.bundle import ModelInfo
 from edgenas.data import Normalization, Split, load_split, to_input
 from edgenas.errors import BadInput
+from edgenas.measure.ort import make_session
 
 
 def bundle_split(info: ModelInfo | None, where: str) -> Split:
@@ -24,11 +25,7 @@ def model_inputs(info: ModelInfo, images: np.ndarray) -> np.ndarray:
 
 def ort_accuracy(onnx_model: bytes, info: ModelInfo, split: Split, threads: int = 1) -> float:
     """Top-1 accuracy on the validation split, one image at a time as the model was exported (batch 1)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.log_severity_level = threads, 3
-    sess = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_model, threads=threads)
     x = model_inputs(info, split.val_x)
     name = sess.get_inputs()[0].name
     pred = np.array([sess.run(None, {name: x[i:i + 1]})[0].argmax() for i in range(len(x))])
