@@ -198,3 +198,23 @@ def rpc_tracker():
             stop(server)
     finally:
         stop(tracker)
+
+
+def reachable_prune_ratio(arch: dict, table: Path) -> float:
+    """A pruning ratio halfway to the fastest network pruning can reach on `table` from the network `arch`: reachable on
+    any CPU, where a constant ratio held only for the timings of the machine it was chosen on (the tiny space's units
+    keep at least `PruneConfig.multiple` mid channels, so on some tables pruning can save only a few percent)."""
+    from edgenas.compress.prune import PrunedLatency, mid_channels
+    from edgenas.compress.prune_config import PruneConfig
+    from edgenas.space import Arch, get_space
+    from edgenas.space.blocks import Network
+    from edgenas.tables.latency_table import LatencyTable
+
+    space = get_space(TINY_SPACE)
+    net = Network(space, Arch.from_dict(arch))
+    latency = PrunedLatency(LatencyTable.load(table), space, net.layer_specs)
+    start = mid_channels(net)
+    floor = latency({i: min(PruneConfig.multiple, c) for i, c in start.items()}) / latency(start)
+    assert floor < 0.99, "pruning can save nothing on this table"
+    return round(1 - (1 - floor) / 2, 4)
+

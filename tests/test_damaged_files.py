@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import TINY_SPACE, assert_one_line_error, run_cli
+from conftest import TINY_SPACE, assert_one_line_error, reachable_prune_ratio, run_cli
 
 GARBAGE = b"\x00\xff\xfe garbage \x80\x81 not what edgenas wrote \xc3\x28"
 
@@ -63,11 +63,11 @@ def test_damaged_run_record(tiny_run, tmp_path):
 
 
 def test_damaged_prune_state(exported, tmp_path):
-    root, _ = exported
+    root, export = exported
     state = tmp_path / "pruned" / "prune-state.pt"
     state.parent.mkdir()
     garbage(state)
-    prune = ("prune", root / "fp32", "--out", tmp_path / "pruned", "--ratio", 0.85)
+    prune = ("prune", root / "fp32", "--out", tmp_path / "pruned", "--ratio", reachable_prune_ratio(export["arch"], export["latency"]["table"]))
     assert_one_line_error(run_cli(*prune), str(state), "damaged checkpoint", "delete it to prune from the start")
     torch.save({"identity": {}}, state)  # readable, but not a pruning state
     assert_one_line_error(run_cli(*prune), str(state), "no 'steps'", "delete it")

@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import TINY_SPACE, assert_one_line_error, run_cli, shipped_table, start_cli
+from conftest import TINY_SPACE, assert_one_line_error, reachable_prune_ratio, run_cli, shipped_table, start_cli
 from edgenas.bundle import load_bundle
 from edgenas.compress.prune import ChannelCurve, PrunedLatency, unit_points
 from edgenas.compress.prune_config import PruneConfig
@@ -27,19 +27,8 @@ QUICK = ("--candidate-steps", 5, "--finetune-epochs", 1)
 
 @pytest.fixture(scope="module")
 def ratio(exported) -> float:
-    """A pruning ratio halfway to the fastest network pruning can reach on this machine's own table: reachable on any
-    CPU, where a constant ratio held only for the timings of the machine it was chosen on."""
-    from edgenas.compress.prune import mid_channels
-    from edgenas.space.blocks import Network
-
     _, export = exported
-    space = get_space(TINY_SPACE)
-    net = Network(space, Arch.from_dict(export["arch"]))
-    latency = PrunedLatency(LatencyTable.load(export["latency"]["table"]), space, net.layer_specs)
-    start = mid_channels(net)
-    floor = latency({i: min(PruneConfig.multiple, c) for i, c in start.items()}) / latency(start)
-    assert floor < 0.99, "pruning can save nothing on this table"
-    return round(1 - (1 - floor) / 2, 4)
+    return reachable_prune_ratio(export["arch"], export["latency"]["table"])
 
 
 def _conv_channels(path) -> dict[str, int]:
