@@ -149,3 +149,30 @@ def test_correction_never_has_a_non_positive_slope():
     assert c["model"] == "proportional" and c["coef"][1] > 0
     assert apply_correction(c, 2.0, 4) > apply_correction(c, 1.0, 4)
     assert fit_correction(raw, units, [2.1, 4.0, 6.2, 7.9])["model"] == "linear"
+
+
+def test_a_correction_predicting_no_latency_for_the_fastest_network_falls_back_to_proportional():
+    """A linear fit on networks of one size range can extrapolate below zero for the space's fastest network; the
+    search's budget check would then start from a negative latency."""
+    from edgenas.tables.latency_table import LatencyTable
+    from edgenas.tables.validate import _fit
+
+    space = get_space("digits")
+    table = LatencyTable.load(shipped_table())
+    table.correction = None  # raw sums
+    raw_model = LatencyModel(table, space)
+    floor = raw_model.raw_ms(raw_model.fastest()[1])
+    rng = random.Random(0)
+    archs = [a for a in (space.sample(rng) for _ in range(200)) if raw_model.raw_ms(a) > 2 * floor][:8]
+    raw = np.array([raw_model.raw_ms(a) for a in archs])
+    units = np.array([len(space.layers(a)) for a in archs])
+    assert len(archs) == 8
+
+    # measured = raw less more than the fastest network's whole sum: exactly linear, intercept below -floor
+    c = _fit(table, space, raw, units, raw - 1.5 * floor)
+    assert c["model"] == "proportional" and c["rejected"]["fastest_ms"] < 0 and c["coef"][1] > 0
+    table.correction = c
+    assert LatencyModel(table, space).fastest()[0] > 0
+    # a fit that stays positive is kept as it is
+    kept = _fit(table, space, raw, units, 0.8 * raw + 0.01)
+    assert kept["model"] == "linear" and "rejected" not in kept

@@ -16,12 +16,13 @@ def _design(raw_ms, units) -> np.ndarray:
     return np.stack([np.ones_like(raw_ms), raw_ms, units], axis=1)
 
 
-def fit_correction(raw_ms, units, measured_ms) -> dict:
-    """Least squares on relative error (rows weighted by 1/measured), because budgets are met in percent."""
+def fit_correction(raw_ms, units, measured_ms, proportional: bool = False) -> dict:
+    """Least squares on relative error (rows weighted by 1/measured), because budgets are met in percent.
+    `proportional`: the scale term alone, which keeps every prediction positive."""
     x, y = _design(raw_ms, units), np.asarray(measured_ms, float)
     coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
     model = "linear"
-    if coef[1] <= 0:
+    if coef[1] <= 0 or proportional:
         # Latency must grow with the blocks' latency; on a few noisy samples the free fit can say
         # otherwise, and a search would then prefer slower blocks. Keep only the proportional term.
         r = np.asarray(raw_ms, float) / y

@@ -26,6 +26,18 @@ from edgenas.tables.metrics import prediction_metrics
 MIN_SAMPLES = 6
 
 
+def _fit(table: LatencyTable, space: SearchSpace, raw, units, measured) -> dict:
+    """The linear correction, unless it predicts a latency of zero or less for some network of the space: fitted on
+    networks of one size range, its intercept and per-unit terms can go below zero for the fastest network (seen on
+    the tiny test space under load). Then the proportional one, which cannot."""
+    table.correction = fit_correction(raw, units, measured)
+    fastest = LatencyModel(table, space).fastest()[0]
+    if fastest > 0:
+        return table.correction
+    return {**fit_correction(raw, units, measured, proportional=True),
+            "rejected": {"coef": table.correction["coef"], "fastest_ms": fastest}}
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     table: str
@@ -112,7 +124,7 @@ def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cf
         n_train = min(len(archs) - 3, max(3, round(len(archs) * train_fraction)))
         train, test = order[:n_train], order[n_train:]
 
-        correction = fit_correction(raw[train], units[train], measured[train])
+        correction = _fit(table, space, raw[train], units[train], measured[train])
         corrected = np.array([apply_correction(correction, r, u) for r, u in zip(raw, units)])
         raw_m = prediction_metrics(raw[test], measured[test])
         cor_m = prediction_metrics(corrected[test], measured[test])
