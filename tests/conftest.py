@@ -1,6 +1,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,40 +91,68 @@ def tables(tmp_path):
     return tmp_path / "tables"
 
 
+def once(tmp_path_factory, name: str, make):
+    """`make(root)` run once per test session however many pytest-xdist workers ask (`-n 2`): the first worker makes it
+    in a directory every worker shares, the others wait on its lock and read the result it saved (JSON). Without
+    xdist, a plain session fixture."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / name
+    saved = shared / "fixture-result.json"
+    with FileLock(f"{shared}.lock"):
+        if not saved.exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            saved.write_text(json.dumps(make(shared), default=str))
+    return json.loads(saved.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A real ORT table of the tiny space (profiled and validated) and a supernet trained on a slice of the digits."""
-    root = tmp_path_factory.mktemp("tiny")
-    tables, run = root / "tables", root / "run"
-    common = ("--space", TINY_SPACE, "--backend", "ort", "--tables", tables, *FAST)
-    run_cli("profile", *common, check=0)
-    run_cli("validate", *common, "--samples", 12, check=0)
-    run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.005, "--epochs", 2, "--out", run, check=0)
-    return tables, run
+    def make(root):
+        tables, run = root / "tables", root / "run"
+        common = ("--space", TINY_SPACE, "--backend", "ort", "--tables", tables, *FAST)
+        run_cli("profile", *common, check=0)
+        run_cli("validate", *common, "--samples", 12, check=0)
+        run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.005, "--epochs", 2, "--out", run, check=0)
+        return [tables, run]
+
+    return tuple(Path(p) for p in once(tmp_path_factory, "tiny", make))
 
 
 @pytest.fixture(scope="session")
 def exported(tiny_run, tmp_path_factory):
     """A tiny search's winner (ROOT/search) exported as an fp32 bundle (ROOT/fp32): (root, export JSON)."""
-    from edgenas.tables.latency_model import LatencyModel
-    from edgenas.space import get_space
-    from edgenas.tables.latency_table import LatencyTable
+    def make(root):
+        from edgenas.space import get_space
+        from edgenas.tables.latency_model import LatencyModel
+        from edgenas.tables.latency_table import LatencyTable
 
-    tables, run = tiny_run
-    root = tmp_path_factory.mktemp("deploy")
-    fastest = LatencyModel(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE)).fastest()[0]
-    run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
-            "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
-    return root, json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)
+        tables, run = tiny_run
+        fastest = LatencyModel(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE)).fastest()[0]
+        run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
+                "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
+        return [root, json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)]
+
+    root, export = once(tmp_path_factory, "deploy", make)
+    return Path(root), export
 
 
 @pytest.fixture(scope="session")
-def shipped(exported):
+def shipped(exported, tmp_path_factory):
     """The tiny search's winner exported, quantized and compiled for host: (root, export, quantize, compile JSON)."""
-    root, exported = exported
-    quantized = json.loads(run_cli("quantize", root / "fp32", "--out", root / "int8", "--calibration", 100, "--json", check=0).stdout)
-    compiled = json.loads(run_cli("compile", root / "int8", "--out", root / "art", "--repeat", 5, "--json", check=0).stdout)
-    return root, exported, quantized, compiled
+    def make(_):
+        root = exported[0]
+        quantized = json.loads(run_cli("quantize", root / "fp32", "--out", root / "int8", "--calibration", 100, "--json",
+                                       check=0).stdout)
+        compiled = json.loads(run_cli("compile", root / "int8", "--out", root / "art", "--repeat", 5, "--json", check=0).stdout)
+        return [quantized, compiled]
+
+    quantized, compiled = once(tmp_path_factory, "shipped", make)
+    return exported[0], exported[1], quantized, compiled
 
 
 def _wait(ready, what: str, seconds: float = 60) -> None:
