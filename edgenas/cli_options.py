@@ -174,3 +174,30 @@ def options(*names: str):
         return functools.reduce(lambda f, name: option(name)(f), reversed(names), fn)
 
     return decorate
+
+
+def _default_text(param: click.Option) -> str:
+    if param.required:
+        return "required"
+    if param.is_flag:
+        return "off"
+    if isinstance(param.show_default, str):
+        return param.show_default
+    return "" if param.default is None else f"`{param.default}`"
+
+
+def flag_table(group: click.Group) -> str:
+    """The README's table of shared flags, read from the verbs themselves: which verbs take each, its default, its help."""
+    rows = ["| Flag | Verbs | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for name, spec in SHARED.items():
+        defaults: dict[str, list[str]] = {}
+        for verb, cmd in group.commands.items():
+            for p in cmd.params:
+                if isinstance(p, click.Option) and spec.flag in p.opts:
+                    defaults.setdefault(_default_text(p), []).append(verb)
+        verbs = sorted(v for vs in defaults.values() for v in vs)
+        default = (next(iter(defaults)) if len(defaults) == 1
+                   else "; ".join(f"{d or 'none'} ({', '.join(sorted(vs))})" for d, vs in defaults.items()))
+        flag, meaning = ", ".join(f"`{d}`" for d in spec.decls if d.startswith("-")), spec.help.replace("|", r"\|")
+        rows.append(f"| {flag} | {' '.join(verbs)} | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"
