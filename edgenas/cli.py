@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 failure during the run, 2 bad usage or input, 130 inter
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -13,51 +12,19 @@ from pathlib import Path
 
 import click
 
-from edgenas.cli_deploy import COMMANDS, tune_options
-from edgenas.compile.build import LAYOUTS, CompileConfig
+from edgenas.cli_deploy import COMMANDS
+from edgenas.cli_options import TABLE, TARGET, TUNE, option, options
 from edgenas.errors import EdgenasError
 from edgenas.jsonio import ensure_writable_dir
 from edgenas.measure.timing import MeasureConfig
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
-from edgenas.tables.key import PRECISIONS
 from edgenas.tables.ready import VALIDATE_SAMPLES
 
 
 def _print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1))
-
-
-precision_option = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
-    help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does).")
-layout_option = click.option("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
-                             help="TVM's convolution layout, as `compile` uses it (NHWC lets int8 dot products apply).")
-tuning_db_option = click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
-                                help="TVM tuning database that compile applies [default: per target].")
-
-
-def table_options(fn):
-    """--precision/--layout/--tuning-db: which kernels a table measures, shared by every verb that reads one."""
-    return functools.reduce(lambda f, opt: opt(f), reversed([precision_option, layout_option, tuning_db_option]), fn)
-
-
-def target_options(fn):
-    """--target/--space/--tables/--threads/--repeat/--rpc-*/--json and the table options, shared by every measuring verb."""
-    options = [
-        click.option("--target", "-t", "target", default="host", show_default=True, help="Target name, or path to a target .toml."),
-        click.option("--space", "space", default="digits", show_default=True, help="Search space name, or path to a space .json."),
-        click.option("--tables", "tables", type=click.Path(path_type=Path), default=None,
-                     help="Latency table directory [default: latency_tables/ of the checkout, or $EDGENAS_TABLES]."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads on the device [default: the target's]."),
-        click.option("--repeat", type=click.IntRange(min=1), default=None,
-                     help="Timed samples per measurement (fewer: faster, noisier) [default: 60 for ort, 30 for tvm]."),
-        click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker."),
-        click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker."),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
-    ]
-    return functools.reduce(lambda f, opt: opt(f), reversed(options), table_options(fn))
 
 
 def _resolve(target, space, tables, rpc_tracker, rpc_key):
@@ -86,7 +53,7 @@ def cli():
 
 
 @cli.command("targets")
-@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
+@options("json")
 def targets_cmd(as_json):
     """List the registered targets."""
     from edgenas.targets import list_targets
@@ -99,7 +66,7 @@ def targets_cmd(as_json):
 
 
 @cli.command("spaces")
-@click.option("--json", "as_json", is_flag=True, help="Print the spaces as JSON.")
+@options("json")
 def spaces_cmd(as_json):
     """List the registered search spaces."""
     from edgenas.space import list_spaces
@@ -124,12 +91,9 @@ def _backends(choice: str, target, rpc) -> list[str]:
     return ["tvm"] if rpc or not target.runs_here else ["ort", "tvm"]
 
 
-backend_option = click.option("--backend", "-b", type=click.Choice(["ort", "tvm", "all"]), default="all", show_default=True)
-
-
 @cli.command("profile")
-@target_options
-@backend_option
+@options(*TARGET)
+@option("backend", all_backends=True)
 @click.option("--resume", is_flag=True, help="Keep the existing table and measure only its missing entries.")
 @click.option("--overwrite", is_flag=True, help="Measure every entry again.")
 def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, backend,
@@ -151,11 +115,11 @@ def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as
 
 
 @cli.command("validate")
-@target_options
-@backend_option
+@options(*TARGET)
+@option("backend", all_backends=True)
 @click.option("--samples", "-n", type=click.IntRange(min=1), default=VALIDATE_SAMPLES, show_default=True,
               help="Random networks to measure; half fit the correction, half test it.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@options("seed")
 def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, backend,
                  samples, seed):
     """Measure random whole networks, compare with the table, and fit its end-to-end correction.
@@ -186,19 +150,15 @@ def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, a
 
 
 @cli.command("train")
-@click.option("--data", "-d", default="digits", show_default=True,
-              help="'digits' (bundled), a directory of class folders, or an .npz with x and y.")
-@click.option("--space", default="digits", show_default=True, help="Search space name, or path to a space .json.")
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
-@click.option("--out", "-o", "out", type=click.Path(path_type=Path), required=True, help="Run directory (resumed if it exists).")
+@options("data", "space", "epochs")
+@option("out")
 @click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
-@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
-@click.option("--limit", type=click.IntRange(min=0), default=0, help="Train on the first N training images only.")
+@options("seed", "limit")
 @click.option("--resize", type=click.IntRange(min=4), default=None, help="Resize folder images to N x N.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@options("json")
 def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_json):
-    """Train the weight-sharing supernet on a data set (resumes from the last finished epoch)."""
+    """Train the weight-sharing supernet on a data set into the run directory OUT (resumes from the last finished epoch)."""
     from edgenas.space import get_space
     from edgenas.supernet.train import train
 
@@ -214,30 +174,17 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
 
 
 @cli.command("search")
-@click.option("--target", "-t", default="host", show_default=True, help="Target name, or path to a target .toml.")
-@click.option("--backend", "-b", type=click.Choice(["ort", "tvm"]), default="ort", show_default=True)
-@click.option("--budget-ms", type=float, required=True, help="Latency budget on the target, in milliseconds.")
-@click.option("--supernet", "run_dir", type=click.Path(path_type=Path), required=True, help="Run directory of `edgenas train`.")
-@click.option("--tables", type=click.Path(path_type=Path), default=None, help="Latency table directory.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads on the device [default: the target's].")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
-              help="Output directory [default: RUN_DIR/search-TARGET-BACKEND-BUDGETms].")
+@options("target", "backend", "budget-ms", "supernet", "tables", "threads")
+@option("out", default=None, show_default="RUN_DIR/search-TARGET-BACKEND-BUDGETms")
 @click.option("--max-params", type=click.IntRange(min=1), default=None, help="Also cap the number of parameters.")
-@click.option("--seed", type=int, default=EvolutionConfig.seed, show_default=True)
-@click.option("--population", type=click.IntRange(min=2), default=EvolutionConfig.population, show_default=True)
+@options("seed", "population")
 @click.option("--parent-ratio", type=click.FloatRange(0, 1, min_open=True), default=EvolutionConfig.parent_ratio, show_default=True)
 @click.option("--mutation-ratio", type=click.FloatRange(0, 1), default=EvolutionConfig.mutation_ratio, show_default=True,
               help="Share of each generation made by mutation; the rest after the parents is crossover.")
 @click.option("--mutate-prob", type=click.FloatRange(0, 1), default=EvolutionConfig.mutate_prob, show_default=True)
-@click.option("--generations", type=click.IntRange(min=1), default=EvolutionConfig.generations, show_default=True)
-@click.option("--subnets", type=click.IntRange(min=10), default=200, show_default=True,
-              help="Sub-networks evaluated to train the accuracy predictor (cached in the run directory).")
-@click.option("--margin-pct", type=float, default=None,
-              help="Guard band: search up to budget / (1 + margin). [default: the table's 95th-percentile overrun "
-                   "on held-out networks, from `edgenas validate`]")
+@options("generations", "subnets", "margin-pct")
 @click.option("--no-measure", is_flag=True, help="Skip measuring the best network end to end.")
-@table_options
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@options(*TABLE, "json")
 def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_params, seed, population, parent_ratio,
                mutation_ratio, mutate_prob, generations, subnets, margin_pct, no_measure, precision, layout, tuning_db, as_json):
     """Find the most accurate network within a latency budget on a target.
@@ -268,32 +215,17 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 
 
 @cli.command("build")
-@target_options
-@click.option("--budget-ms", type=float, required=True, help="Latency budget on the target, in milliseconds.")
-@click.option("--data", "-d", default="digits", show_default=True,
-              help="'digits' (bundled), a directory of class folders, or an .npz with x and y.")
-@click.option("--backend", "-b", type=click.Choice(["ort", "tvm"]), default=BuildConfig.backend, show_default=True,
-              help="The table the search trusts, and the runtime the artifact's latency is checked on.")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=BuildConfig.out, show_default=True,
-              help="Run directory; the same command resumes it, and changed flags re-run only the stages they affect.")
-@click.option("--epochs", type=click.IntRange(min=1), default=BuildConfig.epochs, show_default=True, help="Supernet training epochs.")
-@click.option("--limit", type=click.IntRange(min=0), default=0, help="Train on the first N training images only.")
-@click.option("--subnets", type=click.IntRange(min=10), default=BuildConfig.subnets, show_default=True,
-              help="Sub-networks evaluated to train the accuracy predictor.")
-@click.option("--generations", type=click.IntRange(min=1), default=EvolutionConfig.generations, show_default=True)
-@click.option("--population", type=click.IntRange(min=2), default=EvolutionConfig.population, show_default=True)
-@click.option("--margin-pct", type=float, default=None, help="Guard band [default: the table's 95th-percentile overrun].")
-@click.option("--prune-ratio", type=float, default=BuildConfig.prune_ratio, show_default=True,
-              help="Prune to this fraction of the searched network's predicted latency; 1 skips pruning.")
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=BuildConfig.finetune_epochs, show_default=True,
-              help="Distillation epochs after pruning.")
-@click.option("--calibration", type=click.IntRange(min=1), default=BuildConfig.calibration, show_default=True,
-              help="Training images that calibrate int8.")
-@tune_options
+@options(*TARGET, "budget-ms", "data", "backend")
+@option("out", default=BuildConfig.out, show_default=True)
+@options("epochs", "limit", "subnets", "generations", "population", "margin-pct", "prune-ratio")
+@option("finetune-epochs", default=BuildConfig.finetune_epochs)
+@options("calibration", *TUNE)
 def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, budget_ms, data,
               backend, out, epochs, limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,
               tune_trials, tune_minutes):
-    """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable."""
+    """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable.
+
+    OUT is the run directory: the same command resumes it, and changed flags re-run only the stages they affect."""
     from edgenas.pipeline.build import build, check_budget_met
     from edgenas.pipeline.config import BuildConfig as Config
     from edgenas.pipeline.report import table_text

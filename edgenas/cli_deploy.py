@@ -7,33 +7,12 @@ from pathlib import Path
 
 import click
 
-from edgenas.compile.build import LAYOUTS, CompileConfig
+from edgenas.cli_options import MEASURE, TUNE, option, options
+from edgenas.compile.build import CompileConfig
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import METHODS, QuantizeConfig
 from edgenas.jsonio import ensure_writable_dir
 from edgenas.measure.timing import MeasureConfig
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads [default: the target's].")
-
-
-def tune_options(fn):
-    """--tune-trials and --tune-minutes, the same in every verb that compiles."""
-    fn = click.option("--tune-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-                      help="Tune for at most this long (with --tune-trials: whichever ends first).")(fn)
-    return click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
-                        help="MetaSchedule trials for the tasks the tuning database lacks; 0: apply the database only "
-                             "(or, with --tune-minutes, as many as fit).")(fn)
-
-
-out_option = click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Output directory.")
-
-
-def _measure_options(fn):
-    fn = click.option("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker.")(fn)
-    fn = click.option("--repeat", type=click.IntRange(min=1), default=None, help="Timed samples [default: 30].")(fn)
-    return click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker.")(fn)
-
 
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1))
@@ -41,15 +20,13 @@ def _echo_json(obj) -> None:
 
 @click.command("export")
 @click.argument("search", type=click.Path(path_type=Path))
-@out_option
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for the accuracy check.")
-@json_option
-def export_cmd(search, out, threads, as_json):
+@options("out", "eval-threads", "json")
+def export_cmd(search, out, eval_threads, as_json):
     """Write the network a search found (SEARCH: its directory or best.json) as a model bundle: model.onnx + model.json."""
     ensure_writable_dir(out, "--out")
     from edgenas.search.export import export_search
 
-    info = export_search(search, out, threads)
+    info = export_search(search, out, eval_threads)
     if as_json:
         return _echo_json({"out_dir": str(out), **info.to_dict()})
     click.echo(f"{out}: {info.arch['encoding']}, fp32 validation accuracy {info.accuracy['fp32']:.4f}")
@@ -57,26 +34,23 @@ def export_cmd(search, out, threads, as_json):
 
 @click.command("prune")
 @click.argument("model", type=click.Path(path_type=Path))
-@out_option
+@options("out")
 @click.option("--target-ms", type=float, default=None, help="Predicted latency to reach, in milliseconds.")
-@click.option("--ratio", type=float, default=None, help="Or that as a fraction of the model's predicted latency (e.g. 0.8).")
+@option("prune-ratio", default=None, show_default="none: give it or --target-ms")
 @click.option("--steps-ms", "step_ms", type=float, default=None,
               help="Latency each pruning step removes [default: a fifth of the way to the target].")
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=PruneConfig.finetune_epochs, show_default=True,
-              help="Epochs of distillation from the supernet after pruning.")
+@options("finetune-epochs")
 @click.option("--candidate-steps", type=click.IntRange(min=1), default=PruneConfig.candidate_steps, show_default=True,
               help="Distillation steps each candidate gets before it is scored.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Threads for training and the accuracy checks (more pay off on a quiet machine only).")
-@json_option
-def prune_cmd(model, out, target_ms, ratio, step_ms, finetune_epochs, candidate_steps, threads, as_json):
+@options("eval-threads", "json")
+def prune_cmd(model, out, target_ms, prune_ratio, step_ms, finetune_epochs, candidate_steps, eval_threads, as_json):
     """Prune a model bundle's channels toward a latency target (NetAdapt, distilled from the supernet); resumable."""
-    cfg = PruneConfig(target_ms=target_ms, ratio=ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
+    cfg = PruneConfig(target_ms=target_ms, ratio=prune_ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
                       candidate_steps=candidate_steps)  # checks the flags before torch loads
     ensure_writable_dir(out, "--out")
     from edgenas.compress.prune import load_prune_input, prune
 
-    r = prune(load_prune_input(model, out), out, cfg, threads).to_dict()
+    r = prune(load_prune_input(model, out), out, cfg, eval_threads).to_dict()
     if as_json:
         return _echo_json(r)
     b, a = r["before"], r["after"]
@@ -89,22 +63,19 @@ def prune_cmd(model, out, target_ms, ratio, step_ms, finetune_epochs, candidate_
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(path_type=Path))
-@out_option
-@click.option("--calibration", type=click.IntRange(min=1), default=QuantizeConfig.calibration, show_default=True,
-              help="Training images that calibrate the activation ranges.")
+@options("out", "calibration")
 @click.option("--method", type=click.Choice(METHODS), default=QuantizeConfig.method, show_default=True,
               help="Calibration method tried first.")
 @click.option("--symmetric", is_flag=True, help="Zero points all 0, int8 activations (for TensorRT-style consumers, Jetson).")
 @click.option("--max-drop", type=click.FloatRange(min=0), default=QuantizeConfig.max_drop, show_default=True,
               help="Accuracy points int8 may lose before the remedies are tried.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for the accuracy checks.")
-@json_option
-def quantize_cmd(model, out, calibration, method, symmetric, max_drop, threads, as_json):
+@options("eval-threads", "json")
+def quantize_cmd(model, out, calibration, method, symmetric, max_drop, eval_threads, as_json):
     """Quantize a model bundle to int8 (ONNX QDQ), checked against its fp32 validation accuracy."""
     ensure_writable_dir(out, "--out")
     from edgenas.compress.quantize import quantize
 
-    r = quantize(model, out, QuantizeConfig(calibration, method, symmetric, max_drop), threads).to_dict()
+    r = quantize(model, out, QuantizeConfig(calibration, method, symmetric, max_drop), eval_threads).to_dict()
     if as_json:
         return _echo_json(r)
     click.echo(f"{out}: int8 validation accuracy {r['int8_accuracy']:.4f} against fp32 {r['fp32_accuracy']:.4f} "
@@ -126,17 +97,9 @@ def _shape(_ctx, _param, value):
 
 @click.command("compile")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="host", show_default=True, help="Target name, or path to a target .toml.")
-@out_option
-@tune_options
-@click.option("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
-              help="Convolution layout inside the model (NHWC lets int8 dot-product instructions apply).")
-@click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
-              help="Tuning database [default: ~/.cache/edgenas/tuning/TARGET-HASH, or $EDGENAS_TUNING_DB/...].")
+@options("target", "out", *TUNE, "layout", "tuning-db")
 @click.option("--input-shape", callback=_shape, default=None, metavar="N,C,H,W", help="Fix a model's dynamic input shape.")
-@threads_option
-@_measure_options
-@json_option
+@options(*MEASURE, "json")
 def compile_cmd(model, target, out, tune_trials, tune_minutes, layout, tuning_db, input_shape, threads, rpc_tracker, repeat,
                 rpc_key, as_json):
     """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it."""
@@ -165,7 +128,7 @@ def compile_cmd(model, target, out, tune_trials, tune_minutes, layout, tuning_db
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--input", "-i", "input_path", type=click.Path(path_type=Path), required=True,
               help="An image, a uint8 image array (.npy), or a preprocessed float .npy.")
-@json_option
+@options("json")
 def run_cmd(artifact, input_path, as_json):
     """Check an artifact's files, load its library with the TVM runtime, and print the prediction."""
     import numpy as np
@@ -185,9 +148,7 @@ def run_cmd(artifact, input_path, as_json):
 
 @click.command("bench")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@threads_option
-@_measure_options
-@json_option
+@options(*MEASURE, "json")
 def bench_cmd(artifact, threads, rpc_tracker, repeat, rpc_key, as_json):
     """Measure an artifact's latency here, or on a board over TVM RPC (the library is uploaded)."""
     from edgenas.artifact.artifact import load_artifact

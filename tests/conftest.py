@@ -134,7 +134,7 @@ def exported(tiny_run, tmp_path_factory):
 
         tables, run = tiny_run
         fastest = LatencyModel(LatencyTable.load(table_file(tables)), get_space(TINY_SPACE)).fastest()[0]
-        run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
+        run_cli("search", "--supernet", run, "--backend", "ort", "--tables", tables, "--budget-ms", fastest * 3, "--threads", 1, "--generations", 5,
                 "--population", 10, "--subnets", 10, "--no-measure", "--out", root / "search", check=0)
         return [root, json.loads(run_cli("export", root / "search", "--out", root / "fp32", "--json", check=0).stdout)]
 

@@ -29,8 +29,8 @@ def _run_copy(tiny_run, tmp_path):
 
 
 def _search(run, tables, tmp_path, *extra):
-    return run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", 1000, "--threads", 1, "--no-measure",
-                   "--out", tmp_path / "search", *extra)
+    return run_cli("search", "--supernet", run, "--backend", "ort", "--tables", tables, "--budget-ms", 1000, "--threads", 1,
+                   "--no-measure", "--out", tmp_path / "search", *extra)
 
 
 def _train(run):
@@ -67,7 +67,7 @@ def test_damaged_prune_state(exported, tmp_path):
     state = tmp_path / "pruned" / "prune-state.pt"
     state.parent.mkdir()
     garbage(state)
-    prune = ("prune", root / "fp32", "--out", tmp_path / "pruned", "--ratio", reachable_prune_ratio(export["arch"], export["latency"]["table"]))
+    prune = ("prune", root / "fp32", "--out", tmp_path / "pruned", "--prune-ratio", reachable_prune_ratio(export["arch"], export["latency"]["table"]))
     assert_one_line_error(run_cli(*prune), str(state), "damaged checkpoint", "delete it to prune from the start")
     torch.save({"identity": {}}, state)  # readable, but not a pruning state
     assert_one_line_error(run_cli(*prune), str(state), "no 'steps'", "delete it")

@@ -14,9 +14,9 @@ def _verbs(tmp_path):
         "profile": ("profile", "--space", TINY_SPACE, "--backend", "ort", "--tables"),
         "validate": ("validate", "--space", TINY_SPACE, "--backend", "ort", "--tables"),
         "train": ("train", "--space", TINY_SPACE, "--data", missing, "--epochs", 1, "--out"),
-        "search": ("search", "--supernet", missing, "--budget-ms", 1, "--out"),
+        "search": ("search", "--supernet", missing, "--backend", "ort", "--budget-ms", 1, "--out"),
         "export": ("export", missing, "--out"),
-        "prune": ("prune", missing, "--ratio", 0.8, "--out"),
+        "prune": ("prune", missing, "--prune-ratio", 0.8, "--out"),
         "quantize": ("quantize", missing, "--out"),
         "compile": ("compile", missing, "--out"),
     }

@@ -47,7 +47,7 @@ def _mids(specs) -> dict[int, int]:
 def pruned(exported, ratio, tmp_path_factory):
     root, _ = exported
     out = tmp_path_factory.mktemp("prune") / "pruned"
-    return out, json.loads(run_cli("prune", root / "fp32", "--out", out, "--ratio", ratio, *QUICK, "--json", check=0).stdout)
+    return out, json.loads(run_cli("prune", root / "fp32", "--out", out, "--prune-ratio", ratio, *QUICK, "--json", check=0).stdout)
 
 
 def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned, ratio):
@@ -84,7 +84,7 @@ def test_pruned_bundle_quantizes_and_is_not_pruned_again(pruned, tmp_path):
     out, r = pruned
     q = json.loads(run_cli("quantize", out, "--out", tmp_path / "int8", "--calibration", 20, "--json", check=0).stdout)
     assert q["fp32_accuracy"] == r["after"]["val_accuracy"] and q["int8_accuracy"] > 0.1
-    assert_one_line_error(run_cli("prune", tmp_path / "int8", "--out", tmp_path / "again", "--ratio", 0.9),
+    assert_one_line_error(run_cli("prune", tmp_path / "int8", "--out", tmp_path / "again", "--prune-ratio", 0.9),
                           "int8", "prune, quantize", "before quantize")
 
 
@@ -104,13 +104,13 @@ def test_unreachable_target_names_the_fastest_reachable_latency(exported, tmp_pa
 def test_bad_input_gets_one_line_errors(exported, tmp_path):
     root, _ = exported
     fp32 = root / "fp32"
-    assert_one_line_error(run_cli("prune", fp32, "--out", tmp_path / "p"), "--target-ms", "--ratio")
-    assert_one_line_error(run_cli("prune", fp32, "--out", tmp_path / "p", "--ratio", 0.8, "--target-ms", 1), "exactly one")
-    assert_one_line_error(run_cli("prune", fp32, "--out", tmp_path / "p", "--ratio", 1.5), "--ratio 1.5")
+    assert_one_line_error(run_cli("prune", fp32, "--out", tmp_path / "p"), "--target-ms", "--prune-ratio")
+    assert_one_line_error(run_cli("prune", fp32, "--out", tmp_path / "p", "--prune-ratio", 0.8, "--target-ms", 1), "exactly one")
+    assert_one_line_error(run_cli("prune", fp32, "--out", tmp_path / "p", "--prune-ratio", 1.5), "--prune-ratio 1.5")
     shutil.copy(fp32 / "model.onnx", tmp_path / "bare.onnx")
-    assert_one_line_error(run_cli("prune", tmp_path / "bare.onnx", "--out", tmp_path / "p", "--ratio", 0.8),
+    assert_one_line_error(run_cli("prune", tmp_path / "bare.onnx", "--out", tmp_path / "p", "--prune-ratio", 0.8),
                           "bare.onnx", "edgenas export")
-    assert_one_line_error(run_cli("prune", fp32, "--out", fp32, "--ratio", 0.8), "input bundle")
+    assert_one_line_error(run_cli("prune", fp32, "--out", fp32, "--prune-ratio", 0.8), "input bundle")
 
 
 def test_interpolation_on_the_shipped_digits_table():
@@ -154,7 +154,7 @@ def test_interrupted_prune_resumes_where_it_stopped(exported, pruned, ratio, tmp
     uninterrupted run ended (every random draw is seeded by step and unit)."""
     root, _ = exported
     out = tmp_path / "p"
-    args = ("prune", root / "fp32", "--out", out, "--ratio", ratio, *QUICK, "--json")
+    args = ("prune", root / "fp32", "--out", out, "--prune-ratio", ratio, *QUICK, "--json")
     proc = start_cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:

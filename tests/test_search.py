@@ -20,7 +20,7 @@ def setup(tiny_run):
 
 def search(setup, budget, *extra, **kw):
     tables, run, _ = setup
-    return run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", budget, "--threads", 1,
+    return run_cli("search", "--supernet", run, "--backend", "ort", "--tables", tables, "--budget-ms", budget, "--threads", 1,
                    "--generations", 20, "--population", 20, "--subnets", 30, *extra, **kw)
 
 

@@ -20,8 +20,8 @@ def test_int8_and_fp32_tables_differ_and_the_search_reads_the_one_it_ships(tiny_
     assert len(differ) > len(int8.entries) / 2, (int8.entries, fp32.entries)
 
     def search(*extra):
-        return run_cli("search", "--supernet", run, "--tables", tables, "--budget-ms", 10, "--threads", 1, "--generations", 3,
-                       "--population", 8, "--subnets", 10, "--out", tmp_path / "s", *extra, "--json")
+        return run_cli("search", "--supernet", run, "--backend", "ort", "--tables", tables, "--budget-ms", 10, "--threads", 1,
+                       "--generations", 3, "--population", 8, "--subnets", 10, "--out", tmp_path / "s", *extra, "--json")
 
     r = json.loads(search("--no-measure").stdout)  # int8 by default: what a build ships
     assert r["precision"] == "int8" and r["table"] == str(table_file(tables))
@@ -72,7 +72,7 @@ def test_a_damaged_table_gets_one_line(tiny_run, tmp_path):
     for damage, needle in (({"correction": {"coef": [1.0, "x"]}}, "correction"),
                            ({"entries": {**data["entries"], "stem:c1-o8-s2-r28": {"min_ms": float("nan")}}}, "stem:c1-o8-s2-r28")):
         path.write_text(json.dumps({**data, **damage}))
-        assert_one_line_error(run_cli("search", "--supernet", tiny_run[1], "--tables", tables, "--budget-ms", 1, "--no-measure",
-                                      "--out", tmp_path / "s"), str(path), needle)
+        assert_one_line_error(run_cli("search", "--supernet", tiny_run[1], "--backend", "ort", "--tables", tables, "--budget-ms", 1,
+                                      "--no-measure", "--out", tmp_path / "s"), str(path), needle)
     path.write_text(json.dumps(data)[: len(json.dumps(data)) // 2])
     assert_one_line_error(run_cli("validate", "--space", TINY_SPACE, "--backend", "ort", "--tables", tables), str(path))

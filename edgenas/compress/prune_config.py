@@ -26,9 +26,9 @@ class PruneConfig:
 
     def __post_init__(self):
         if (self.target_ms is None) == (self.ratio is None):
-            raise BadInput("give exactly one of --target-ms and --ratio")
+            raise BadInput("give exactly one of --target-ms and --prune-ratio")
         if self.ratio is not None and not 0 < self.ratio < 1:
-            raise BadInput(f"--ratio {self.ratio:g} must be between 0 and 1 (a fraction of the predicted latency)")
+            raise BadInput(f"--prune-ratio {self.ratio:g} must be between 0 and 1 (a fraction of the predicted latency)")
         if self.target_ms is not None and self.target_ms <= 0:
             raise BadInput(f"--target-ms {self.target_ms:g} must be positive")
         if self.step_ms is not None and self.step_ms <= 0:

@@ -1,0 +1,203 @@
+"""Every flag that more than one verb takes, defined once: one name, one meaning, one help text and one default.
+
+A verb takes a shared flag with `options("target", "space", ...)`; tests/test_cli_flags.py checks every verb against
+this registry, and tools/flag_table.py writes the README's flag table from it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from edgenas.compile.build import LAYOUTS, CompileConfig
+from edgenas.compress.prune_config import PruneConfig
+from edgenas.compress.quantize import QuantizeConfig
+from edgenas.measure.backends import BACKENDS
+from edgenas.pipeline.config import BuildConfig
+from edgenas.search.evolution_config import EvolutionConfig
+from edgenas.supernet.train_config import TrainConfig
+from edgenas.tables.key import PRECISIONS
+
+#: the extra --backend choice of the verbs that measure tables: every backend this machine can measure
+ALL_BACKENDS = "all"
+
+
+@dataclass(frozen=True)
+class SharedOption:
+    """One shared flag: click's declarations (long name first) and its settings."""
+
+    decls: tuple[str, ...]
+    settings: dict
+    #: spellings still accepted but left out of --help (old names, so old scripts run)
+    old: tuple[str, ...] = ()
+    #: why verbs may give this flag their own default (the help text stays the same); empty: they may not
+    varying_default: str = ""
+
+    @property
+    def flag(self) -> str:
+        return self.decls[0]
+
+    @property
+    def help(self) -> str:
+        return self.settings["help"]
+
+    @property
+    def default(self):
+        return self.settings.get("default")
+
+
+class _OldSpellings(click.Option):
+    """An option that still takes its old spellings, without showing them in --help or in its error messages."""
+
+    def __init__(self, *args, old=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.old = tuple(old)
+
+    def _current(self) -> list[str]:
+        return [o for o in self.opts if o not in self.old]
+
+    def get_help_record(self, ctx):
+        opts, self.opts = self.opts, self._current()
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+    def get_error_hint(self, ctx) -> str:
+        return " / ".join(f"'{o}'" for o in self._current())
+
+
+def _opt(*decls, old=(), varying_default="", **settings) -> SharedOption:
+    return SharedOption(tuple(decls), settings, tuple(old), varying_default)
+
+
+_SHARED = [
+    # what to measure, and where
+    _opt("--target", "-t", "target", default="host", show_default=True, help="Target name, or path to a target .toml."),
+    _opt("--space", default="digits", show_default=True, help="Search space name, or path to a space .json."),
+    _opt("--tables", type=click.Path(path_type=Path), default=None,
+         help="Latency table directory [default: latency_tables/ of the checkout, or $EDGENAS_TABLES]."),
+    _opt("--backend", "-b", type=click.Choice(BACKENDS), default=BuildConfig.backend, show_default=True,
+         help="The runtime whose latency counts: tvm, the compiled library that ships, or ort, ONNX Runtime "
+              f"(`profile` and `validate` also take {ALL_BACKENDS}: every one this machine can measure)."),
+    _opt("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
+         help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does)."),
+    _opt("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
+         help="TVM's convolution layout, as `compile` uses it (NHWC lets int8 dot-product instructions apply)."),
+    _opt("--tuning-db", type=click.Path(path_type=Path), default=None,
+         help="TVM tuning database that compile applies [default: ~/.cache/edgenas/tuning/TARGET-HASH, "
+              "or $EDGENAS_TUNING_DB/...]."),
+    _opt("--threads", type=click.IntRange(min=1), default=None, help="Threads on the device [default: the target's]."),
+    _opt("--repeat", type=click.IntRange(min=1), default=None,
+         help="Timed samples per measurement (fewer: faster, noisier) [default: 60 for ort, 30 for tvm]."),
+    _opt("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on a board through this TVM RPC tracker."),
+    _opt("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker."),
+    # data, training and search
+    _opt("--data", "-d", default=BuildConfig.data, show_default=True,
+         help="'digits' (bundled), a directory of class folders, or an .npz with x and y."),
+    _opt("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True, help="Supernet training epochs."),
+    _opt("--limit", type=click.IntRange(min=0), default=0, help="Train on the first N training images only."),
+    _opt("--seed", type=int, default=TrainConfig.seed, show_default=True, help="Random seed."),
+    _opt("--supernet", "run_dir", type=click.Path(path_type=Path), required=True, help="Run directory of `edgenas train`."),
+    _opt("--budget-ms", type=float, required=True, help="Latency budget on the target, in milliseconds."),
+    _opt("--subnets", type=click.IntRange(min=10), default=BuildConfig.subnets, show_default=True,
+         help="Sub-networks evaluated to train the accuracy predictor (cached in the supernet's run directory)."),
+    _opt("--generations", type=click.IntRange(min=1), default=EvolutionConfig.generations, show_default=True,
+         help="Generations of the evolutionary search."),
+    _opt("--population", type=click.IntRange(min=2), default=EvolutionConfig.population, show_default=True,
+         help="Networks in each generation of the evolutionary search."),
+    _opt("--margin-pct", type=float, default=None,
+         help="Guard band: search up to budget / (1 + margin). [default: the table's 95th-percentile overrun "
+              "on held-out networks, from `edgenas validate`]"),
+    # prune, quantize, compile
+    _opt("--prune-ratio", "prune_ratio", type=float, default=BuildConfig.prune_ratio, show_default=True, old=("--ratio",),
+         varying_default="`build` prunes to it by default; `prune` needs it or --target-ms, one of the two",
+         help="Prune to this fraction of the network's predicted latency (build: 1 skips pruning)."),
+    _opt("--finetune-epochs", type=click.IntRange(min=0), default=PruneConfig.finetune_epochs, show_default=True,
+         varying_default="`build` fine-tunes less than `prune` alone, to fit its time",
+         help="Epochs of distillation from the supernet after pruning."),
+    _opt("--calibration", type=click.IntRange(min=1), default=QuantizeConfig.calibration, show_default=True,
+         help="Training images that calibrate int8's activation ranges."),
+    _opt("--eval-threads", type=click.IntRange(min=1), default=1, show_default=True,
+         help="Threads on this machine for the accuracy checks and prune's distillation (more pay off on a quiet "
+              "machine only)."),
+    _opt("--tune-trials", type=click.IntRange(min=0), default=BuildConfig.tune_trials, show_default=True,
+         help="MetaSchedule trials for the tasks the tuning database lacks; 0: apply the database only "
+              "(or, with --tune-minutes, as many as fit)."),
+    _opt("--tune-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+         help="Tune for at most this long (with --tune-trials: whichever ends first)."),
+    # output
+    _opt("--out", "-o", "out", type=click.Path(path_type=Path), required=True,
+         varying_default="`build` has a run directory of its own and `search` one inside the supernet's; "
+                         "the other verbs need it",
+         help="Output directory."),
+    _opt("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
+]
+
+SHARED: dict[str, SharedOption] = {o.flag.removeprefix("--"): o for o in _SHARED}
+
+#: the groups of flags verbs take together
+MEASURE = ("threads", "repeat", "rpc-tracker", "rpc-key")
+TABLE = ("precision", "layout", "tuning-db")
+TARGET = ("target", "space", "tables", *MEASURE, "json", *TABLE)
+TUNE = ("tune-trials", "tune-minutes")
+
+
+def shared_options() -> dict[str, SharedOption]:
+    """The registry, by flag name without its dashes."""
+    return dict(SHARED)
+
+
+def option(name: str, **override):
+    """The click option for a shared flag; only a flag with a varying default may change its default (and whether it
+    is required), and --backend may add `all` to its choices (with all_backends=True)."""
+    spec = SHARED[name]
+    settings = dict(spec.settings)
+    if override.pop("all_backends", False):
+        if name != "backend":
+            raise TypeError("only --backend takes all_backends")
+        settings["type"] = click.Choice([*BACKENDS, ALL_BACKENDS])
+    if override and (not spec.varying_default or set(override) - {"default", "required", "show_default"}):
+        raise TypeError(f"--{name} is shared: its settings are edgenas.cli_options' ({', '.join(override)} given)")
+    settings.update(override)
+    if "default" in override and "required" not in override:
+        settings["required"] = False
+    return click.option(*spec.decls, *spec.old, cls=_OldSpellings, old=spec.old, **settings)
+
+
+def options(*names: str):
+    """A decorator adding these shared flags, in this order in --help."""
+    def decorate(fn):
+        return functools.reduce(lambda f, name: option(name)(f), reversed(names), fn)
+
+    return decorate
+
+
+def _default_text(param: click.Option) -> str:
+    if param.required:
+        return "required"
+    if param.is_flag:
+        return "off"
+    if isinstance(param.show_default, str):
+        return param.show_default
+    return "" if param.default is None else f"`{param.default}`"
+
+
+def flag_table(group: click.Group) -> str:
+    """The README's table of shared flags, read from the verbs themselves: which verbs take each, its default, its help."""
+    rows = ["| Flag | Verbs | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for name, spec in SHARED.items():
+        defaults: dict[str, list[str]] = {}
+        for verb, cmd in group.commands.items():
+            for p in cmd.params:
+                if isinstance(p, click.Option) and spec.flag in p.opts:
+                    defaults.setdefault(_default_text(p), []).append(verb)
+        verbs = sorted(v for vs in defaults.values() for v in vs)
+        default = (next(iter(defaults)) if len(defaults) == 1
+                   else "; ".join(f"{d or 'none'} ({', '.join(sorted(vs))})" for d, vs in defaults.items()))
+        flag, meaning = ", ".join(f"`{d}`" for d in spec.decls if d.startswith("-")), spec.help.replace("|", r"\|")
+        rows.append(f"| {flag} | {' '.join(verbs)} | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"
