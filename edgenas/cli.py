@@ -218,7 +218,7 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 @options(*TARGET, "budget-ms", "data", "backend")
 @option("out", default=BuildConfig.out, show_default=True)
 @options("epochs", "limit", "subnets", "generations", "population", "margin-pct", "prune-ratio")
-@option("finetune-epochs", default=BuildConfig.finetune_epochs)
+@options("finetune-epochs")
 @options("calibration", *TUNE)
 def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, budget_ms, data,
               backend, out, epochs, limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,

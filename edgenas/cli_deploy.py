@@ -11,6 +11,7 @@ from edgenas.cli_options import MEASURE, TUNE, option, options
 from edgenas.compile.build import CompileConfig
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import METHODS, QuantizeConfig
+from edgenas.errors import BadInput
 from edgenas.jsonio import ensure_writable_dir
 from edgenas.measure.timing import MeasureConfig
 
@@ -35,8 +36,9 @@ def export_cmd(search, out, eval_threads, as_json):
 @click.command("prune")
 @click.argument("model", type=click.Path(path_type=Path))
 @options("out")
-@click.option("--target-ms", type=float, default=None, help="Predicted latency to reach, in milliseconds.")
-@option("prune-ratio", default=None, show_default="none: give it or --target-ms")
+@click.option("--target-ms", type=float, default=None,
+              help="Predicted latency to reach, in milliseconds (instead of --prune-ratio).")
+@options("prune-ratio")
 @click.option("--steps-ms", "step_ms", type=float, default=None,
               help="Latency each pruning step removes [default: a fifth of the way to the target].")
 @options("finetune-epochs")
@@ -45,6 +47,11 @@ def export_cmd(search, out, eval_threads, as_json):
 @options("eval-threads", "json")
 def prune_cmd(model, out, target_ms, prune_ratio, step_ms, finetune_epochs, candidate_steps, eval_threads, as_json):
     """Prune a model bundle's channels toward a latency target (NetAdapt, distilled from the supernet); resumable."""
+    given = click.get_current_context().get_parameter_source("prune_ratio") is not click.core.ParameterSource.DEFAULT
+    if target_ms is not None and not given:
+        prune_ratio = None  # --target-ms replaces the default ratio; both given is refused by PruneConfig
+    if prune_ratio is not None and prune_ratio >= 1:
+        raise BadInput(f"--prune-ratio {prune_ratio:g}: `prune` needs a ratio below 1 (in `build`, 1 skips pruning)")
     cfg = PruneConfig(target_ms=target_ms, ratio=prune_ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
                       candidate_steps=candidate_steps)  # checks the flags before torch loads
     ensure_writable_dir(out, "--out")

@@ -114,10 +114,9 @@ _SHARED = [
               "on held-out networks, from `edgenas validate`]"),
     # prune, quantize, compile
     _opt("--prune-ratio", "prune_ratio", type=float, default=BuildConfig.prune_ratio, show_default=True, old=("--ratio",),
-         varying_default="`build` prunes to it by default; `prune` needs it or --target-ms, one of the two",
-         help="Prune to this fraction of the network's predicted latency (build: 1 skips pruning)."),
+         help="Prune to this fraction of the network's predicted latency (`prune`: unless --target-ms is given; "
+              "`build`: 1 skips pruning)."),
     _opt("--finetune-epochs", type=click.IntRange(min=0), default=PruneConfig.finetune_epochs, show_default=True,
-         varying_default="`build` fine-tunes less than `prune` alone, to fit its time",
          help="Epochs of distillation from the supernet after pruning."),
     _opt("--calibration", type=click.IntRange(min=1), default=QuantizeConfig.calibration, show_default=True,
          help="Training images that calibrate int8's activation ranges."),

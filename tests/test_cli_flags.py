@@ -12,7 +12,6 @@ import pytest
 
 from edgenas.cli import cli
 from edgenas.cli_options import ALL_BACKENDS, shared_options
-from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.measure.backends import BACKENDS
 from edgenas.pipeline.config import BuildConfig
@@ -104,8 +103,6 @@ def test_the_varying_defaults_are_these():
     varying = {name: {v: None if p.required else p.default for v, p in TAKERS[spec.flag].items()}
                for name, spec in SHARED.items() if spec.varying_default}
     assert varying == {
-        "prune-ratio": {"build": BuildConfig.prune_ratio, "prune": None},
-        "finetune-epochs": {"build": BuildConfig.finetune_epochs, "prune": PruneConfig.finetune_epochs},
         "out": {"build": BuildConfig.out, "search": None, **dict.fromkeys(("train", "export", "prune", "quantize", "compile"))},
     }
     assert [v for v, p in TAKERS["--out"].items() if p.required] == ["train", "export", "prune", "quantize", "compile"]

@@ -14,7 +14,7 @@ class PruneConfig:
     ratio: float | None = None  # that as a fraction of the model's predicted latency
     step_ms: float | None = None  # latency each NetAdapt step removes [default: (start - target) / steps]
     steps: int = 5  # or the way from the start to the target in this many equal reductions
-    finetune_epochs: int = 10  # the final distillation, over the training split
+    finetune_epochs: int = 3  # the final distillation, over the training split (a build's time allows this much)
     candidate_steps: int = 50  # the short distillation of each candidate before it is scored
     batch_size: int = 64
     lr: float = 5e-4  # AdamW; constant for candidates, cosine to zero for the final fine-tune

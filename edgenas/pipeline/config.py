@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgenas.compile.build import LAYOUTS, CompileConfig
+from edgenas.compress.prune_config import PruneConfig
 from edgenas.errors import BadInput
 from edgenas.measure.backends import BACKENDS
 from edgenas.search.evolution_config import EvolutionConfig
@@ -37,7 +38,7 @@ class BuildConfig:
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     # prune: to this fraction of the searched network's predicted latency (1: no pruning)
     prune_ratio: float = 0.9
-    finetune_epochs: int = 3
+    finetune_epochs: int = PruneConfig.finetune_epochs
     # quantize
     calibration: int = 300
     # compile
