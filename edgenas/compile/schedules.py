@@ -166,6 +166,28 @@ def _largest_divisor(n: int, options) -> int:
     return next(m for m in options if n % m == 0)
 
 
+def _repack_weight(sch, anchor, w: int, matmul: bool, lanes: int, dot: DotProduct | None) -> None:
+    """The weight, repacked at compile time (`prepack_weights` folds it) so that the inner loop reads it contiguously:
+    `lanes` output channels innermost, and the dot product's `depth` input channels after them."""
+    pre = sch.cache_read(anchor, w, "global")
+    sch.annotate(pre, "meta_schedule.layout_rewrite_preproc", True)
+    if matmul:  # weight (k, o)
+        index = ((lambda k, o: (o // lanes, k // dot.depth, o % lanes, k % dot.depth)) if dot
+                 else (lambda k, o: (o // lanes, k, o % lanes)))
+    else:  # weight (o, kh, kw, i)
+        index = ((lambda o, kh, kw, i: (o // lanes, kh, kw, i // dot.depth, o % lanes, i % dot.depth)) if dot
+                 else (lambda o, kh, kw, i: (o // lanes, kh, kw, i, o % lanes)))
+    sch.transform_layout(anchor, ("read", w), index)
+
+
+def _vector_padding(sch, pad) -> None:
+    """The padded input, once per call: a vector fill of the border value, then a vector copy (a vectorised
+    `if_then_else` was scalarised)."""
+    fill = sch.decompose_padding(pad, sch.get_loops(pad)[0])
+    for b in (fill, pad):
+        sch.vectorize(sch.get_loops(b)[-1])
+
+
 class ChannelConv:
     """A dlight rule for conv2d (NHWC/OHWI, any kernel, grouped or not) and matmul anchors."""
 
@@ -214,16 +236,7 @@ class ChannelConv:
             dot = None
         native = self.bits // 32  # int32 or fp32 accumulators per register
         lanes = dot.lanes if dot else _largest_divisor(channels, [native >> s for s in range(native.bit_length())])
-        # the weight, repacked at compile time so that the inner loop reads it contiguously
-        pre = sch.cache_read(anchor, w, "global")
-        sch.annotate(pre, "meta_schedule.layout_rewrite_preproc", True)
-        if name == "matmul":  # weight (k, o)
-            index = ((lambda k, o: (o // lanes, k // dot.depth, o % lanes, k % dot.depth)) if dot
-                     else (lambda k, o: (o // lanes, k, o % lanes)))
-        else:  # weight (o, kh, kw, i)
-            index = ((lambda o, kh, kw, i: (o // lanes, kh, kw, i // dot.depth, o % lanes, i % dot.depth)) if dot
-                     else (lambda o, kh, kw, i: (o // lanes, kh, kw, i, o % lanes)))
-        sch.transform_layout(anchor, ("read", w), index)
+        _repack_weight(sch, anchor, w, name == "matmul", lanes, dot)
         # a tile of pixels x blocks accumulator registers, as large as the register file holds without spilling
         budget = self.registers - SPARE_REGISTERS
         pixels = _largest_divisor(extent("x"), [p for p in TILE_PIXELS if p <= budget]) if "x" in loops else 1
@@ -258,10 +271,8 @@ class ChannelConv:
             sch.vectorize(sch.get_loops(init)[-1])
         out_loops = sch.get_loops(out)
         sch.vectorize(out_loops[-1])
-        if padding:  # the padded input, once per call: a vector fill of the border value, then a vector copy
-            fill = sch.decompose_padding(pads[0], sch.get_loops(pads[0])[0])
-            for b in (fill, pads[0]):
-                sch.vectorize(sch.get_loops(b)[-1])
+        if padding:
+            _vector_padding(sch, pads[0])
 
 
 def _inline_rule():
