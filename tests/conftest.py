@@ -56,10 +56,16 @@ def start_cli(*args, **popen_kwargs) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen_kwargs)
 
 
+def said(stderr: str) -> list[str]:
+    """edgenas's own lines on stderr, less the warnings that other processes were busy while it timed something:
+    the suite runs on both cores, so those come and go with what the other worker runs."""
+    return [ln for ln in stderr.splitlines() if ln.startswith("edgenas: ") and "other processes used" not in ln]
+
+
 def assert_one_line_error(proc, *needles, code=2):
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenas: ")]
+    lines = said(proc.stderr)
     assert len(lines) == 1, proc.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -230,11 +236,12 @@ def rpc_tracker():
         stop(tracker)
 
 
-def reachable_prune_ratio(arch: dict, table: Path) -> float:
+def reachable_prune_ratio(arch: dict, table: Path) -> float | None:
     """A pruning ratio halfway to the fastest network pruning can reach on `table` from the network `arch`: reachable on
     any CPU, where a constant ratio held only for the timings of the machine it was chosen on (the tiny space's units
-    keep at least `PruneConfig.multiple` mid channels, so on some tables pruning can save only a few percent)."""
-    from edgenas.compress.prune import PrunedLatency, mid_channels
+    keep at least `PruneConfig.multiple` mid channels, so on some tables pruning can save only a few percent); None when
+    it can save nothing."""
+    from edgenas.compress.prune import PrunedLatency, fastest_channels, mid_channels
     from edgenas.compress.prune_config import PruneConfig
     from edgenas.space import Arch, get_space
     from edgenas.space.blocks import Network
@@ -244,9 +251,16 @@ def reachable_prune_ratio(arch: dict, table: Path) -> float:
     net = Network(space, Arch.from_dict(arch))
     latency = PrunedLatency(LatencyTable.load(table), space, net.layer_specs)
     start = mid_channels(net)
-    floor = latency({i: min(PruneConfig.multiple, c) for i, c in start.items()}) / latency(start)
+    floor = latency(fastest_channels(latency, start, PruneConfig.multiple)) / latency(start)
     # a small searched network may have little to give (a third of a 24-channel unit): any saving will do
     ratio = math.floor((1 + floor) / 2 * 1e4) / 1e4
-    assert floor < ratio < 1, f"pruning can save nothing on this table (the fastest pruning reaches {floor:.5f} of it)"
+    return ratio if floor < ratio < 1 else None
+
+
+def prune_ratio_or_skip(arch: dict, table: Path) -> float:
+    ratio = reachable_prune_ratio(arch, table)
+    if ratio is None:
+        pytest.skip("this machine's tiny table gives pruning nothing to save on the searched network: the call "
+                    "overhead of blocks this small drowns their channels")
     return ratio
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY_SPACE, assert_one_line_error, reachable_prune_ratio, run_cli, start_cli, table_file
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.artifact.artifact import load_artifact
-from edgenas.pipeline.rundir import RECORD
+from edgenas.pipeline.rundir import RECORD, SCHEMA_VERSION
 from edgenas.tables.latency_table import LatencyTable
 
 EARLY = ("profile", "train", "search")
@@ -73,10 +73,11 @@ def built(tiny_run, tmp_path_factory):
     tables_of_another_cpu(tiny_run[0], tables)
     stderr = kill_after(build_args(tables, out, 5), out, "search")
     before = record(out)["stages"]
-    # pruning has not started: the resumed command may aim it at a ratio this machine's table can reach
+    # pruning has not started: the resumed command may aim it at a ratio this machine's table can reach (1: none, the
+    # searched network ships as it is)
     best = json.loads((out / "search" / "best.json").read_text())
-    proc = run_cli(*build_args(tables, out, 5, "--prune-ratio", reachable_prune_ratio(best["arch"], best["table"])), "--json",
-                   check=0)
+    ratio = reachable_prune_ratio(best["arch"], best["table"]) or 1
+    proc = run_cli(*build_args(tables, out, 5, "--prune-ratio", ratio), "--json", check=0)
     return tables, out, json.loads(proc.stdout), before, stderr + proc.stderr
 
 
@@ -111,8 +112,13 @@ def test_build_writes_every_output(built):
     assert sm["artifact_runs"]["ort"]["min_ms"] == measured["artifact"] and sm["artifact_runs"]["tvm"]["median_ms"] > 0
     # the prediction shown for the artifact is the pruned int8 network's, from the int8 table the search used
     assert sm["predicted_ms"]["artifact"] == sm["predicted_ms"]["pruned"] and sm["table"].endswith("ort-int8.json")
-    assert sm["pruned"] and sm["predicted_ms"]["pruned"] < sm["predicted_ms"]["searched"]
-    assert sm["macs"]["shipped"] < sm["macs"]["searched"] and sm["params"]["shipped"] <= sm["params"]["searched"]
+    pruning = record(out)["stages"]["prune"]["result"]
+    if pruning["why_not"] is None:  # pruned to the ratio this machine's table can reach
+        assert sm["pruned"] and sm["predicted_ms"]["pruned"] < sm["predicted_ms"]["searched"]
+        assert sm["macs"]["shipped"] < sm["macs"]["searched"] and sm["params"]["shipped"] <= sm["params"]["searched"]
+    else:  # the table gives pruning nothing to save: the searched network ships, and the record says why
+        assert pruning["why_not"] == "--prune-ratio 1" and not sm["pruned"]
+        assert sm["macs"]["shipped"] == sm["macs"]["searched"] and sm["predicted_ms"]["pruned"] == sm["predicted_ms"]["searched"]
     acc = sm["accuracy"]
     # better than chance (10 classes; one epoch of supernet training, then pruning without fine-tuning), and within the
     # quantizer's accuracy gate of the pruned fp32 network
@@ -165,7 +171,8 @@ def test_unreachable_budget_fails_before_training(tiny_run, tmp_path):
 def test_a_run_directory_of_another_version_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / RECORD).write_text(json.dumps({"schema": "edgenas.build", "schema_version": 1, "edgenas": "0.0.1", "stages": {}}))
+    (out / RECORD).write_text(json.dumps({"schema": "edgenas.build", "schema_version": SCHEMA_VERSION, "edgenas": "0.0.1",
+                                          "stages": {}}))
     assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), str(out / RECORD), "edgenas 0.0.1")
     (out / RECORD).write_text("{not json")
     assert_one_line_error(run_cli(*build_args(tmp_path / "tables", out, 5)), str(out / RECORD))

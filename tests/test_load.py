@@ -4,6 +4,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import os
 import time
 
 import pytest
@@ -41,6 +42,8 @@ def spin(seconds: float) -> None:
 
 def test_the_meter_counts_other_processes_and_not_its_own():
     quiet = metered(lambda: time.sleep(1.0))
+    if quiet > (os.cpu_count() or 1) - 0.7:  # e.g. the other test worker and a build: one more process cannot show
+        pytest.skip(f"other processes already keep {quiet:.2f} of {os.cpu_count()} cores busy")
     own = metered(lambda: spin(1.0))  # this process busy on one core: not another process's load
     with busy_process():
         other = metered(lambda: time.sleep(1.0))

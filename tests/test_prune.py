@@ -12,9 +12,9 @@ import onnx
 import pytest
 import torch
 
-from conftest import TINY_SPACE, assert_one_line_error, reachable_prune_ratio, run_cli, shipped_table, start_cli
+from conftest import TINY_SPACE, assert_one_line_error, prune_ratio_or_skip, run_cli, shipped_table, start_cli
 from edgenas.bundle import load_bundle
-from edgenas.compress.prune import ChannelCurve, PrunedLatency, unit_points
+from edgenas.compress.prune import ChannelCurve, PrunedLatency, fastest_channels, unit_points
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.tables.latency_model import LatencyModel
 from edgenas.space import Arch, get_space
@@ -28,7 +28,7 @@ QUICK = ("--candidate-steps", 5, "--finetune-epochs", 1)
 @pytest.fixture(scope="module")
 def ratio(exported) -> float:
     _, export = exported
-    return reachable_prune_ratio(export["arch"], export["latency"]["table"])
+    return prune_ratio_or_skip(export["arch"], export["latency"]["table"])
 
 
 def _conv_channels(path) -> dict[str, int]:
@@ -94,8 +94,8 @@ def test_unreachable_target_names_the_fastest_reachable_latency(exported, tmp_pa
     table = LatencyTable.load(info.latency.table)
     space, arch = get_space(TINY_SPACE), Arch.from_dict(info.arch)
     specs = space.layers(arch)
-    m = PruneConfig.multiple
-    fastest = PrunedLatency(table, space, specs, m)({i: min(m, c) for i, c in _mids(specs).items()})  # m left in every unit
+    latency, mids = PrunedLatency(table, space, specs, PruneConfig.multiple), _mids(specs)
+    fastest = latency(fastest_channels(latency, mids, PruneConfig.multiple))
     assert_one_line_error(run_cli("prune", root / "fp32", "--out", tmp_path / "p", "--target-ms", fastest * 0.9),
                           "out of reach", f"{fastest:.4f} ms", code=1)
     assert not (tmp_path / "p" / "model.onnx").exists()

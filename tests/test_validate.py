@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, table_file
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli, said, table_file
 from edgenas.tables.latency_table import LatencyTable
 from edgenas.tables.metrics import prediction_metrics
 
@@ -39,8 +39,8 @@ def test_validate_without_a_table_for_this_machine_profiles_one(tables):
     assert proc.returncode == 0, proc.stderr
     [out] = json.loads(proc.stdout)
     assert out["table"] == str(table_file(tables)) and out["measured"] == 6
-    said = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenas: ")]
-    assert len(said) == 1 and "no ort-int8 table" in said[0] and "profiling it, about" in said[0], proc.stderr
+    lines = said(proc.stderr)
+    assert len(lines) == 1 and "no ort-int8 table" in lines[0] and "profiling it, about" in lines[0], proc.stderr
 
 
 def test_too_few_samples_refused(tables):
