@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Two workers share the two cores: each, and every edgenas it starts, computes on one thread. Left to OpenMP's
+    # default (a thread per core each), training ran up to 20 times slower with the other worker busy.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 DATA = Path(__file__).parent / "data"
 TINY_SPACE = str(DATA / "tiny_space.json")
 # Few samples keep the suite fast; the benchmarks in tools/ use the defaults.
