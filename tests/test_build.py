@@ -109,7 +109,9 @@ def test_build_writes_every_output(built):
     assert sm["within_budget"] is True and sm["backend"] == "ort" and sm["target"] == "host" and sm["precision"] == "int8"
     measured = sm["measured_ms"]
     assert 0 < measured["artifact"] <= sm["budget_ms"] and measured["searched"] > 0 and measured["pruned"] > 0
-    assert sm["artifact_runs"]["ort"]["min_ms"] == measured["artifact"] and sm["artifact_runs"]["tvm"]["median_ms"] > 0
+    # a 5 ms budget: one reading, within it (a second is taken only over the budget)
+    assert sm["artifact_readings_ms"] == [sm["artifact_runs"]["ort"]["min_ms"]] == [measured["artifact"]]
+    assert sm["artifact_runs"]["tvm"]["median_ms"] > 0
     # the prediction shown for the artifact is the pruned int8 network's, from the int8 table the search used
     assert sm["predicted_ms"]["artifact"] == sm["predicted_ms"]["pruned"] and sm["table"].endswith("ort-int8.json")
     pruning = record(out)["stages"]["prune"]["result"]
@@ -146,6 +148,8 @@ def test_a_changed_budget_reruns_only_what_depends_on_it(built):
     new = json.loads(proc.stdout)
     # exit 1 only for the verdict: networks of about 0.05 ms can time well over their prediction on a busy machine
     assert proc.returncode == (0 if new["summary"]["within_budget"] else 1), proc.stderr
+    readings = new["summary"]["artifact_readings_ms"]
+    assert new["summary"]["measured_ms"]["artifact"] == min(readings) and len(readings) == (2 if readings[0] > budget else 1)
     stages = record(out)["stages"]
     for s in ("profile", "train"):
         assert stages[s]["finished"] == old[s]["finished"], s

@@ -15,7 +15,7 @@ import pytest
 
 from edgenas.errors import BadInput, Interrupted
 from edgenas.pipeline.build import run_stage
-from edgenas.pipeline.products import NetworkFigures, Product, PrunedProduct
+from edgenas.pipeline.products import BenchProduct, NetworkFigures, Product, PrunedProduct
 from edgenas.pipeline.rundir import RECORD, RunRecord
 from edgenas.pipeline.stages import STAGES, Stage
 
@@ -139,3 +139,13 @@ def test_every_build_stage_declares_a_product_that_round_trips():
     pruned = PrunedProduct("runs/x/fp32", False, figures, figures, [], None, "--prune-ratio 1")
     back = PrunedProduct.from_dict(json.loads(json.dumps(pruned.to_dict())))
     assert back == pruned and isinstance(back.after, NetworkFigures)
+
+
+def test_a_bench_product_recorded_before_rechecks_existed_still_reads():
+    d = BenchProduct({"ort": {"min_ms": 0.1}}, "ort", "min_ms", 0.1, 0.2, True).to_dict()
+    del d["recheck"]
+    back = BenchProduct.from_dict(json.loads(json.dumps(d)))
+    assert back.recheck is None and back.within_budget is True
+    del d["within_budget"]
+    with pytest.raises(BadInput, match="lacks within_budget"):
+        BenchProduct.from_dict(d)

@@ -7,7 +7,7 @@ string-keyed dict to learn what an earlier one made.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import ClassVar
 
 from edgenas.errors import BadInput
@@ -28,10 +28,11 @@ class Product:
     def from_dict(cls, d: dict, where: str = "build.json"):
         if not isinstance(d, dict) or d.get("product") != cls.KIND:
             raise BadInput(f"{where}: expected a '{cls.KIND}' product, found {d.get('product') if isinstance(d, dict) else d!r}")
-        missing = [f.name for f in fields(cls) if f.name not in d]
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING]
         if missing:
             raise BadInput(f"{where}: the '{cls.KIND}' product lacks {', '.join(missing)}")
-        return cls(**{f.name: cls._field(f.name, d[f.name], where) for f in fields(cls)})
+        # a field added later has a default, so a record written before it still reads
+        return cls(**{f.name: cls._field(f.name, d[f.name], where) for f in fields(cls) if f.name in d})
 
     @classmethod
     def _field(cls, name: str, value, where: str):
@@ -120,6 +121,7 @@ class BenchProduct(Product):
     runs: dict  # runtime -> its latency record
     checked_on: str
     statistic: str
-    measured_ms: float | None
+    measured_ms: float | None  # the lower of the readings below: other load only ever adds time
     budget_ms: float
     within_budget: bool | None
+    recheck: dict | None = None  # a second measurement of `checked_on`, taken when the first read over the budget

@@ -243,21 +243,42 @@ def _bench(ctx: Context) -> BenchProduct:
 
     compiled = ctx.results["compile"]
     art = load_artifact(Path(compiled.artifact))
-    runs = {}
-    if ctx.measures_here or ctx.rpc is not None:
-        cfg, m = ctx.measure_config("tvm"), compiled.measured
-        how = cfg.to_dict()
-        same = m is not None and m.get("threads") == ctx.threads and {k: m["how"].get(k) for k in how} == how
-        runs["tvm"] = m if same else bench(art, cfg, ctx.threads, ctx.rpc)
-    if ctx.cfg.backend == "ort":
+
+    def measure(runtime: str) -> dict:
+        if runtime == "tvm":
+            return bench(art, ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
         from edgenas.measure.ort import OrtBackend
 
         ort = OrtBackend(ctx.target, ctx.measure_config("ort"), ctx.threads)
-        runs["ort"] = ort.measure((art.path / ONNX_FILE).read_bytes(), art.input_shape).to_dict()
+        return ort.measure((art.path / ONNX_FILE).read_bytes(), art.input_shape).to_dict()
+
+    runs = {}
+    if ctx.measures_here or ctx.rpc is not None:
+        how, m = ctx.measure_config("tvm").to_dict(), compiled.measured
+        same = m is not None and m.get("threads") == ctx.threads and {k: m["how"].get(k) for k in how} == how
+        runs["tvm"] = m if same else measure("tvm")
+    if ctx.cfg.backend == "ort":
+        runs["ort"] = measure("ort")
     checked = runs.get(ctx.cfg.backend)
-    measured = checked[STATISTIC] if checked else None
-    return BenchProduct(runs, ctx.cfg.backend, STATISTIC, measured, ctx.cfg.budget_ms,
-                        None if measured is None else measured <= ctx.cfg.budget_ms)
+    if checked is None:
+        return BenchProduct(runs, ctx.cfg.backend, STATISTIC, None, ctx.cfg.budget_ms, None)
+    recheck = recheck_over_budget(checked, lambda: measure(ctx.cfg.backend), ctx.cfg.budget_ms, f"{art.path}: the artifact")
+    measured = min(r[STATISTIC] for r in (checked, recheck) if r is not None)
+    return BenchProduct(runs, ctx.cfg.backend, STATISTIC, measured, ctx.cfg.budget_ms, measured <= ctx.cfg.budget_ms, recheck)
+
+
+def recheck_over_budget(first: dict, again: Callable[[], dict], budget_ms: float, what: str) -> dict | None:
+    """A second, independent measurement when the first reads over the budget; None when it is within.
+
+    Other load only ever adds time, and one measurement (a fraction of a second) can sit wholly inside a burst of it:
+    a verdict of "over budget" is given on two readings, not one. The caller takes the lower and keeps both."""
+    if first[STATISTIC] <= budget_ms:
+        return None
+    second = again()
+    if second[STATISTIC] <= budget_ms:
+        warn(f"{what} first read {first[STATISTIC]:.4f} ms ({STATISTIC}), over the {budget_ms:g} ms budget, and "
+             f"{second[STATISTIC]:.4f} ms when measured again; both readings are recorded")
+    return second
 
 
 STAGES = (
