@@ -56,6 +56,8 @@ def test_training_learns_and_records(trained_run):
     run = json.loads((out / "run.json").read_text())
     assert run["epochs_done"] == 3 and len(run["history"]) == 3
     assert run["data"]["normalization"]["mean"][0] > 0 and run["data"]["train"] == 4000
+    # 640 images, batches of 64: every step counted against the thread-pool size it ran on
+    assert all(sum(h["threads"].values()) == 10 for h in run["history"]), run["history"]
     last = run["history"][-1]
     assert last["val_acc_largest"] > 0.5, last  # 10 classes: chance is 0.1
     assert last["val_acc_largest"] > run["history"][0]["val_acc_largest"]

@@ -63,6 +63,26 @@ class LoadMeter:
         return round(self.other_s / self.wall_s, 3) if self.known and self.wall_s >= 0.3 else None
 
 
+class LoadWindow:
+    """Other processes' use of the CPU since the last read: for long work that adapts to it as it goes."""
+
+    def __init__(self):
+        self._mark = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float] | None:
+        busy = _machine_busy_s()
+        return None if busy is None else (busy, _own_s(), time.perf_counter())
+
+    def read(self, min_s: float = 1.0) -> float | None:
+        """In cores, since the last read; None until `min_s` has passed (ticks are 10 ms) or where it cannot be known."""
+        if self._mark is None or time.perf_counter() - self._mark[2] < min_s:
+            return None
+        now, (busy, own, wall) = self._now(), self._mark
+        self._mark = now
+        return max(0.0, (now[0] - busy) - (now[1] - own)) / (now[2] - wall)
+
+
 def busy_note(cores: float | None) -> str | None:
     """What to tell the user about a measurement taken beside `cores` of other work, or None when it was quiet."""
     if cores is None or cores <= BUSY_CORES:

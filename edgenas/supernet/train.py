@@ -30,6 +30,7 @@ from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
 from edgenas.supernet.dynamic import Supernet
 from edgenas.supernet.evaluate import SubnetEvaluator
+from edgenas.supernet.threads import TrainingThreads
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.versions import versions
 
@@ -179,7 +180,7 @@ def _resume(run_dir: Path, ident: dict, supernet: nn.Module, opt, sched) -> tupl
 
 
 def _epoch(model: nn.Module, opt, sched, split: Split, n_train: int, space: SearchSpace, cfg: TrainConfig, epoch: int,
-           rank: int, world: int) -> list[float]:
+           rank: int, world: int, threads: TrainingThreads | None) -> list[float]:
     """One epoch of sandwich-rule steps over the first `n_train` training images; this process's share of each batch."""
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     order = torch.randperm(n_train, generator=gen).numpy()
@@ -188,6 +189,8 @@ def _epoch(model: nn.Module, opt, sched, split: Split, n_train: int, space: Sear
     steps, losses = math.ceil(n_train / cfg.batch_size), []
     with bar(steps, f"train epoch {epoch + 1}/{cfg.epochs}", unit="step") as progress:
         for step in range(steps):
+            if threads is not None:
+                threads.adapt()
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
             x = shift_augment(to_input(train_x[idx], split.normalization), cfg.shift, gen)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -224,6 +227,8 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
     evaluator = SubnetEvaluator(supernet, split)
+    # one process per machine: several distributed ones would each count the others as load and shrink in turn
+    threads = TrainingThreads() if world == 1 else None
     start = time.perf_counter()
     # an absolute path, so that `search` finds the data from any working directory
     spec = data_spec if data_spec in (None, DEFAULT_DATA) else str(Path(data_spec).resolve())
@@ -237,12 +242,13 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             supernet.train()
-            losses = _epoch(model, opt, sched, split, n_train, space, cfg, epoch, rank, world)
+            losses = _epoch(model, opt, sched, split, n_train, space, cfg, epoch, rank, world, threads)
             if rank == 0:
                 history.append({
                     "epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
                     "val_acc_largest": evaluator(space.largest()), "val_acc_smallest": evaluator(space.smallest()),
                     "seconds": round(time.perf_counter() - t0, 2),
+                    **({"threads": threads.take_record()} if threads is not None else {}),
                 })
                 save_checkpoint(run_dir / CHECKPOINT, {"model": supernet.state_dict(), "optimizer": opt.state_dict(),
                                                        "scheduler": sched.state_dict(), "epoch": epoch + 1})
@@ -251,6 +257,9 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {len(history)} finished epoch(s) are saved in {run_dir}; "
                           f"run the same command to resume") from None
+    finally:
+        if threads is not None:
+            threads.restore()
     return TrainResult(str(run_dir), cfg.epochs, start_epoch, world, round(time.perf_counter() - start, 2), history)
 
 
