@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import tempfile
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
@@ -96,6 +97,15 @@ def check_schema(data, path, schema: str, version: int, what: str, remedy: str |
     if data.get("schema_version") != version:
         raise BadInput(f"{path}: {what} schema version {data.get('schema_version')} is not the supported {version}{then}")
     return data
+
+
+def dataclass_fields(cls, d: dict, where: str, what: str) -> dict:
+    """The keyword arguments of dataclass `cls` from a record; a field added later has a default, so a record written
+    before it still reads. A record without a field that has none is refused in one line naming `where`."""
+    missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise BadInput(f"{where}: {what} lacks {', '.join(missing)}")
+    return {f.name: d[f.name] for f in fields(cls) if f.name in d}
 
 
 @contextlib.contextmanager

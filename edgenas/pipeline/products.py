@@ -7,10 +7,11 @@ string-keyed dict to learn what an earlier one made.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from edgenas.errors import BadInput
+from edgenas.jsonio import dataclass_fields
 
 #: the version of every product below; a record holding another is refused by the run record, which names it
 PRODUCTS_VERSION = 1
@@ -28,11 +29,8 @@ class Product:
     def from_dict(cls, d: dict, where: str = "build.json"):
         if not isinstance(d, dict) or d.get("product") != cls.KIND:
             raise BadInput(f"{where}: expected a '{cls.KIND}' product, found {d.get('product') if isinstance(d, dict) else d!r}")
-        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING]
-        if missing:
-            raise BadInput(f"{where}: the '{cls.KIND}' product lacks {', '.join(missing)}")
-        # a field added later has a default, so a record written before it still reads
-        return cls(**{f.name: cls._field(f.name, d[f.name], where) for f in fields(cls) if f.name in d})
+        kwargs = dataclass_fields(cls, d, where, f"the '{cls.KIND}' product")
+        return cls(**{name: cls._field(name, value, where) for name, value in kwargs.items()})
 
     @classmethod
     def _field(cls, name: str, value, where: str):

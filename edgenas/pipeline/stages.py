@@ -13,7 +13,7 @@ from typing import Callable
 
 from edgenas.errors import BadInput, warn
 from edgenas.measure.rpc import RPCSettings
-from edgenas.measure.timing import MeasureConfig
+from edgenas.measure.timing import MeasureConfig, readings_against
 from edgenas.pipeline.config import BuildConfig
 from edgenas.pipeline.products import (BenchProduct, CompiledProduct, NetworkFigures, PrunedProduct, QuantizedProduct,
                                        SupernetProduct, TableProduct)
@@ -262,23 +262,15 @@ def _bench(ctx: Context) -> BenchProduct:
     checked = runs.get(ctx.cfg.backend)
     if checked is None:
         return BenchProduct(runs, ctx.cfg.backend, STATISTIC, None, ctx.cfg.budget_ms, None)
-    recheck = recheck_over_budget(checked, lambda: measure(ctx.cfg.backend), ctx.cfg.budget_ms, f"{art.path}: the artifact")
-    measured = min(r[STATISTIC] for r in (checked, recheck) if r is not None)
-    return BenchProduct(runs, ctx.cfg.backend, STATISTIC, measured, ctx.cfg.budget_ms, measured <= ctx.cfg.budget_ms, recheck)
+    budget = ctx.cfg.budget_ms
+    taken = readings_against(budget, lambda: measure(ctx.cfg.backend), lambda r: r[STATISTIC], first=checked)
+    measured = min(r[STATISTIC] for r in taken)
+    if len(taken) > 1 and measured <= budget:
+        warn(f"{art.path}: the artifact first read {checked[STATISTIC]:.4f} ms ({STATISTIC}), over the {budget:g} ms budget, "
+             f"and {measured:.4f} ms when measured again; both readings are recorded")
+    return BenchProduct(runs, ctx.cfg.backend, STATISTIC, measured, budget, measured <= budget,
+                        taken[1] if len(taken) > 1 else None)
 
-
-def recheck_over_budget(first: dict, again: Callable[[], dict], budget_ms: float, what: str) -> dict | None:
-    """A second, independent measurement when the first reads over the budget; None when it is within.
-
-    Other load only ever adds time, and one measurement (a fraction of a second) can sit wholly inside a burst of it:
-    a verdict of "over budget" is given on two readings, not one. The caller takes the lower and keeps both."""
-    if first[STATISTIC] <= budget_ms:
-        return None
-    second = again()
-    if second[STATISTIC] <= budget_ms:
-        warn(f"{what} first read {first[STATISTIC]:.4f} ms ({STATISTIC}), over the {budget_ms:g} ms budget, and "
-             f"{second[STATISTIC]:.4f} ms when measured again; both readings are recorded")
-    return second
 
 
 STAGES = (

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 
-from edgenas.errors import BadInput
+from edgenas.jsonio import dataclass_fields
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,12 @@ class SearchReport:
     supernet: str
     out_dir: str
     precision: str  # the table's: what the predicted and measured latencies are of
+    # the winner's measurements: two when the first read over the budget (`measured_latency_ms` is the lower)
+    measured_readings_ms: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "best.json") -> "SearchReport":
-        missing = [f.name for f in fields(cls) if f.name not in d]
-        if missing:
-            raise BadInput(f"{where}: the search result lacks {', '.join(missing)}")
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        return cls(**dataclass_fields(cls, d, where, "the search result"))

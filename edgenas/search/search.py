@@ -18,7 +18,7 @@ from edgenas.data import load_split
 from edgenas.errors import BadInput, Interrupted, warn
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.onnx_export import shipped_onnx, to_onnx
-from edgenas.measure.timing import MeasureConfig
+from edgenas.measure.timing import MeasureConfig, readings_against
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
 from edgenas.search.accuracy_predictor import AccuracyPredictor
@@ -173,16 +173,17 @@ def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out
     result = finder.run(search_budget)
     best = result.best.arch
     val_acc = s.evaluator(best)
-    measured = s.measure_latency(best) if measure else None
+    readings = readings_against(budget_ms, lambda: s.measure_latency(best), float) if measure else []
+    measured = min(readings, default=None)
     if measured is not None and measured > budget_ms:
-        warn(f"the best network measured {measured:.4f} ms on {target.name}/{key.name}, over the {budget_ms:g} ms budget "
-             f"(predicted {result.best.latency_ms:.4f} ms)")
+        warn(f"the best network measured {' and '.join(f'{v:.4f}' for v in readings)} ms on {target.name}/{key.name}, over "
+             f"the {budget_ms:g} ms budget (predicted {result.best.latency_ms:.4f} ms)")
     report = SearchReport(
         budget_ms, search_budget, s.margin_pct, result.best.latency_ms, measured,
         None if measured is None else measured <= budget_ms, val_acc, result.best.accuracy, params(s.space, best),
         result.evaluated, result.unique, round(result.seconds, 3), round(time.perf_counter() - start, 2), best.to_dict(),
         best.encoding, s.fastest_ms, s.predictor_metrics, str(s.path), str(Path(run_dir).resolve()), str(out_dir),
-        key.precision,
+        key.precision, readings,
     )
     _write_outputs(Path(out_dir), report, result, config, s.table, s.run)
     return report
