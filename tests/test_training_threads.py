@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgenas.measure.load import LoadWindow
-from edgenas.supernet.threads import TrainingThreads, _cores
+from edgenas.supernet.threads import AdaptivePool, _cores
 
 BUSY = [sys.executable, "-c", "while True: pass"]
 
@@ -23,7 +23,7 @@ def pool_of_two():
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: there is no pool to shrink")
 def test_the_pool_shrinks_to_one_thread_while_other_processes_hold_the_cores(pool_of_two):
-    threads = TrainingThreads(window_s=0.5)
+    threads = AdaptivePool(window_s=0.5)
     assert threads.most == 2
     busy = [subprocess.Popen(BUSY) for _ in range(_cores())]
     try:
@@ -46,7 +46,7 @@ def test_a_pool_of_one_is_left_alone_and_reads_no_load():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        threads = TrainingThreads(window_s=0.0)
+        threads = AdaptivePool(window_s=0.0)
         busy = subprocess.Popen(BUSY)
         try:
             for _ in range(3):

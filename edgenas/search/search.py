@@ -27,6 +27,7 @@ from edgenas.search.report import SearchReport
 from edgenas.space import Arch, SearchSpace
 from edgenas.space.blocks import layer_params
 from edgenas.supernet.evaluate import SubnetEvaluator
+from edgenas.supernet.threads import AdaptivePool
 from edgenas.supernet.train import load_supernet
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_model import LatencyModel
@@ -68,8 +69,10 @@ def subnet_accuracies(run_dir: Path, evaluator: SubnetEvaluator, space: SearchSp
     archs = list({a.encoding: a for a in archs}.values())
     todo = [a for a in archs if a.encoding not in samples]
     try:
-        with bar(len(archs), "evaluate sub-networks", initial=len(archs) - len(todo), unit="net") as progress:
+        with bar(len(archs), "evaluate sub-networks", initial=len(archs) - len(todo), unit="net") as progress, \
+                AdaptivePool() as pool:
             for a in todo:
+                pool.adapt()
                 samples[a.encoding] = {"arch": a.to_dict(), "val_accuracy": evaluator(a)}
                 atomic_write_json(path, {"key": key, "samples": samples})
                 progress.update()

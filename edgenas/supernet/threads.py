@@ -1,4 +1,4 @@
-"""How many threads training computes on while other processes share the machine."""
+"""How many threads torch computes on while other processes share the machine (training, sub-network evaluation)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class TrainingThreads:
+class AdaptivePool:
     """torch's pool, a thread per core, waits at every operator for its slowest thread, so a core that another process
     holds stalls every step of a small network. Every `window_s` the pool is sized to the cores the other processes leave
     (a core counts as theirs from half its time on), never above the size torch started with, which honours
@@ -37,6 +37,12 @@ class TrainingThreads:
     def restore(self) -> None:
         """Back to the size torch started with, for whatever the process does next (a build goes on to search)."""
         torch.set_num_threads(self.most)
+
+    def __enter__(self) -> "AdaptivePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
 
     def take_record(self) -> dict[str, int]:
         """The steps per pool size since the last record (for an epoch's history), largest pool first."""

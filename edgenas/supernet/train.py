@@ -30,7 +30,7 @@ from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
 from edgenas.supernet.dynamic import Supernet
 from edgenas.supernet.evaluate import SubnetEvaluator
-from edgenas.supernet.threads import TrainingThreads
+from edgenas.supernet.threads import AdaptivePool
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.versions import versions
 
@@ -180,7 +180,7 @@ def _resume(run_dir: Path, ident: dict, supernet: nn.Module, opt, sched) -> tupl
 
 
 def _epoch(model: nn.Module, opt, sched, split: Split, n_train: int, space: SearchSpace, cfg: TrainConfig, epoch: int,
-           rank: int, world: int, threads: TrainingThreads | None) -> list[float]:
+           rank: int, world: int, threads: AdaptivePool | None) -> list[float]:
     """One epoch of sandwich-rule steps over the first `n_train` training images; this process's share of each batch."""
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     order = torch.randperm(n_train, generator=gen).numpy()
@@ -228,7 +228,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
         model = nn.parallel.DistributedDataParallel(model)
     evaluator = SubnetEvaluator(supernet, split)
     # one process per machine: several distributed ones would each count the others as load and shrink in turn
-    threads = TrainingThreads() if world == 1 else None
+    threads = AdaptivePool() if world == 1 else None
     start = time.perf_counter()
     # an absolute path, so that `search` finds the data from any working directory
     spec = data_spec if data_spec in (None, DEFAULT_DATA) else str(Path(data_spec).resolve())
