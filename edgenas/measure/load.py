@@ -35,6 +35,18 @@ def _own_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _snapshot() -> tuple[float, float, float] | None:
+    """(every process's CPU seconds, this process's, wall clock), or None where /proc/stat cannot be read."""
+    busy = _machine_busy_s()
+    return None if busy is None else (busy, _own_s(), time.perf_counter())
+
+
+def _others_since(mark: tuple[float, float, float]) -> tuple[float, float, tuple[float, float, float]]:
+    """Other processes' CPU seconds and the wall seconds since `mark`, and the new mark."""
+    now = _snapshot()
+    return max(0.0, (now[0] - mark[0]) - (now[1] - mark[1])), now[2] - mark[2], now
+
+
 class LoadMeter:
     """Adds up, over the timing phases it wraps, the CPU time other processes used and the wall time."""
 
@@ -49,12 +61,13 @@ class LoadMeter:
         if not self.known:
             yield
             return
-        busy, own, wall = _machine_busy_s(), _own_s(), time.perf_counter()
+        mark = _snapshot()
         try:
             yield
         finally:
-            self.wall_s += time.perf_counter() - wall
-            self.other_s += max(0.0, (_machine_busy_s() - busy) - (_own_s() - own))
+            other, wall, _ = _others_since(mark)
+            self.other_s += other
+            self.wall_s += wall
 
     @property
     def cores(self) -> float | None:
@@ -67,20 +80,14 @@ class LoadWindow:
     """Other processes' use of the CPU since the last read: for long work that adapts to it as it goes."""
 
     def __init__(self):
-        self._mark = self._now()
-
-    @staticmethod
-    def _now() -> tuple[float, float, float] | None:
-        busy = _machine_busy_s()
-        return None if busy is None else (busy, _own_s(), time.perf_counter())
+        self._mark = _snapshot()
 
     def read(self, min_s: float = 1.0) -> float | None:
         """In cores, since the last read; None until `min_s` has passed (ticks are 10 ms) or where it cannot be known."""
         if self._mark is None or time.perf_counter() - self._mark[2] < min_s:
             return None
-        now, (busy, own, wall) = self._now(), self._mark
-        self._mark = now
-        return max(0.0, (now[0] - busy) - (now[1] - own)) / (now[2] - wall)
+        other, wall, self._mark = _others_since(self._mark)
+        return other / wall
 
 
 def busy_note(cores: float | None) -> str | None:

@@ -272,7 +272,6 @@ def _bench(ctx: Context) -> BenchProduct:
                         taken[1] if len(taken) > 1 else None)
 
 
-
 STAGES = (
     Stage("profile", (), _profile_inputs, _profile, TableProduct),
     Stage("train", (), _train_inputs, _train, SupernetProduct),

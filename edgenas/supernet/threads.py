@@ -27,7 +27,7 @@ class AdaptivePool:
         self.steps: Counter[int] = Counter()  # pool size -> steps computed on it
 
     def adapt(self) -> None:
-        """Call once per step: cheap (two reads of /proc) except every `window_s`."""
+        """Call once per step: a clock read, and every `window_s` two reads of /proc."""
         if self.load is not None and (other := self.load.read(self.window_s)) is not None:
             size = min(self.most, max(1, _cores() - math.floor(other + 0.5)))
             if size != torch.get_num_threads():
