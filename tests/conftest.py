@@ -22,6 +22,8 @@ DATA = Path(__file__).parent / "data"
 TINY_SPACE = str(DATA / "tiny_space.json")
 # Few samples keep the suite fast; the benchmarks in tools/ use the defaults.
 FAST = ["--repeat", "5", "--threads", "1"]
+#: the tiny run's training flags (less --epochs and --out): a test that resumes it must give the same config
+TINY_TRAIN = ("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.02)
 
 
 def table_file(tables, backend="ort", precision="int8", space=TINY_SPACE, rpc=None) -> Path:
@@ -132,7 +134,7 @@ def tiny_run(tmp_path_factory):
         run_cli("validate", *common, "--samples", 12, check=0)
         # enough to lift every sub-network well off chance (a few seconds): the exported winner must have learnt
         # something for the int8 gate's tests to see it lose anything
-        run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.02, "--epochs", 4, "--out", run, check=0)
+        run_cli(*TINY_TRAIN, "--epochs", 4, "--out", run, check=0)
         return [tables, run]
 
     return tuple(Path(p) for p in once(tmp_path_factory, "tiny", make))

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import TINY_SPACE, assert_one_line_error, prune_ratio_or_skip, run_cli
+from conftest import TINY_TRAIN, assert_one_line_error, prune_ratio_or_skip, run_cli
 
 GARBAGE = b"\x00\xff\xfe garbage \x80\x81 not what edgenas wrote \xc3\x28"
 
@@ -35,7 +35,7 @@ def _search(run, tables, tmp_path, *extra):
 
 def _train(run):
     """`edgenas train` with the tiny run's flags (and one more epoch): it resumes the run."""
-    return run_cli("train", "--space", TINY_SPACE, "--limit", 640, "--lr", 0.005, "--epochs", 3, "--out", run)
+    return run_cli(*TINY_TRAIN, "--epochs", 5, "--out", run)
 
 
 def test_damaged_supernet_checkpoint(tiny_run, tmp_path):
