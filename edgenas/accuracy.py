@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgenas.bundle import ModelInfo
-from edgenas.data import Normalization, Split, load_split, to_input
+from edgenas.data import Split, load_split, to_input
 from edgenas.errors import BadInput
 from edgenas.measure.ort import make_session
 
@@ -19,8 +19,7 @@ def bundle_split(info: ModelInfo | None, where: str) -> Split:
 
 def model_inputs(info: ModelInfo, images: np.ndarray) -> np.ndarray:
     """uint8 images -> the float inputs the model takes, preprocessed as at training."""
-    norm = Normalization(tuple(info.normalization["mean"]), tuple(info.normalization["std"]))
-    return to_input(images, norm, info.input_shape[-1]).numpy().astype(np.float32)
+    return to_input(images, info.normalization, info.input_shape[-1]).numpy().astype(np.float32)
 
 
 def ort_accuracy(onnx_model: bytes, info: ModelInfo, split: Split, threads: int = 1) -> float:

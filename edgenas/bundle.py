@@ -10,8 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgenas.data import DataRecord, Normalization
 from edgenas.errors import BadInput
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, exclusive_lock, now, read_json
+from edgenas.space import Arch
 
 SCHEMA, SCHEMA_VERSION = "edgenas.model", 1
 MODEL_FILE, INFO_FILE = "model.onnx", "model.json"
@@ -40,6 +42,30 @@ class LatencyRecord:
 
 
 @dataclass(frozen=True)
+class NetworkRecord:
+    """Which network of the search space a bundle holds (in JSON, the architecture's fields beside these)."""
+    arch: Arch  # the searched architecture
+    encoding: str  # the arch's encoding, extended by `/pruned:<unit>:<mid channels>,...` once pruned
+    mid_channels: dict[str, int] | None = None  # after pruning: each prunable unit's hidden channels
+
+    def pruned(self, start: dict[int, int], channels: dict[int, int]) -> "NetworkRecord":
+        """The same architecture with its pruned channel counts: compile names the artifact after `encoding`."""
+        units = [f"{i}:{channels[i]}" for i, c in start.items() if channels[i] != c]
+        return NetworkRecord(self.arch, f"{self.encoding}/pruned:{','.join(units)}", {str(i): channels[i] for i in start})
+
+    def to_dict(self) -> dict:
+        d = {**self.arch.to_dict(), "encoding": self.encoding}
+        return d if self.mid_channels is None else {**d, "mid_channels": dict(self.mid_channels)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "NetworkRecord":
+        try:
+            return cls(Arch.from_dict(d), d["encoding"], d.get("mid_channels"))
+        except (BadInput, KeyError, TypeError) as e:
+            raise BadInput(f"{where}: malformed 'arch' ({e}); {REDO}") from None
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     input_name: str
     input_shape: tuple[int, ...]
@@ -47,11 +73,12 @@ class ModelInfo:
     layout: str = "NCHW"
     #: uint8 image -> input: x / 255, then (x - mean) / std per channel, then a bilinear antialiased resize
     #: to the input's height and width. None when the model's preprocessing is unknown (a user's ONNX file).
-    normalization: dict | None = None
+    normalization: Normalization | None = None
     classes: tuple[str, ...] | None = None
-    #: the data record (`edgenas.data.data_record`) the accuracies were measured on
-    data: dict | None = None
-    arch: dict | None = None
+    #: the data the accuracies were measured on
+    data: DataRecord | None = None
+    #: the search-space network it holds; None for a user's ONNX file
+    arch: NetworkRecord | None = None
     #: validation accuracy by precision, e.g. {"fp32": 0.985, "int8": 0.983}
     accuracy: dict = field(default_factory=dict)
     #: the latency the search predicted from the table (and pruning updated), with the table it came from
@@ -60,9 +87,11 @@ class ModelInfo:
     history: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["input_shape"], d["history"] = list(self.input_shape), list(self.history)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["input_shape"], d["history"], d["accuracy"] = list(self.input_shape), list(self.history), dict(self.accuracy)
         d["classes"] = list(self.classes) if self.classes is not None else None
+        for name in ("normalization", "data", "arch", "latency"):
+            d[name] = d[name].to_dict() if d[name] is not None else None
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **d}
 
     @classmethod
@@ -77,6 +106,12 @@ class ModelInfo:
             kw["history"] = tuple(kw.get("history", ()))
             if isinstance(kw.get("latency"), dict):
                 kw["latency"] = LatencyRecord.from_dict(kw["latency"], where)
+            if kw.get("normalization") is not None:
+                kw["normalization"] = Normalization.from_dict(kw["normalization"])
+            if kw.get("data") is not None:
+                kw["data"] = DataRecord.from_dict(kw["data"], where)
+            if kw.get("arch") is not None:
+                kw["arch"] = NetworkRecord.from_dict(kw["arch"], where)
             return cls(**kw)
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"{where}: malformed model description ({e}); {REDO}") from None

@@ -30,7 +30,7 @@ def export_cmd(search, out, eval_threads, as_json):
     info = export_search(search, out, eval_threads)
     if as_json:
         return _echo_json({"out_dir": str(out), **info.to_dict()})
-    click.echo(f"{out}: {info.arch['encoding']}, fp32 validation accuracy {info.accuracy['fp32']:.4f}")
+    click.echo(f"{out}: {info.arch.encoding}, fp32 validation accuracy {info.accuracy['fp32']:.4f}")
 
 
 @click.command("prune")
@@ -121,14 +121,14 @@ def compile_cmd(model, target, out, tune_trials, tune_minutes, layout, tuning_db
     art = package(model, tgt, out, cfg, MeasureConfig.for_backend("tvm", repeat),
                   threads or tgt.thread_count(), rpc)
     if as_json:
-        return _echo_json({"artifact": str(art.path), **art.meta})
-    m, c = art.meta["latency"]["measured"], art.meta["compile"]
-    t = c["tuning"]
+        return _echo_json({"artifact": str(art.path), **art.meta.to_dict()})
+    m, c = art.meta.latency.measured, art.meta.compile
+    t = c.tuning
     tuning = (f"tuned {t['tuned']} of {t['tasks']} tasks ({t['trials']} trials), reused {t['reused']}" if t
               else "no tuning")
-    click.echo(f"{art.path}: {'int8' if c['quantized'] else 'float'} model for {tgt.name}, compiled in {c['seconds']:.1f} s "
-               f"({tuning}; database {c['tuning_database']})")
-    click.echo(f"  latency {m['median_ms']:.4f} ms median on {m['where']}" if m else f"  {art.meta['latency']['not_measured']}")
+    click.echo(f"{art.path}: {'int8' if c.quantized else 'float'} model for {tgt.name}, compiled in {c.seconds:.1f} s "
+               f"({tuning}; database {c.tuning_database})")
+    click.echo(f"  latency {m['median_ms']:.4f} ms median on {m['where']}" if m else f"  {art.meta.latency.not_measured}")
 
 
 @click.command("run")
@@ -146,7 +146,7 @@ def run_cmd(artifact, input_path, as_json):
     art = load_artifact(artifact)
     logits = predict(art, read_input(input_path, art)).reshape(-1)
     top = int(np.argmax(logits))
-    classes = art.meta.get("classes")
+    classes = art.meta.classes
     label = classes[top] if classes and top < len(classes) else str(top)
     if as_json:
         return _echo_json({"class_index": top, "label": label, "logits": [float(v) for v in logits]})

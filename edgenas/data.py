@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.errors import BadInput
+from edgenas.jsonio import dataclass_fields
 
 DEFAULT_DATA = "digits"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -28,7 +29,44 @@ class Normalization:
     std: tuple[float, ...]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    """Everything needed to rebuild a split later, stored with every result measured on it (run.json, best.json,
+    model.json): the same images, split the same way, or a one-line refusal when they changed."""
+    spec: str  # the data as given to --data: "digits", or an absolute folder or .npz path
+    resize: int | None  # --resize: images scaled to this side when loaded; None keeps their size
+    val_fraction: float  # the share of each class held out for validation
+    seed: int  # the stratified split's seed
+    fingerprint: str  # 16 hex digits of sha256 over the images, labels and class names
+    source: str  # where the images came from, for people
+    classes: tuple[str, ...]  # class names, in label order
+    image_shape: tuple[int, ...]  # (C, H, W) of the stored images
+    train: int  # images in the training split
+    val: int  # images in the validation split
+    normalization: Normalization  # the training split's mean and std per channel
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"], d["image_shape"], d["normalization"] = list(self.classes), list(self.image_shape), self.normalization.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "DataRecord":
+        if not isinstance(d, dict):
+            raise BadInput(f"{where}: field 'data' must be a data record, not {type(d).__name__}")
+        kw = dataclass_fields(cls, d, where, "the data record")
+        try:
+            return cls(**{**kw, "classes": tuple(kw["classes"]), "image_shape": tuple(int(v) for v in kw["image_shape"]),
+                          "normalization": Normalization.from_dict(kw["normalization"])})
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadInput(f"{where}: malformed data record ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -62,13 +100,6 @@ class Split:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
-
-    def describe(self) -> dict:
-        return {
-            "source": self.source, "fingerprint": self.fingerprint, "seed": self.seed, "classes": list(self.classes),
-            "image_shape": list(self.image_shape), "train": int(len(self.train_y)), "val": int(len(self.val_y)),
-            "normalization": self.normalization.to_dict(),
-        }
 
 
 # ---- loading --------------------------------------------------------------------------------------
@@ -203,17 +234,18 @@ def split(data: Dataset, val_fraction: float = 0.2, seed: int = 0) -> Split:
     return Split(data.x[tr], data.y[tr], data.x[va], data.y[va], data.classes, norm, data.source, data.fingerprint, seed)
 
 
-def data_record(s: Split, spec: str | None, resize: int | None, val_fraction: float) -> dict:
-    """Everything needed to rebuild `s` later, stored with every result that was measured on it."""
-    return {**s.describe(), "spec": spec or DEFAULT_DATA, "resize": resize, "val_fraction": val_fraction}
+def data_record(s: Split, spec: str | None, resize: int | None, val_fraction: float) -> DataRecord:
+    """What rebuilds `s` later (`load_split`)."""
+    return DataRecord(spec or DEFAULT_DATA, resize, val_fraction, s.seed, s.fingerprint, s.source, tuple(s.classes),
+                      tuple(s.image_shape), int(len(s.train_y)), int(len(s.val_y)), s.normalization)
 
 
-def load_split(record: dict, where: str) -> Split:
-    """The split a `data_record` describes; refuses data that changed since (`where` names the record's file)."""
-    s = split(load_dataset(record["spec"], record.get("resize")), record["val_fraction"], record["seed"])
-    if s.fingerprint != record["fingerprint"]:
-        raise BadInput(f"{where}: the data at '{record['spec']}' changed since it was recorded (fingerprint "
-                       f"{s.fingerprint}, recorded {record['fingerprint']})")
+def load_split(record: DataRecord, where: str) -> Split:
+    """The split `record` describes; refuses data that changed since (`where` names the record's file)."""
+    s = split(load_dataset(record.spec, record.resize), record.val_fraction, record.seed)
+    if s.fingerprint != record.fingerprint:
+        raise BadInput(f"{where}: the data at '{record.spec}' changed since it was recorded (fingerprint "
+                       f"{s.fingerprint}, recorded {record.fingerprint})")
     return s
 
 

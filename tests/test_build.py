@@ -128,7 +128,7 @@ def test_build_writes_every_output(built):
     assert acc["int8_drop_points"] <= QuantizeConfig.max_drop
     # the artifact is sealed and is the one the summary names, with the accuracy and latency it was built with
     art = load_artifact(sm["artifact"])
-    assert art.meta["accuracy"]["int8"] == acc["int8"] and sm["files_bytes"]["model.so"] == (art.path / "model.so").stat().st_size
+    assert art.meta.accuracy["int8"] == acc["int8"] and sm["files_bytes"]["model.so"] == (art.path / "model.so").stat().st_size
     for d in ("search", "fp32", "pruned", "int8"):
         assert (out / d / ("best.json" if d == "search" else "model.onnx")).exists(), d
     report = (out / "report.md").read_text()
@@ -205,7 +205,7 @@ def test_an_fp32_build_budgets_against_the_fp32_table_and_ships_fp32(built, tmp_
     assert sm["precision"] == "fp32" and sm["table"] == str(table_file(tables, precision="fp32"))
     assert sm["accuracy"]["int8"] is None and not (tmp_path / "run" / "int8").exists()
     art = load_artifact(sm["artifact"])
-    assert not art.meta["compile"]["quantized"] and sm["measured_ms"]["artifact"] <= sm["budget_ms"]
+    assert not art.meta.compile.quantized and sm["measured_ms"]["artifact"] <= sm["budget_ms"]
 
 
 def test_a_pruning_target_out_of_reach_ships_the_searched_network(built, tmp_path):

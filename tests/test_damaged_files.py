@@ -143,3 +143,42 @@ def test_damaged_tuning_database(shipped, tuning_db, tmp_path, name, damage):
     proc = run_cli("compile", shipped[0] / "int8", "--out", tmp_path / "art", "--tuning-db", db, "--tune-trials", trials,
                    "--repeat", 3)
     assert_one_line_error(proc, str(db / name), f"delete the directory {db}", "re-tune")
+
+
+def test_artifact_metadata_reads_typed_and_older_files_still_load(shipped, tmp_path):
+    """metadata.json reads into typed records and writes back unchanged; fields added since the first artifacts
+    (`compile.device_code`, `compile.pass_seconds`) may be absent, and a missing older field is refused in one line."""
+    from edgenas.artifact.artifact import load_artifact
+
+    art = tmp_path / "art"
+    shutil.copytree(shipped[0] / "art", art)
+    meta = json.loads((art / "metadata.json").read_text())
+    loaded = load_artifact(art).meta
+    assert loaded.to_dict() == meta and loaded.input.shape == tuple(meta["input"]["shape"])
+    assert loaded.compile.quantized and loaded.target.runs_here() and loaded.input.normalization.mean
+    old = {**meta, "compile": {k: v for k, v in meta["compile"].items() if k not in ("device_code", "pass_seconds")}}
+    (art / "metadata.json").write_text(json.dumps(old))
+    assert load_artifact(art).meta.compile.pass_seconds == {}
+    (art / "metadata.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "compile"}))
+    assert_one_line_error(run_cli("bench", art, "--repeat", 3), str(art / "metadata.json"), "compile")
+    (art / "metadata.json").write_text(json.dumps({**meta, "input": {**meta["input"], "shape": "big"}}))
+    assert_one_line_error(run_cli("bench", art, "--repeat", 3), str(art / "metadata.json"), "damaged metadata")
+
+
+def test_model_description_reads_typed_and_refuses_a_malformed_part(shipped, tmp_path):
+    from edgenas.bundle import load_bundle
+    from edgenas.data import DataRecord
+    from edgenas.errors import BadInput
+
+    bundle = tmp_path / "int8"
+    shutil.copytree(shipped[0] / "int8", bundle)
+    raw = json.loads((bundle / "model.json").read_text())
+    _, info = load_bundle(bundle)
+    assert info.to_dict() == raw and isinstance(info.data, DataRecord) and info.arch.encoding == raw["arch"]["encoding"]
+    assert info.arch.arch.resolution == info.input_shape[-1] and info.data.val == 1000
+    for part, damaged in (("arch", {k: v for k, v in raw["arch"].items() if k != "encoding"}),
+                          ("data", {k: v for k, v in raw["data"].items() if k != "fingerprint"})):
+        (bundle / "model.json").write_text(json.dumps({**raw, part: damaged}))
+        with pytest.raises(BadInput, match=str(bundle / "model.json")) as e:
+            load_bundle(bundle)
+        assert ("encoding" if part == "arch" else "fingerprint") in str(e.value) and "\n" not in str(e.value)

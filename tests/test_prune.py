@@ -17,7 +17,7 @@ from edgenas.bundle import load_bundle
 from edgenas.compress.prune import ChannelCurve, PrunedLatency, fastest_channels, unit_points
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.tables.latency_model import LatencyModel
-from edgenas.space import Arch, get_space
+from edgenas.space import get_space
 from edgenas.space.blocks import make_divisible
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
 
@@ -76,8 +76,8 @@ def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned,
     assert info.accuracy == {"fp32": after["val_accuracy"]} and info.latency.predicted_ms == after["predicted_ms"]
     assert info.history[-1]["units"] == r["units"] and not (out / "prune-state.pt").exists()
     # the architecture names its pruned channels, so an artifact compiled from it is not taken for the searched one
-    assert info.arch["encoding"].startswith(export["arch"]["encoding"] + "/pruned:")
-    assert info.arch["mid_channels"] == {str(u["layer"]): u["after"] for u in r["units"]}
+    assert info.arch.encoding.startswith(export["arch"]["encoding"] + "/pruned:")
+    assert info.arch.mid_channels == {str(u["layer"]): u["after"] for u in r["units"]}
 
 
 def test_pruned_bundle_quantizes_and_is_not_pruned_again(pruned, tmp_path):
@@ -92,7 +92,7 @@ def test_unreachable_target_names_the_fastest_reachable_latency(exported, tmp_pa
     root, export = exported
     _, info = load_bundle(root / "fp32")
     table = LatencyTable.load(info.latency.table)
-    space, arch = get_space(TINY_SPACE), Arch.from_dict(info.arch)
+    space, arch = get_space(TINY_SPACE), info.arch.arch
     specs = space.layers(arch)
     latency, mids = PrunedLatency(table, space, specs, PruneConfig.multiple), _mids(specs)
     fastest = latency(fastest_channels(latency, mids, PruneConfig.multiple))

@@ -7,11 +7,14 @@ artifact is refused before anything loads it (schema in docs/schemas.md).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import platform
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from edgenas.data import Normalization
 from edgenas.errors import BadInput
-from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, exclusive_lock, read_json
+from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, dataclass_fields, exclusive_lock, read_json
+from edgenas.targets import Target
 
 SCHEMA, SCHEMA_VERSION = "edgenas.artifact", 1
 METADATA, LIBRARY, ONNX_FILE, README = "metadata.json", "model.so", "model.onnx", "README.md"
@@ -26,9 +29,110 @@ def sha256(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class ArtifactInput:
+    """What the library takes, and how an image becomes it."""
+    name: str  # the graph input's name
+    shape: tuple[int, ...]  # static, batch first
+    dtype: str  # e.g. float32: a QDQ model quantizes inside the library
+    layout: str  # of the input tensor: NCHW, as the ONNX model takes it (--layout is the kernels')
+    normalization: Normalization | None  # uint8 image -> input; None when the model's preprocessing is unknown
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "shape": list(self.shape),
+                "normalization": self.normalization.to_dict() if self.normalization else None}
+
+
+@dataclass(frozen=True)
+class ArtifactTarget:
+    """Where the library runs."""
+    name: str  # the target's name
+    tvm_target: str  # the TVM target it was compiled for, as TVM prints it
+    device: str  # cpu or cuda
+    arch: str  # `platform.machine()` of the CPU that loads it
+    definition: dict  # the target's TOML fields: `bench` rebuilds the target from them
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def runs_here(self) -> bool:
+        return self.device == "cpu" and self.arch == platform.machine()
+
+    def rebuilt(self) -> Target:
+        d = self.definition
+        return Target(**{**d, "ort_providers": tuple(d["ort_providers"])})
+
+
+@dataclass(frozen=True)
+class CompileRecord:
+    """How the library was compiled."""
+    quantized: bool  # a QDQ model whose convolutions and matmuls compute in integers
+    kernel_layout: str  # NCHW or NHWC (--layout)
+    ops: dict  # compute operators and their dtypes, counted after the graph passes
+    tuning_database: str | None  # the database whose schedules were applied
+    tuning: dict | None  # the tuning run's report; None when there was none
+    seconds: float  # the whole compile
+    # (fields added later have defaults, so that older artifacts still load)
+    device_code: dict | None = None  # CUDA targets: the kernels the board compiles when it loads the library
+    pass_seconds: dict = field(default_factory=dict)  # seconds in each pass of the graph pipeline, in order
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ArtifactLatency:
+    predicted: dict | None  # model.json's latency record; None for a bare ONNX file
+    measured: dict | None  # the library's measurement (`package.measure_artifact`); None when it was not measured
+    not_measured: str | None  # why not (a board target compiled without --rpc-tracker)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """`metadata.json`: what the artifact is, what it takes, how it was made and how fast it ran."""
+    name: str  # the network's encoding, or the ONNX file's stem
+    created: str
+    input: ArtifactInput
+    classes: tuple[str, ...] | None  # in output order; None when unknown
+    target: ArtifactTarget
+    versions: dict  # of edgenas, torch, onnx, onnxruntime and apache-tvm
+    compile: CompileRecord
+    accuracy: dict  # validation accuracy by precision, from model.json; {} for a bare ONNX file
+    latency: ArtifactLatency
+    model: dict  # the ONNX file it came from, its `arch` and model.json's history
+    files: dict = field(default_factory=dict)  # sha256 of every file; filled in when the artifact is sealed
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("input", "target", "compile", "latency"):
+            d[name] = d[name].to_dict()
+        d["classes"] = list(self.classes) if self.classes is not None else None
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: Path, redo: str) -> "ArtifactMeta":
+        what = f"damaged metadata ({redo})"
+        kw = dataclass_fields(cls, d, str(where), what)
+        try:
+            inp = dataclass_fields(ArtifactInput, kw["input"], str(where), f"its 'input' ({redo})")
+            norm = inp["normalization"]
+            return cls(**{
+                **kw, "input": ArtifactInput(**{**inp, "shape": tuple(int(v) for v in inp["shape"]),
+                                                "normalization": Normalization.from_dict(norm) if norm else None}),
+                "classes": tuple(kw["classes"]) if kw["classes"] is not None else None,
+                "target": ArtifactTarget(**dataclass_fields(ArtifactTarget, kw["target"], str(where), f"its 'target' ({redo})")),
+                "compile": CompileRecord(**dataclass_fields(CompileRecord, kw["compile"], str(where), f"its 'compile' ({redo})")),
+                "latency": ArtifactLatency(**dataclass_fields(ArtifactLatency, kw["latency"], str(where), f"its 'latency' ({redo})"))})
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise BadInput(f"{where}: {what}: {e}") from None
+
+
+@dataclass(frozen=True)
 class Artifact:
     path: Path
-    meta: dict
+    meta: ArtifactMeta
 
     @property
     def library(self) -> Path:
@@ -36,10 +140,10 @@ class Artifact:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.meta["input"]["shape"])
+        return self.meta.input.shape
 
 
-def write_artifact(out: Path, library: Path, onnx_model: bytes, meta: dict) -> Artifact:
+def write_artifact(out: Path, library: Path, onnx_model: bytes, meta: ArtifactMeta) -> Artifact:
     """Move the linked library into `out`, add the ONNX model and README, then seal them in metadata.json."""
     out = Path(out)
     with exclusive_lock(out / METADATA):
@@ -47,9 +151,8 @@ def write_artifact(out: Path, library: Path, onnx_model: bytes, meta: dict) -> A
         Path(library).replace(out / LIBRARY)
         atomic_write_bytes(out / ONNX_FILE, onnx_model)
         atomic_write_bytes(out / README, readme(meta).encode())
-        meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **meta,
-                "files": {name: sha256(out / name) for name in (LIBRARY, ONNX_FILE, README)}}
-        atomic_write_json(out / METADATA, meta)
+        meta = replace(meta, files={name: sha256(out / name) for name in (LIBRARY, ONNX_FILE, README)})
+        atomic_write_json(out / METADATA, meta.to_dict())
     return Artifact(out, meta)
 
 
@@ -59,14 +162,12 @@ def load_artifact(path: Path) -> Artifact:
     if not path.is_dir():
         raise BadInput(f"{path}: no such artifact directory")
     redo = f"compile the model again into {path} (or copy the artifact again)"
-    meta = read_json(path / METADATA, remedy=redo)
-    check_schema(meta, path / METADATA, SCHEMA, SCHEMA_VERSION, "artifact", redo)
-    files = meta.get("files")
+    d = read_json(path / METADATA, remedy=redo)
+    check_schema(d, path / METADATA, SCHEMA, SCHEMA_VERSION, "artifact", redo)
+    files = d.get("files")
     if not isinstance(files, dict) or LIBRARY not in files:
         raise BadInput(f"{path / METADATA}: field 'files' must list the sha256 of {LIBRARY} and the other files")
-    missing = [k for k in ("input", "target") if not isinstance(meta.get(k), dict)]
-    if missing:
-        raise BadInput(f"{path / METADATA}: damaged (no field '{missing[0]}'); {redo}")
+    meta = ArtifactMeta.from_dict(d, path / METADATA, redo)
     for name, digest in files.items():
         if not (path / name).is_file():
             raise BadInput(f"{path / name}: missing from the artifact")
@@ -80,32 +181,31 @@ def load_artifact(path: Path) -> Artifact:
 CUDA_LOAD = "import tvm.support.nvcc  # compiles the CUDA kernels with NVRTC when the library loads\n"
 
 
-def readme(meta: dict) -> str:
-    inp, target = meta["input"], meta["target"]
-    norm = inp.get("normalization")
-    prep = (f"scale a uint8 image to [0, 1], subtract mean {norm['mean']} and divide by std {norm['std']} per channel, "
-            f"then resize (bilinear, antialiased) to {inp['shape'][2]}x{inp['shape'][3]}" if norm else
+def readme(meta: ArtifactMeta) -> str:
+    inp, target = meta.input, meta.target
+    norm = inp.normalization
+    prep = (f"scale a uint8 image to [0, 1], subtract mean {list(norm.mean)} and divide by std {list(norm.std)} per channel, "
+            f"then resize (bilinear, antialiased) to {inp.shape[2]}x{inp.shape[3]}" if norm else
             "the model's own preprocessing (not recorded: this model came without edgenas metadata)")
-    acc = meta.get("accuracy") or {}
-    measured = (meta.get("latency") or {}).get("measured")
-    return f"""# {meta.get('name', 'model')}: compiled by edgenas for `{target['name']}`
+    acc, measured = meta.accuracy, meta.latency.measured
+    return f"""# {meta.name}: compiled by edgenas for `{target.name}`
 
-Files: `{LIBRARY}` (TVM library for {target['arch']}, {target['device']}), `{ONNX_FILE}` (the same model for
+Files: `{LIBRARY}` (TVM library for {target.arch}, {target.device}), `{ONNX_FILE}` (the same model for
 ONNX Runtime), `{METADATA}` (input, classes, accuracy, latency, and the sha256 of every file).
 
-Input `{inp['name']}`: {inp['dtype']} {inp['layout']} of shape {inp['shape']}. Preprocessing: {prep}.
+Input `{inp.name}`: {inp.dtype} {inp.layout} of shape {list(inp.shape)}. Preprocessing: {prep}.
 Validation accuracy: {', '.join(f'{k} {v:.4f}' for k, v in acc.items()) or 'not measured'}.
 Latency: {f"{measured['median_ms']:.4f} ms (median, {measured['where']})" if measured else 'not measured'}.
 
-## Load it with only the TVM runtime (apache-tvm {meta['versions'].get('apache-tvm')})
+## Load it with only the TVM runtime (apache-tvm {meta.versions.get('apache-tvm')})
 
 ```python
 import numpy as np, tvm
 from tvm import relax
-{CUDA_LOAD if target['device'] == 'cuda' else ''}
+{CUDA_LOAD if target.device == 'cuda' else ''}
 lib = tvm.runtime.load_module("{LIBRARY}")
-vm = relax.VirtualMachine(lib, tvm.{'cuda' if target['device'] == 'cuda' else 'cpu'}(0))
-x = np.zeros({tuple(inp['shape'])}, dtype="{inp['dtype']}")  # your preprocessed input
+vm = relax.VirtualMachine(lib, tvm.{'cuda' if target.device == 'cuda' else 'cpu'}(0))
+x = np.zeros({inp.shape}, dtype="{inp.dtype}")  # your preprocessed input
 logits = vm["main"](tvm.runtime.tensor(x)).numpy()
 ```
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from edgenas.artifact.artifact import Artifact, write_artifact
+from edgenas.artifact.artifact import (Artifact, ArtifactInput, ArtifactLatency, ArtifactMeta, ArtifactTarget, CompileRecord,
+                                      write_artifact)
 from edgenas.bundle import load_bundle, resolve
 from edgenas.compile.build import CompileConfig, compile_onnx_model
 from edgenas.compile.tune import compile_target
@@ -63,23 +64,22 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
         can_measure = target.runs_here or rpc is not None
         measured = measure_artifact(library, target, compiled.input.shape, compiled.input.dtype, measure, threads, rpc) \
             if can_measure else None
-        meta = {
-            "name": (info.arch or {}).get("encoding") if info and info.arch else onnx_path.stem,
-            "created": now(),
-            "input": {"name": compiled.input.name, "shape": list(compiled.input.shape), "dtype": compiled.input.dtype,
-                      "layout": "NCHW", "normalization": info.normalization if info else None},
-            "classes": list(info.classes) if info and info.classes else None,
-            "target": {"name": target.name, "tvm_target": str(compile_target(target)), "device": target.device, "arch": target.arch,
-                       "definition": target.to_dict()},
-            "versions": versions(),
-            "compile": {"quantized": compiled.quantized, "kernel_layout": cfg.layout, "ops": compiled.ops,
-                        "device_code": device_code(compiled.executable), "tuning_database": compiled.database, "tuning": compiled.tuning.to_dict() if compiled.tuning else None,
-                        "seconds": compiled.seconds, "pass_seconds": compiled.pass_seconds},
-            "accuracy": dict(info.accuracy) if info else {},
-            "latency": {"predicted": info.latency.to_dict() if info and info.latency else None, "measured": measured,
-                        "not_measured": None if can_measure else
-                        f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"},
-            "model": {"source": str(onnx_path.resolve()), "arch": info.arch if info else None,
-                      "history": list(info.history) if info else []},
-        }
+        meta = ArtifactMeta(
+            name=info.arch.encoding if info and info.arch else onnx_path.stem,
+            created=now(),
+            input=ArtifactInput(compiled.input.name, tuple(compiled.input.shape), compiled.input.dtype, "NCHW",
+                                info.normalization if info else None),
+            classes=tuple(info.classes) if info and info.classes else None,
+            target=ArtifactTarget(target.name, str(compile_target(target)), target.device, target.arch, target.to_dict()),
+            versions=versions(),
+            compile=CompileRecord(compiled.quantized, cfg.layout, compiled.ops, compiled.database,
+                                  compiled.tuning.to_dict() if compiled.tuning else None, compiled.seconds,
+                                  device_code(compiled.executable), compiled.pass_seconds),
+            accuracy=dict(info.accuracy) if info else {},
+            latency=ArtifactLatency(info.latency.to_dict() if info and info.latency else None, measured,
+                                    None if can_measure else
+                                    f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"),
+            model={"source": str(onnx_path.resolve()), "arch": info.arch.to_dict() if info and info.arch else None,
+                   "history": list(info.history) if info else []},
+        )
         return write_artifact(out, library, data, meta)

@@ -9,11 +9,10 @@ import numpy as np
 
 from edgenas.artifact.artifact import Artifact
 from edgenas.artifact.package import measure_artifact
-from edgenas.data import IMAGE_SUFFIXES, Normalization, to_input
+from edgenas.data import IMAGE_SUFFIXES, to_input
 from edgenas.errors import BadInput, EdgenasError
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
-from edgenas.targets import Target
 
 
 def _image(path: Path, channels: int) -> np.ndarray:
@@ -29,8 +28,8 @@ def _image(path: Path, channels: int) -> np.ndarray:
 
 def read_input(path: Path, art: Artifact) -> np.ndarray:
     """The model input for an image file, a uint8 image array (.npy), or an already preprocessed float .npy."""
-    path, inp = Path(path), art.meta["input"]
-    shape, channels = tuple(inp["shape"]), inp["shape"][1]
+    path, inp = Path(path), art.meta.input
+    shape, channels = inp.shape, inp.shape[1]
     if not path.is_file():
         raise BadInput(f"--input {path}: no such file")
     if path.suffix == ".npy":
@@ -47,7 +46,7 @@ def read_input(path: Path, art: Artifact) -> np.ndarray:
             if arr.size != np.prod(shape):
                 raise BadInput(f"--input {path}: a preprocessed input must have shape {list(shape)}, not {list(arr.shape)}")
             with np.errstate(over="ignore"):  # a value too large for the model's dtype becomes inf, refused below
-                x = arr.reshape(shape).astype(inp["dtype"])
+                x = arr.reshape(shape).astype(inp.dtype)
             bad = np.flatnonzero(~np.isfinite(x)) if x.dtype.kind == "f" else []
             if len(bad):
                 where = [int(i) for i in np.unravel_index(bad[0], arr.shape)]
@@ -62,21 +61,20 @@ def read_input(path: Path, art: Artifact) -> np.ndarray:
         image = _image(path, channels)
     else:
         raise BadInput(f"--input {path}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a .npy file")
-    norm = inp.get("normalization")
-    if not norm:
+    if inp.normalization is None:
         raise BadInput(f"{art.path}: the artifact records no preprocessing; give --input as a preprocessed float "
                        f".npy of shape {list(shape)}")
-    x = to_input(image[None], Normalization(tuple(norm["mean"]), tuple(norm["std"])), shape[2])
-    return x.numpy().astype(inp["dtype"])
+    x = to_input(image[None], inp.normalization, shape[2])
+    return x.numpy().astype(inp.dtype)
 
 
 def predict(art: Artifact, x: np.ndarray) -> np.ndarray:
     import tvm
     from tvm import relax
 
-    target = art.meta["target"]
-    if target["device"] != "cpu" or target["arch"] != platform.machine():
-        raise BadInput(f"{art.library}: built for {target['arch']} ({target['device']}, target '{target['name']}'), "
+    target = art.meta.target
+    if not target.runs_here():
+        raise BadInput(f"{art.library}: built for {target.arch} ({target.device}, target '{target.name}'), "
                        f"not this {platform.machine()} machine; run it on the board, or time it with `edgenas bench "
                        f"--rpc-tracker`")
     try:
@@ -89,7 +87,6 @@ def predict(art: Artifact, x: np.ndarray) -> np.ndarray:
 
 def bench(art: Artifact, cfg: MeasureConfig, threads: int | None, rpc: RPCSettings | None) -> dict:
     """Latency of the artifact's library here, or on the board behind `rpc` (the library is uploaded)."""
-    d = art.meta["target"]["definition"]
-    target = Target(**{**d, "ort_providers": tuple(d["ort_providers"])})
+    target = art.meta.target.rebuilt()
     threads = threads or target.thread_count()
-    return measure_artifact(art.library, target, art.input_shape, art.meta["input"]["dtype"], cfg, threads, rpc)
+    return measure_artifact(art.library, target, art.input_shape, art.meta.input.dtype, cfg, threads, rpc)

@@ -257,8 +257,9 @@ def _search_of(info: ModelInfo | None, where: Path) -> tuple[dict, Path]:
         raise BadInput(f"{where}: already through {', '.join(later)}; prune the fp32 bundle `edgenas export` wrote "
                        f"(prune comes before quantize)")
     best, best_path = load_search_result(Path(record["search"]))
-    if best["encoding"] != (info.arch or {}).get("encoding"):
-        raise BadInput(f"{best_path}: holds {best['encoding']}, not the exported {(info.arch or {}).get('encoding')}; "
+    exported = info.arch.encoding if info.arch else None
+    if best["encoding"] != exported:
+        raise BadInput(f"{best_path}: holds {best['encoding']}, not the exported {exported}; "
                        f"it changed since the export")
     return best, best_path
 
@@ -405,13 +406,6 @@ def _figures(inp: PruneInput, net: nn.Module, onnx_model: bytes, predicted_ms: f
             "val_accuracy": ort_accuracy(onnx_model, inp.info, inp.searched.evaluator.split, threads)}
 
 
-def _pruned_arch(info: ModelInfo, start: dict[int, int], channels: dict[int, int]) -> dict:
-    """The searched architecture with its pruned channel counts: compile names the artifact after `encoding`."""
-    pruned_units = [f"{i}:{channels[i]}" for i, c in start.items() if channels[i] != c]
-    return {**info.arch, "encoding": f"{info.arch['encoding']}/pruned:{','.join(pruned_units)}",
-            "mid_channels": {str(i): channels[i] for i in start}}
-
-
 def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> PruneReport:
     """Prune `inp` into the bundle `out`; `threads` for training and the accuracy checks. One by default: on a shared
     2-core machine, two threads of these small networks ran 25x slower than one (OpenMP waits)."""
@@ -466,7 +460,7 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
             round(state["seconds"] + time.perf_counter() - t0, 2))
         record = {k: v for k, v in report.to_dict().items() if k != "out_dir"}
         write_bundle(out, pruned, info.then(
-            "prune", arch=_pruned_arch(info, start_channels, channels), accuracy={"fp32": report.after["val_accuracy"]},
+            "prune", arch=info.arch.pruned(start_channels, channels), accuracy={"fp32": report.after["val_accuracy"]},
             latency=replace(info.latency, predicted_ms=report.after["predicted_ms"], measured_ms=report.after["measured_ms"]),
             record=record))
         state_path.unlink()

@@ -224,9 +224,10 @@ def _compile(ctx: Context) -> CompiledProduct:
     c = ctx.cfg
     art = package(Path(ctx.results["quantize"].model), ctx.target, ctx.out / "artifact", CompileConfig(
         c.tune_trials, c.layout, c.tuning_db, tune_minutes=c.tune_minutes, rpc=ctx.rpc), ctx.measure_config("tvm"), ctx.threads, ctx.rpc)
-    files = {name: (art.path / name).stat().st_size for name in art.meta["files"]}
-    return CompiledProduct(str(art.path), {k: art.meta["compile"][k] for k in ("seconds", "tuning", "ops", "kernel_layout")},
-                           files, art.meta["latency"]["measured"])
+    files = {name: (art.path / name).stat().st_size for name in art.meta.files}
+    c = art.meta.compile
+    return CompiledProduct(str(art.path), {"seconds": c.seconds, "tuning": c.tuning, "ops": c.ops, "kernel_layout": c.kernel_layout},
+                           files, art.meta.latency.measured)
 
 
 def _bench_inputs(ctx: Context) -> dict:

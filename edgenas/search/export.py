@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from edgenas.accuracy import ort_accuracy
-from edgenas.bundle import LatencyRecord, ModelInfo, write_bundle
+from edgenas.bundle import LatencyRecord, ModelInfo, NetworkRecord, write_bundle
 from edgenas.jsonio import check_schema, read_json
 from edgenas.measure.onnx_export import INPUT_NAME, to_onnx
-from edgenas.search.search import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, run_split
+from edgenas.search.search import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, run_data, run_split
 from edgenas.space import Arch
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train import load_supernet
@@ -46,8 +46,8 @@ def searched_network(best: dict, best_path: Path) -> SearchedNetwork:
     net = evaluator.network(arch).to(memory_format=torch.contiguous_format)
     shape = (1, supernet.space.in_channels, arch.resolution, arch.resolution)
     info = ModelInfo(
-        input_name=INPUT_NAME, input_shape=shape, normalization=split.normalization.to_dict(), classes=split.classes,
-        data={**run["data"], "val_fraction": run["config"]["val_fraction"]}, arch={**best["arch"], "encoding": best["encoding"]},
+        input_name=INPUT_NAME, input_shape=shape, normalization=split.normalization, classes=split.classes,
+        data=run_data(run, Path(best["supernet"])), arch=NetworkRecord(arch, best["encoding"]),
         latency=LatencyRecord(best["predicted_latency_ms"], best["measured_latency_ms"], best["budget_ms"], best["table"],
                               best.get("precision", "fp32")),
     )

@@ -14,7 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from edgenas.data import load_split
+from edgenas.data import DataRecord, load_split
 from edgenas.errors import BadInput, Interrupted, warn
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.onnx_export import shipped_onnx, to_onnx
@@ -42,9 +42,14 @@ def params(space: SearchSpace, arch: Arch) -> int:
     return sum(layer_params(spec) for spec in space.layers(arch))
 
 
+def run_data(run: dict, run_dir: Path) -> DataRecord:
+    """The data record of a supernet run (its config's `val_fraction` wins: runs before the record held it)."""
+    return DataRecord.from_dict({**run["data"], "val_fraction": run["config"]["val_fraction"]}, f"{run_dir}/run.json")
+
+
 def run_split(run: dict, run_dir: Path):
     """The same training/validation split the supernet was trained on; refuses data that changed since."""
-    return load_split({**run["data"], "val_fraction": run["config"]["val_fraction"]}, f"{run_dir}/run.json")
+    return load_split(run_data(run, run_dir), f"{run_dir}/run.json")
 
 
 def subnet_accuracies(run_dir: Path, evaluator: SubnetEvaluator, space: SearchSpace, n: int, seed: int, epoch: int) -> dict:

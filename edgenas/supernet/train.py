@@ -233,7 +233,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     # an absolute path, so that `search` finds the data from any working directory
     spec = data_spec if data_spec in (None, DEFAULT_DATA) else str(Path(data_spec).resolve())
     record = {"schema": RUN_SCHEMA, "schema_version": RUN_SCHEMA_VERSION, "identity": ident, "space": space.to_dict(),
-              "data": data_record(split, spec, resize, cfg.val_fraction), "config": cfg.to_dict(),
+              "data": data_record(split, spec, resize, cfg.val_fraction).to_dict(), "config": cfg.to_dict(),
               "world_size": world, "versions": versions()}
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
