@@ -32,15 +32,38 @@ TRIALS_PER_ITER = 64
 TIMED_TRIALS_PER_TASK = 1000
 
 
-def register_tensor_intrinsics() -> None:
-    """Import `tvm.s_tir.tensor_intrin` in 3 s instead of 26 s.
+#: TVM's tensor intrinsics by family (`tvm.s_tir.tensor_intrin.<family>`), as its package `__init__` imports them
+INTRINSIC_FAMILIES = ("cuda", "arm_cpu", "x86", "rocm", "hexagon", "riscv_cpu")
+_INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
 
-    The import parses ~500 TVMScript functions, and the parser calls `inspect.stack()` for each. For the
+
+def intrinsic_families(target: Target) -> tuple[str, ...]:
+    """The families a CPU target's schedules and tuning records can name. Importing the whole package parses
+    every family, and CUDA's alone is most of that time: a CPU compile has no use for it."""
+    if target.device == "cpu" and target.arch == "x86_64":
+        return ("x86",)
+    if target.device == "cpu" and target.arch in ("aarch64", "arm64", "armv7l"):
+        return ("arm_cpu",)
+    return INTRINSIC_FAMILIES
+
+
+def register_tensor_intrinsics(families: tuple[str, ...] = INTRINSIC_FAMILIES) -> None:
+    """Import TVM's tensor intrinsics of `families` in a fraction of a second each instead of 26 s in all.
+
+    The import parses hundreds of TVMScript functions, and the parser calls `inspect.stack()` for each. For the
     import machinery's frames, which have no module file, `inspect.getmodule` scans every loaded module
     each time (40 million `hasattr` calls). Caching its answer per file name for the length of the import
     removes that; nothing is loaded or unloaded meanwhile, so the answers cannot change.
+
+    Only the families asked for are parsed: the package is entered without running its `__init__` (which
+    imports them all), so TVM's own `import tvm.s_tir.tensor_intrin` (in its builders and tune contexts) finds
+    it loaded, and any family imported later by name loads on demand.
     """
+    import importlib
+    import importlib.util
     import inspect
+    import sys
+    import types
 
     original, cache = inspect.getmodule, {}
 
@@ -52,17 +75,24 @@ def register_tensor_intrinsics() -> None:
             cache[key] = original(obj, _filename)
         return cache[key]
 
+    if _INTRIN_PACKAGE not in sys.modules:
+        spec = importlib.util.find_spec(_INTRIN_PACKAGE)
+        package = types.ModuleType(_INTRIN_PACKAGE)
+        package.__spec__, package.__package__ = spec, _INTRIN_PACKAGE
+        package.__path__, package.__file__ = list(spec.submodule_search_locations), spec.origin
+        sys.modules[_INTRIN_PACKAGE] = package
     inspect.getmodule = getmodule
     try:
-        import tvm.s_tir.tensor_intrin  # noqa: F401
+        for family in families:
+            importlib.import_module(f"{_INTRIN_PACKAGE}.{family}")
     finally:
         inspect.getmodule = original
 
 
-def _worker_init() -> None:
+def _worker_init(families: tuple[str, ...] = INTRINSIC_FAMILIES) -> None:
     from edgenas.compile.schedules import register_intrinsics
 
-    register_tensor_intrinsics()
+    register_tensor_intrinsics(families)
     register_intrinsics()
 
 
@@ -78,7 +108,8 @@ def _cross_export(compiler: str, mod) -> str:
     return path
 
 
-def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S, cross_compiler: str | None = None):
+def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S, cross_compiler: str | None = None,
+                   families: tuple[str, ...] = INTRINSIC_FAMILIES):
     """A MetaSchedule builder whose worker processes live for the whole tuning run.
 
     MetaSchedule's LocalBuilder starts fresh worker processes for every batch of candidates, and a fresh
@@ -99,7 +130,8 @@ def pooled_builder(workers: int, timeout_s: float = BUILD_TIMEOUT_S, cross_compi
     class PooledBuilder(PyBuilder):
         def __init__(self):
             super().__init__()
-            self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s, initializer=_worker_init)
+            self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s, initializer=_worker_init,
+                                          initargs=(families,))
 
         def build(self, build_inputs):
             results = []
@@ -224,13 +256,13 @@ def _retune(db_dir: Path) -> str:
     return f"delete the directory {db_dir} and compile again to re-tune (or give another --tuning-db)"
 
 
-def open_database(db_dir: Path):
+def open_database(db_dir: Path, target: Target):
     """MetaSchedule's JSON database in `db_dir`; a damaged file is a one-line error naming it and the remedy."""
     import json
 
     from tvm.s_tir import meta_schedule as ms
 
-    _worker_init()  # the records' traces name tensor intrinsics, which must exist before they are parsed
+    _worker_init(intrinsic_families(target))  # the records' traces name tensor intrinsics, which must exist first
     try:
         return ms.database.JSONDatabase(work_dir=str(db_dir))
     except RuntimeError as e:  # TVM parses both files at once and does not say which line failed; find it
@@ -355,8 +387,9 @@ def _tune_tasks(todo, db, db_dir: Path, target: Target, rpc, per_task: int, batc
     from tvm.s_tir import meta_schedule as ms
 
     tgt = compile_target(target)
-    register_tensor_intrinsics()
-    builder = pooled_builder(os.cpu_count() or 1, cross_compiler=target.cross_compiler or None)
+    families = intrinsic_families(target)
+    register_tensor_intrinsics(families)
+    builder = pooled_builder(os.cpu_count() or 1, cross_compiler=target.cross_compiler or None, families=families)
     runner, where = _runner(rpc)
     seeded, cost_model_samples = 0, 0
     try:
@@ -406,7 +439,7 @@ def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None =
     measured, stopped, seeded, where, cost_model_samples = {}, [], 0, "local", 0
     with exclusive_lock(db_dir / LEDGER):
         ledger = read_json(db_dir / LEDGER, remedy=_retune(db_dir)) if (db_dir / LEDGER).exists() else {}
-        db = open_database(db_dir)
+        db = open_database(db_dir, target)
         todo = [t for t in tasks if ledger.get(_task_key(t), 0) < per_task]
         if todo:
             db, seeded, where, cost_model_samples = _tune_tasks(todo, db, db_dir, target, rpc, per_task, batch, deadline,
@@ -416,7 +449,7 @@ def tune(mod, target: Target, db_dir: Path, trials: int, minutes: float | None =
                 ledger[_task_key(t)] = per_task if not timed_out else ledger.get(_task_key(t), 0) + measured.get(i, 0)
             atomic_write_json(db_dir / LEDGER, ledger)
             if timed_out:  # tune_tasks returned no database
-                db = open_database(db_dir)
+                db = open_database(db_dir, target)
         untuned = [t.task_name for t in tasks if not _has_schedule(db, t, tgt)]
     if untuned:
         warn(f"{len(untuned)} task(s) have no working schedule in {db_dir} and run untuned: {', '.join(untuned[:5])}")
@@ -432,7 +465,7 @@ def apply_database(mod, target: Target, db_dir: Path, db=None):
     if db is None:
         if not (db_dir / DATABASE_FILES[0]).exists():
             return mod
-        db = open_database(db_dir)
+        db = open_database(db_dir, target)
     with compile_target(target), db:
         return relax.transform.MetaScheduleApplyDatabase()(mod)
 
