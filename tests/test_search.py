@@ -44,7 +44,7 @@ def test_search_respects_budget_and_writes_outputs(setup, tmp_path):
     supernet, record = load_supernet(setup[1])
     evaluator = SubnetEvaluator(supernet, run_split(record, setup[1]))
     assert r["val_accuracy"] == pytest.approx(evaluator(Arch.from_dict(r["arch"])), abs=0.01)
-    overrun = predictor.table.correction["held_out"]["overrun_p95_pct"]  # the guard band comes from validate
+    overrun = predictor.table.correction.overrun_p95_pct  # the guard band comes from validate
     assert r["margin_pct"] == pytest.approx(max(0.0, overrun))
     # the budget less the guard band, or the fastest network when the band would leave none (a noisy table's band can
     # exceed the 50% between this budget and the fastest)

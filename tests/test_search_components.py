@@ -146,9 +146,9 @@ def test_correction_never_has_a_non_positive_slope():
     raw, units = [1.0, 2.0, 3.0, 4.0], [3, 4, 5, 6]
     measured = [4.0, 3.0, 2.0, 1.5]  # noise that a free fit would read as "slower blocks, faster network"
     c = fit_correction(raw, units, measured)
-    assert c["model"] == "proportional" and c["coef"][1] > 0
+    assert c.model == "proportional" and c.coef[1] > 0
     assert apply_correction(c, 2.0, 4) > apply_correction(c, 1.0, 4)
-    assert fit_correction(raw, units, [2.1, 4.0, 6.2, 7.9])["model"] == "linear"
+    assert fit_correction(raw, units, [2.1, 4.0, 6.2, 7.9]).model == "linear"
 
 
 def test_a_correction_predicting_no_latency_for_the_fastest_network_falls_back_to_proportional():
@@ -170,9 +170,9 @@ def test_a_correction_predicting_no_latency_for_the_fastest_network_falls_back_t
 
     # measured = raw less more than the fastest network's whole sum: exactly linear, intercept below -floor
     c = _fit(table, space, raw, units, raw - 1.5 * floor)
-    assert c["model"] == "proportional" and c["rejected"]["fastest_ms"] < 0 and c["coef"][1] > 0
+    assert c.model == "proportional" and c.rejected["fastest_ms"] < 0 and c.coef[1] > 0
     table.correction = c
     assert LatencyModel(table, space).fastest()[0] > 0
     # a fit that stays positive is kept as it is
     kept = _fit(table, space, raw, units, 0.8 * raw + 0.01)
-    assert kept["model"] == "linear" and "rejected" not in kept
+    assert kept.model == "linear" and kept.rejected is None

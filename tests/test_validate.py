@@ -24,7 +24,7 @@ def test_validate_fits_correction_and_reports(tables, backend, precision):
         assert out[name] == pytest.approx(expect, rel=1e-9)
     # the stored correction is what predictions now use
     table = LatencyTable.load(out["table"])
-    assert table.correction["coef"] == out["correction"]["coef"] and table.correction["held_out"] == out["corrected"]
+    assert list(table.correction.coef) == out["correction"]["coef"] and table.correction.held_out == out["corrected"]
     assert len(report["networks"]) == 10 and all(n["measured_ms"] > 0 for n in report["networks"])
     with open(out["plot"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -103,7 +103,7 @@ def _profile(ctx: Context) -> TableProduct:
 
     table = ready_table(ctx.key, ctx.tables, ctx.measure_config(ctx.cfg.backend))
     return TableProduct(str(ctx.table), len(table.entries), ctx.key.precision, ctx.key.device,
-                        table.correction.get("held_out", {}).get("overrun_p95_pct"))
+                        table.correction.overrun_p95_pct)
 
 
 def check_reachable(ctx: Context) -> None:

@@ -113,10 +113,10 @@ class Searcher:
             raise BadInput(f"{run_dir}: trained on space '{space.name}', not the table's '{key.space.name}'")
         self.table = ready_table(key, tables_dir, cfg)
         self.path = path = self.table.path
-        held_out = self.table.correction.get("held_out", {})
-        if margin_pct is None and "overrun_p95_pct" not in held_out:
+        overrun = self.table.correction.overrun_p95_pct
+        if margin_pct is None and overrun is None:
             warn(f"{path}: its validation predates the guard band; run `edgenas validate` again (it reuses its measurements)")
-        self.margin_pct = max(0.0, held_out.get("overrun_p95_pct", 0.0)) if margin_pct is None else margin_pct
+        self.margin_pct = max(0.0, overrun or 0.0) if margin_pct is None else margin_pct
         self.latency = LatencyModel(self.table, space)
         self.fastest_ms, self.fastest = self.latency.fastest()
         self.evaluator = self.predictor = self.predictor_metrics = None
@@ -201,7 +201,7 @@ def _write_outputs(out: Path, report: SearchReport, result, config: EvolutionCon
     with exclusive_lock(out / "best.json"):
         atomic_write_json(out / "best.json", {
             "schema": RESULT_SCHEMA, "schema_version": RESULT_SCHEMA_VERSION, **report.to_dict(), "evolution": config.to_dict(),
-            "table_identity": table.meta["identity"], "table_correction": table.correction,
+            "table_identity": table.meta["identity"], "table_correction": table.correction.to_dict(),
             "data": run["data"], "created": now(),
         })
         buf = io.StringIO()

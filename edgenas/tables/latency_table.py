@@ -10,6 +10,7 @@ from edgenas.errors import BadInput, EdgenasError
 from edgenas.jsonio import atomic_write_json, check_schema, now, read_json
 from edgenas.space import SearchSpace
 from edgenas.space.space import LayerSpec
+from edgenas.tables.correction import Correction
 
 SCHEMA = "edgenas.latency-table"
 #: 2: tables kept per device, with a precision and (TVM) the layout and schedules they were measured with
@@ -27,7 +28,7 @@ IDENTITY_FIELDS = ("target", "tvm_target", "backend", "precision", "layout", "sp
 class LatencyTable:
     meta: dict
     entries: dict[str, dict] = field(default_factory=dict)
-    correction: dict | None = None
+    correction: Correction | None = None
     path: Path | None = None
 
     # ---- persistence --------------------------------------------------------------------------
@@ -36,7 +37,7 @@ class LatencyTable:
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "meta": self.meta,
-            "correction": self.correction,
+            "correction": self.correction.to_dict() if self.correction else None,
             "entries": dict(sorted(self.entries.items())),
         }
 
@@ -57,11 +58,7 @@ class LatencyTable:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise BadInput(f"{path}: entry '{key}' has no positive '{STATISTIC}'")
         correction = data.get("correction")
-        if correction is not None:
-            coef = correction.get("coef") if isinstance(correction, dict) else None
-            if not (isinstance(coef, list) and len(coef) == 3 and all(isinstance(c, (int, float)) and math.isfinite(c) for c in coef)):
-                raise BadInput(f"{path}: field 'correction' is damaged (no three finite 'coef'); set it to null and run "
-                               f"`edgenas validate` again")
+        correction = Correction.from_dict(correction, path) if correction is not None else None
         return cls(meta=data["meta"], entries=data["entries"], correction=correction, path=Path(path))
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
-from edgenas.tables.correction import apply_correction, fit_correction
+from edgenas.tables.correction import Correction, apply_correction, fit_correction
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_model import LatencyModel
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
@@ -26,7 +26,7 @@ from edgenas.tables.metrics import prediction_metrics
 MIN_SAMPLES = 6
 
 
-def _fit(table: LatencyTable, space: SearchSpace, raw, units, measured) -> dict:
+def _fit(table: LatencyTable, space: SearchSpace, raw, units, measured) -> Correction:
     """The linear correction, unless it predicts a latency of zero or less for some network of the space: fitted on
     networks of one size range, its intercept and per-unit terms can go below zero for the fastest network (seen on
     the tiny test space under load). Then the proportional one, which cannot."""
@@ -34,8 +34,8 @@ def _fit(table: LatencyTable, space: SearchSpace, raw, units, measured) -> dict:
     fastest = LatencyModel(table, space).fastest()[0]
     if fastest > 0:
         return table.correction
-    return {**fit_correction(raw, units, measured, proportional=True),
-            "rejected": {"coef": table.correction["coef"], "fastest_ms": fastest}}
+    return replace(fit_correction(raw, units, measured, proportional=True),
+                   rejected={"coef": list(table.correction.coef), "fastest_ms": fastest})
 
 
 @dataclass(frozen=True)
@@ -128,13 +128,13 @@ def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cf
         corrected = np.array([apply_correction(correction, r, u) for r, u in zip(raw, units)])
         raw_m = prediction_metrics(raw[test], measured[test])
         cor_m = prediction_metrics(corrected[test], measured[test])
-        table.correction = {**correction, "held_out": cor_m, "fitted": now()}
+        table.correction = correction.validated(cor_m, now())
         table.save()
 
         report_path, plot_path = path.with_suffix(".validation.json"), path.with_suffix(".validation.png")
         report = ValidationReport(
             str(path), key.target.name, key.backend, key.precision, space.name, len(archs), len(train), len(test), len(todo),
-            len(archs) - len(todo), raw_m, cor_m, table.correction, str(report_path), str(plot_path),
+            len(archs) - len(todo), raw_m, cor_m, table.correction.to_dict(), str(report_path), str(plot_path),
             round(time.perf_counter() - start, 2),
         )
         train_set = set(train.tolist())
