@@ -66,6 +66,23 @@ class NetworkRecord:
 
 
 @dataclass(frozen=True)
+class StageRecord:
+    """One stage's entry in a bundle's history (in JSON, `stage` and `created` beside the report's own fields)."""
+    stage: str  # export, prune or quantize
+    created: str
+    report: dict  # the stage's settings and results: export's `search` and `supernet`, prune's and quantize's reports
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "created": self.created, **self.report}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "StageRecord":
+        if not (isinstance(d, dict) and isinstance(d.get("stage"), str) and isinstance(d.get("created"), str)):
+            raise BadInput(f"{where}: a 'history' entry without its 'stage' and 'created'; {REDO}")
+        return cls(d["stage"], d["created"], {k: v for k, v in d.items() if k not in ("stage", "created")})
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     input_name: str
     input_shape: tuple[int, ...]
@@ -84,11 +101,11 @@ class ModelInfo:
     #: the latency the search predicted from the table (and pruning updated), with the table it came from
     latency: LatencyRecord | None = None
     #: what produced the model, one entry per stage (export, prune, quantize), oldest first
-    history: tuple[dict, ...] = ()
+    history: tuple[StageRecord, ...] = ()
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["input_shape"], d["history"], d["accuracy"] = list(self.input_shape), list(self.history), dict(self.accuracy)
+        d["input_shape"], d["history"], d["accuracy"] = list(self.input_shape), [h.to_dict() for h in self.history], dict(self.accuracy)
         d["classes"] = list(self.classes) if self.classes is not None else None
         for name in ("normalization", "data", "arch", "latency"):
             d[name] = d[name].to_dict() if d[name] is not None else None
@@ -103,7 +120,7 @@ class ModelInfo:
             kw["input_shape"] = tuple(int(v) for v in kw["input_shape"])
             if kw.get("classes") is not None:
                 kw["classes"] = tuple(kw["classes"])
-            kw["history"] = tuple(kw.get("history", ()))
+            kw["history"] = tuple(StageRecord.from_dict(h, where) for h in kw.get("history", ()))
             if isinstance(kw.get("latency"), dict):
                 kw["latency"] = LatencyRecord.from_dict(kw["latency"], where)
             if kw.get("normalization") is not None:
@@ -118,7 +135,7 @@ class ModelInfo:
 
     def then(self, stage: str, **changes) -> "ModelInfo":
         """This description after one more stage; `changes` replace fields, `record` describes the stage."""
-        record = {"stage": stage, "created": now(), **changes.pop("record", {})}
+        record = StageRecord(stage, now(), dict(changes.pop("record", {})))
         return dataclasses.replace(self, history=(*self.history, record), **changes)
 
 

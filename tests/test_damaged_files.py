@@ -176,9 +176,11 @@ def test_model_description_reads_typed_and_refuses_a_malformed_part(shipped, tmp
     _, info = load_bundle(bundle)
     assert info.to_dict() == raw and isinstance(info.data, DataRecord) and info.arch.encoding == raw["arch"]["encoding"]
     assert info.arch.arch.resolution == info.input_shape[-1] and info.data.val == 1000
-    for part, damaged in (("arch", {k: v for k, v in raw["arch"].items() if k != "encoding"}),
-                          ("data", {k: v for k, v in raw["data"].items() if k != "fingerprint"})):
+    assert [h.stage for h in info.history] == ["export", "quantize"] and info.history[-1].report["method"]
+    for part, damaged, needle in (("arch", {k: v for k, v in raw["arch"].items() if k != "encoding"}, "encoding"),
+                                  ("data", {k: v for k, v in raw["data"].items() if k != "fingerprint"}, "fingerprint"),
+                                  ("history", [{k: v for k, v in h.items() if k != "stage"} for h in raw["history"]], "stage")):
         (bundle / "model.json").write_text(json.dumps({**raw, part: damaged}))
         with pytest.raises(BadInput, match=str(bundle / "model.json")) as e:
             load_bundle(bundle)
-        assert ("encoding" if part == "arch" else "fingerprint") in str(e.value) and "\n" not in str(e.value)
+        assert needle in str(e.value) and "\n" not in str(e.value)

@@ -26,7 +26,7 @@ def test_export_and_quantize_record_measured_accuracies(shipped):
     assert exported["accuracy"]["fp32"] == quantized["fp32_accuracy"] == pytest.approx(searched) and searched > 0.1
     assert info.accuracy == {"fp32": quantized["fp32_accuracy"], "int8": quantized["int8_accuracy"]}
     assert quantized["passed"] == (quantized["drop_points"] <= 1.0) and quantized["calibration_images"] == 100
-    assert [h["stage"] for h in info.history] == ["export", "quantize"]
+    assert [h.stage for h in info.history] == ["export", "quantize"]
     ops = {n.op_type for n in onnx.load(root / "int8" / "model.onnx").graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
@@ -285,7 +285,7 @@ def test_accuracy_gate_tries_remedies_when_int8_loses_too_much(shipped, tmp_path
     assert first["method"] == "minmax" and first["drop_points"] > 1.0  # plain int8 breaks on the outlier
     assert r["passed"] and r["drop_points"] <= 1.0 and r["remedy"] != "none" and len(r["attempts"]) > 1
     _, info = load_bundle(tmp_path / "q")
-    assert info.history[-1]["remedy"] == r["remedy"] and info.accuracy["int8"] == r["int8_accuracy"]
+    assert info.history[-1].report["remedy"] == r["remedy"] and info.accuracy["int8"] == r["int8_accuracy"]
     # a gate nothing can pass fails, naming the loss, and keeps the best attempt for inspection
     # (int8 can, rarely, lose nothing; then the gate passes, and must say so)
     gate = run_cli("quantize", tmp_path / "outlier", "--out", tmp_path / "q0", "--max-drop", 0, "--calibration", 20, "--json")

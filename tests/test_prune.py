@@ -72,9 +72,9 @@ def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned,
     assert len(src) == len(dst) and sum(dst.values()) < sum(src.values())
     # the bundle: accuracy and latency of the pruned network, the stage in its history, no checkpoint left
     _, info = load_bundle(out)
-    assert [h["stage"] for h in info.history] == ["export", "prune"]
+    assert [h.stage for h in info.history] == ["export", "prune"]
     assert info.accuracy == {"fp32": after["val_accuracy"]} and info.latency.predicted_ms == after["predicted_ms"]
-    assert info.history[-1]["units"] == r["units"] and not (out / "prune-state.pt").exists()
+    assert info.history[-1].report["units"] == r["units"] and not (out / "prune-state.pt").exists()
     # the architecture names its pruned channels, so an artifact compiled from it is not taken for the searched one
     assert info.arch.encoding.startswith(export["arch"]["encoding"] + "/pruned:")
     assert info.arch.mid_channels == {str(u["layer"]): u["after"] for u in r["units"]}

@@ -80,6 +80,6 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
                                     None if can_measure else
                                     f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"),
             model={"source": str(onnx_path.resolve()), "arch": info.arch.to_dict() if info and info.arch else None,
-                   "history": list(info.history) if info else []},
+                   "history": [h.to_dict() for h in info.history] if info else []},
         )
         return write_artifact(out, library, data, meta)

@@ -248,15 +248,15 @@ class PruneInput:
 
 def _search_of(info: ModelInfo | None, where: Path) -> tuple[dict, Path]:
     """The search result the bundle was exported from: its network is rebuilt with the supernet's weights."""
-    record = next((h for h in info.history if h.get("stage") == "export"), None) if info else None
+    record = next((h for h in info.history if h.stage == "export"), None) if info else None
     if record is None:
         raise BadInput(f"{where}: prune needs a model made by `edgenas export` (its model.json names the search and "
                        f"supernet the network is rebuilt from)")
-    later = [h.get("stage") for h in info.history if h.get("stage") != "export"]
+    later = [h.stage for h in info.history if h.stage != "export"]
     if later:
         raise BadInput(f"{where}: already through {', '.join(later)}; prune the fp32 bundle `edgenas export` wrote "
                        f"(prune comes before quantize)")
-    best, best_path = load_search_result(Path(record["search"]))
+    best, best_path = load_search_result(Path(record.report["search"]))
     exported = info.arch.encoding if info.arch else None
     if best["encoding"] != exported:
         raise BadInput(f"{best_path}: holds {best['encoding']}, not the exported {exported}; "
