@@ -141,6 +141,18 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tvm_fp32_tables(tmp_path_factory):
+    """The tiny space profiled with TVM in fp32 against a tuning database that does not exist: a tables directory to
+    copy (never to change) for the tests of what comes after profiling. Any absent database matches it."""
+    def make(root):
+        run_cli("profile", "--space", TINY_SPACE, "--backend", "tvm", "--precision", "fp32", "--tables", root / "tables",
+                "--tuning-db", root / "no-db", *FAST, check=0)
+        return str(root / "tables")
+
+    return Path(once(tmp_path_factory, "tvm-fp32", make))
+
+
+@pytest.fixture(scope="session")
 def exported(tiny_run, tmp_path_factory):
     """A tiny search's winner (ROOT/search) exported as an fp32 bundle (ROOT/fp32): (root, export JSON)."""
     def make(root):

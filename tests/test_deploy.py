@@ -89,9 +89,9 @@ def test_ir_computes_convolutions_in_integers(shipped):
 
 @pytest.mark.parametrize("precision,cpu", [("int8", "host"), ("fp32", "host"), ("int8", "avx2")])
 def test_untuned_build_schedules_every_convolution(shipped, precision, cpu, tmp_path):
-    from edgenas.compile.build import lower
+    from edgenas.compile.build import lower, schedule
     from edgenas.compile.frontend import to_relax
-    from edgenas.compile.schedules import MADD_256, default_schedules, dot_product, naive_kernels, prepack_weights
+    from edgenas.compile.schedules import MADD_256, dot_product, naive_kernels
     from edgenas.compile.tune import compile_target
 
     target = cpu_target(cpu, tmp_path)
@@ -101,8 +101,8 @@ def test_untuned_build_schedules_every_convolution(shipped, precision, cpu, tmp_
     # before the rules, every convolution and matmul kernel is a naive loop nest, and the check sees it
     before = naive_kernels(lowered)
     assert len(before) >= 5 and all("conv2d" in k or "matmul" in k for k in before), before
-    scheduled = prepack_weights(default_schedules(lowered, tgt), tgt)
-    assert naive_kernels(scheduled) == []
+    scheduled, seconds = schedule(lowered, tgt)
+    assert naive_kernels(scheduled) == [] and list(seconds) == ["ApplyDefaultSchedule", "SplitLayoutRewritePreproc", "FoldConstant"]
     kernels = {gv.name_hint: f.script() for gv, f in scheduled.functions.items() if isinstance(f, tvm_prim_func())}
     dot = dot_product(tgt)  # on x86: vpdpbusd with AVX-512 VNNI, else vpmaddwd on int16 weights
     assert cpu == "host" or dot is MADD_256

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgenas.compile.frontend import ModelInput, to_relax
 from edgenas.compile.int8 import compute_ops, float_ops_on_quantized_path
-from edgenas.compile.schedules import default_schedules, naive_kernels, prepack_weights
+from edgenas.compile.schedules import naive_kernels, schedule_pipeline
 from edgenas.errors import warn
 from edgenas.compile.tune import TuneReport, apply_database, compile_target, database_dir, tune
 from edgenas.targets import Target
@@ -39,7 +39,7 @@ class Compiled:
     database: str
     tuning: TuneReport | None
     seconds: float
-    #: seconds in each pass of `passes.compile_pipeline`, in order
+    #: seconds in each pass of `passes.compile_pipeline`, then of `schedules.schedule_pipeline`, in order
     pass_seconds: dict
 
 
@@ -62,6 +62,19 @@ def lower(mod, target: Target, layout: str):
     return mod, quantized, record.results["ops"], {name: round(s, 4) for name, s in record.seconds.items()}
 
 
+def schedule(mod, tgt):
+    """`mod`, tuned where the database had schedules, through `schedules.schedule_pipeline` for `tgt` (a
+    `tvm.target.Target`): the module and the seconds each pass took."""
+    import tvm
+
+    from edgenas.compile.passes import Record
+
+    record = Record()
+    with tgt, tvm.transform.PassContext(instruments=[record]):
+        mod = schedule_pipeline(tgt)(mod)
+    return mod, {name: round(s, 4) for name, s in record.seconds.items()}
+
+
 def _compile_relax(mod, target: Target, cfg: CompileConfig):
     """Lowered, tuned or scheduled by default, and compiled: the executable, whether it was quantized, its compute
     ops, the database, the tuning report and the seconds per pass of the lowering."""
@@ -75,7 +88,8 @@ def _compile_relax(mod, target: Target, cfg: CompileConfig):
     mod = apply_database(mod, target, db, database)
     # a tuned kernel is the fastest that was measured for its task, vectorised or not
     tuned = {gv.name_hint for gv, f in mod.functions.items() if getattr(f, "attrs", None) and f.attrs.get("tirx.is_scheduled")}
-    mod = prepack_weights(default_schedules(mod, tgt), tgt)
+    mod, seconds = schedule(mod, tgt)
+    pass_seconds = {**pass_seconds, **seconds}
     naive = [k for k in naive_kernels(mod) if k.removesuffix("_prepacked") not in tuned] if tgt.kind.name == "llvm" else []
     if naive:
         warn(f"{len(naive)} convolution or matmul kernel(s) have no schedule and compile as naive loops: "

@@ -319,15 +319,19 @@ def default_task_schedule(task_mod, target):
     return None
 
 
-def default_schedules(mod, target):
-    """`mod` with the default rules applied to its unscheduled kernels, for CPU (llvm) targets; GPU targets get
-    dlight's own fallback in `tvm.compile`. `target` is a `tvm.target.Target`."""
+def schedule_pipeline(target):
+    """The kernel part of compile, after the database's schedules are applied, as one `tvm.transform.Sequential`:
+    the default rules on the kernels still unscheduled (CPU targets; GPU ones get dlight's own fallback in
+    `tvm.compile`), then the weight repacking that the rules (or MetaSchedule's RewriteLayout) left in kernels split
+    into functions of their own and folded at compile time on the constant weights. Run it with `target` (a
+    `tvm.target.Target`) current."""
+    import tvm
+    from tvm import relax
     from tvm.s_tir import dlight
 
-    if target.kind.name != "llvm":
-        return mod
-    with target:
-        return dlight.ApplyDefaultSchedule(_conv_rule(target), _inline_rule())(mod)
+    passes = [dlight.ApplyDefaultSchedule(_conv_rule(target), _inline_rule())] if target.kind.name == "llvm" else []
+    passes += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+    return tvm.transform.Sequential(passes, name="edgenas.schedule")
 
 
 def _blocks(sch, parent):
@@ -356,13 +360,3 @@ def naive_kernels(mod) -> list[str]:
                 naive.append(gv.name_hint)
                 break
     return sorted(naive)
-
-
-def prepack_weights(mod, target):
-    """The weight repacking that the rules (or MetaSchedule's RewriteLayout) left in kernels, split into functions
-    of their own and run once at compile time on the constant weights."""
-    from tvm import relax
-
-    with target:
-        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
-        return relax.transform.FoldConstant()(mod)
