@@ -43,6 +43,11 @@ class Target:
         d["ort_providers"] = list(self.ort_providers)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Target":
+        """The target `to_dict` wrote (an artifact keeps its target's definition this way)."""
+        return cls(**{**d, "ort_providers": tuple(d["ort_providers"])})
+
     @property
     def runs_here(self) -> bool:
         """Can this machine execute the target's code itself (no board needed)?"""

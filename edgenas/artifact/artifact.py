@@ -58,8 +58,7 @@ class ArtifactTarget:
         return self.device == "cpu" and self.arch == platform.machine()
 
     def rebuilt(self) -> Target:
-        d = self.definition
-        return Target(**{**d, "ort_providers": tuple(d["ort_providers"])})
+        return Target.from_dict(self.definition)
 
 
 @dataclass(frozen=True)
@@ -115,16 +114,19 @@ class ArtifactMeta:
     def from_dict(cls, d: dict, where: Path, redo: str) -> "ArtifactMeta":
         what = f"damaged metadata ({redo})"
         kw = dataclass_fields(cls, d, str(where), what)
+
+        def part(record_cls, name: str) -> dict:
+            return dataclass_fields(record_cls, kw[name], str(where), f"its '{name}' ({redo})")
+
         try:
-            inp = dataclass_fields(ArtifactInput, kw["input"], str(where), f"its 'input' ({redo})")
+            inp = part(ArtifactInput, "input")
             norm = inp["normalization"]
             return cls(**{
                 **kw, "input": ArtifactInput(**{**inp, "shape": tuple(int(v) for v in inp["shape"]),
                                                 "normalization": Normalization.from_dict(norm) if norm else None}),
                 "classes": tuple(kw["classes"]) if kw["classes"] is not None else None,
-                "target": ArtifactTarget(**dataclass_fields(ArtifactTarget, kw["target"], str(where), f"its 'target' ({redo})")),
-                "compile": CompileRecord(**dataclass_fields(CompileRecord, kw["compile"], str(where), f"its 'compile' ({redo})")),
-                "latency": ArtifactLatency(**dataclass_fields(ArtifactLatency, kw["latency"], str(where), f"its 'latency' ({redo})"))})
+                "target": ArtifactTarget(**part(ArtifactTarget, "target")), "compile": CompileRecord(**part(CompileRecord, "compile")),
+                "latency": ArtifactLatency(**part(ArtifactLatency, "latency"))})
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise BadInput(f"{where}: {what}: {e}") from None
 
