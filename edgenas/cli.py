@@ -219,10 +219,10 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 @option("out", default=BuildConfig.out, show_default=True)
 @options("epochs", "limit", "subnets", "generations", "population", "margin-pct", "prune-ratio")
 @options("finetune-epochs")
-@options("calibration", *TUNE)
+@options("calibration", "max-drop", *TUNE)
 def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, budget_ms, data,
               backend, out, epochs, limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,
-              tune_trials, tune_minutes):
+              max_drop, tune_trials, tune_minutes):
     """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable.
 
     OUT is the run directory: the same command resumes it, and changed flags re-run only the stages they affect."""
@@ -233,7 +233,7 @@ def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_j
     cfg = Config(target=target, budget_ms=budget_ms, data=data, backend=backend, precision=precision, out=out, space=space, tables=tables,
                  threads=threads, repeat=repeat, rpc_tracker=rpc_tracker, rpc_key=rpc_key, epochs=epochs, limit=limit,
                  subnets=subnets, margin_pct=margin_pct, evolution=EvolutionConfig(population=population, generations=generations),
-                 prune_ratio=prune_ratio, finetune_epochs=finetune_epochs, calibration=calibration, tune_trials=tune_trials,
+                 prune_ratio=prune_ratio, finetune_epochs=finetune_epochs, calibration=calibration, max_drop=max_drop, tune_trials=tune_trials,
                  tune_minutes=tune_minutes, layout=layout, tuning_db=tuning_db)
     r = build(cfg)
     if as_json:

@@ -74,18 +74,23 @@ def prune_cmd(model, out, target_ms, prune_ratio, step_ms, finetune_epochs, cand
 @click.option("--method", type=click.Choice(METHODS), default=QuantizeConfig.method, show_default=True,
               help="Calibration method tried first.")
 @click.option("--symmetric", is_flag=True, help="Zero points all 0, int8 activations (for TensorRT-style consumers, Jetson).")
-@click.option("--max-drop", type=click.FloatRange(min=0), default=QuantizeConfig.max_drop, show_default=True,
-              help="Accuracy points int8 may lose before the remedies are tried.")
-@options("eval-threads", "json")
-def quantize_cmd(model, out, calibration, method, symmetric, max_drop, eval_threads, as_json):
-    """Quantize a model bundle to int8 (ONNX QDQ), checked against its fp32 validation accuracy."""
+@options("max-drop", "target", "backend", "layout", "tuning-db", "eval-threads", "json")
+def quantize_cmd(model, out, calibration, method, symmetric, max_drop, target, backend, layout, tuning_db, eval_threads, as_json):
+    """Quantize a model bundle to int8 (ONNX QDQ), gated on the int8 accuracy of what ships: the TVM library for the
+    target (--backend tvm), or the ONNX model in ONNX Runtime (--backend ort)."""
+    from edgenas.targets import get_target
+
+    tgt = get_target(target)
+    cfg = QuantizeConfig(calibration, method, symmetric, max_drop)
     ensure_writable_dir(out, "--out")
+    from edgenas.accuracy import Evaluator
     from edgenas.compress.quantize import quantize
 
-    r = quantize(model, out, QuantizeConfig(calibration, method, symmetric, max_drop), eval_threads).to_dict()
+    judge = Evaluator.for_backend(backend, tgt, layout, tuning_db, eval_threads)
+    r = quantize(model, out, cfg, eval_threads, judge).to_dict()
     if as_json:
         return _echo_json(r)
-    click.echo(f"{out}: int8 validation accuracy {r['int8_accuracy']:.4f} against fp32 {r['fp32_accuracy']:.4f} "
+    click.echo(f"{out}: int8 validation accuracy {r['int8_accuracy']:.4f} ({r['evaluated_with']['runtime']}) against fp32 {r['fp32_accuracy']:.4f} "
                f"({r['drop_points']:+.2f} points lost; remedy: {r['remedy']}; {len(r['attempts'])} attempt(s), "
                f"{r['seconds']:.1f} s)")
 

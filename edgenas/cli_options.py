@@ -81,8 +81,8 @@ _SHARED = [
     _opt("--tables", type=click.Path(path_type=Path), default=None,
          help="Latency table directory [default: latency_tables/ of the checkout, or $EDGENAS_TABLES]."),
     _opt("--backend", "-b", type=click.Choice(BACKENDS), default=BuildConfig.backend, show_default=True,
-         help="The runtime whose latency counts: tvm, the compiled library that ships, or ort, ONNX Runtime "
-              f"(`profile` and `validate` also take {ALL_BACKENDS}: every one this machine can measure)."),
+         help="The runtime that ships, whose latency and accuracy count: tvm, the compiled library, or ort, ONNX "
+              f"Runtime (`profile` and `validate` also take {ALL_BACKENDS}: every one this machine can measure)."),
     _opt("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
          help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does)."),
     _opt("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
@@ -120,6 +120,8 @@ _SHARED = [
          help="Epochs of distillation from the supernet after pruning."),
     _opt("--calibration", type=click.IntRange(min=1), default=QuantizeConfig.calibration, show_default=True,
          help="Training images that calibrate int8's activation ranges."),
+    _opt("--max-drop", type=click.FloatRange(min=0), default=QuantizeConfig.max_drop, show_default=True,
+         help="Accuracy points int8 may lose, measured with the runtime that ships, before the remedies are tried."),
     _opt("--eval-threads", type=click.IntRange(min=1), default=1, show_default=True,
          help="Threads on this machine for the accuracy checks and prune's distillation (more pay off on a quiet "
               "machine only)."),

@@ -4,6 +4,8 @@ kept apart from both so that measuring does not import the compression stages.""
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -30,17 +32,32 @@ class Reader:
         return ({self.name: self.x[i:i + 1]} for i in range(len(self.x)))
 
 
-def quantize_qdq(pre: Path, out: Path, reader: Reader, method: str, symmetric: bool, exclude: list[str]) -> bytes:
+def _quiet():
+    """ONNX Runtime's calibrators print dozens of progress lines ("Finding optimal threshold ..."): kept off the
+    terminal unless EDGENAS_DEBUG asks for them (then on stderr: stdout is for --json)."""
+    if os.environ.get("EDGENAS_DEBUG"):
+        return contextlib.redirect_stdout(sys.stderr)
+    stack = contextlib.ExitStack()
+    sink = stack.enter_context(io.StringIO())
+    stack.enter_context(contextlib.redirect_stdout(sink))
+    stack.enter_context(contextlib.redirect_stderr(sink))
+    return stack
+
+
+def quantize_qdq(pre: Path, out: Path, reader: Reader, method: str, symmetric: bool, exclude: list[str],
+                 reduce_range: bool = False) -> bytes:
+    """`reduce_range`: 7-bit weights, ONNX Runtime's documented remedy for x86 CPUs without VNNI, whose uint8 x int8
+    kernels saturate 16-bit pair sums of full-range products."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     reader.rewind()
-    with contextlib.redirect_stdout(sys.stderr):  # its calibrators print progress; stdout is for --json
+    with _quiet():
         quantize_static(
             str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[method],
-            nodes_to_exclude=exclude,
+            nodes_to_exclude=exclude, reduce_range=reduce_range,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         )
     return out.read_bytes()

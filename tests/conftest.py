@@ -101,6 +101,15 @@ def cpu_target(cpu: str, tmp_path):
     return get_target(str(path))
 
 
+def output_step(model) -> float:
+    """An int8 ONNX model's output quantization step: the scale of the DequantizeLinear that makes the graph output."""
+    import onnx
+
+    node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == model.graph.output[0].name)
+    init = {i.name: i for i in model.graph.initializer}
+    return float(onnx.numpy_helper.to_array(init[node.input[1]]))
+
+
 @pytest.fixture
 def tables(tmp_path):
     return tmp_path / "tables"

@@ -10,3 +10,6 @@ links=()
 [ -d /opt/wheels ] && links=(--find-links /opt/wheels)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check "${links[@]}" -e ".${extra}"
+# the tests reproduce an AVX2 CPU under qemu-user (tests/test_cpu_classes.py)
+[ -n "$extra" ] && bash tools/install-qemu.sh
+exit 0

@@ -98,7 +98,9 @@ class ArtifactMeta:
     target: ArtifactTarget
     versions: dict  # of edgenas, torch, onnx, onnxruntime and apache-tvm
     compile: CompileRecord
-    accuracy: dict  # validation accuracy by precision, from model.json; {} for a bare ONNX file
+    #: validation accuracy by precision, from model.json, and `artifact`: the library's own, run here when it could
+    #: be; {} for a bare ONNX file
+    accuracy: dict
     latency: ArtifactLatency
     model: dict  # the ONNX file it came from, its `arch` and model.json's history
     files: dict = field(default_factory=dict)  # sha256 of every file; filled in when the artifact is sealed

@@ -10,7 +10,7 @@ from edgenas.artifact.artifact import (Artifact, ArtifactInput, ArtifactLatency,
 from edgenas.bundle import load_bundle, resolve
 from edgenas.compile.build import CompileConfig, compile_onnx_model
 from edgenas.compile.tune import compile_target
-from edgenas.errors import warn
+from edgenas.errors import BadInput, warn
 from edgenas.jsonio import now
 from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.rpc import RPCSettings
@@ -52,11 +52,29 @@ def device_code(executable) -> dict | None:
             "kernels": source.count("__global__")}
 
 
+def artifact_accuracy(executable, info, target: Target, where: str) -> float | None:
+    """The compiled library's own validation accuracy, run here: what ships, not what a stage before it measured.
+    None when the target does not run here or the model came without its data."""
+    from edgenas.accuracy import bundle_split, model_inputs, top1, vm_logits
+
+    if not target.runs_here or info is None or info.data is None or info.normalization is None:
+        return None
+    try:
+        split = bundle_split(info, where)
+    except BadInput as e:
+        warn(f"the artifact's accuracy is not measured: {e}")
+        return None
+    return top1(vm_logits(executable, model_inputs(info, split.val_x)), split.val_y)
+
+
 def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure: MeasureConfig, threads: int,
             rpc: RPCSettings | None = None) -> Artifact:
     onnx_path, _ = resolve(model)
     data, info = load_bundle(model)
     compiled = compile_onnx_model(data, str(onnx_path), target, cfg)
+    accuracy = dict(info.accuracy) if info else {}
+    if (own := artifact_accuracy(compiled.executable, info, target, str(onnx_path))) is not None:
+        accuracy["artifact"] = own
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
@@ -75,7 +93,7 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
             compile=CompileRecord(compiled.quantized, cfg.layout, compiled.ops, compiled.database,
                                   compiled.tuning.to_dict() if compiled.tuning else None, compiled.seconds,
                                   device_code(compiled.executable), compiled.pass_seconds),
-            accuracy=dict(info.accuracy) if info else {},
+            accuracy=accuracy,
             latency=ArtifactLatency(info.latency.to_dict() if info and info.latency else None, measured,
                                     None if can_measure else
                                     f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"),

@@ -1,7 +1,9 @@
 """`edgenas quantize`: static int8 (ONNX QDQ) with ONNX Runtime's quantizer, behind an accuracy gate.
 
-When int8 loses more than `max_drop` points of validation accuracy, the known remedies are tried in
-order: the other calibration methods, then leaving the most sensitive layers in float (ranked by the
+The gate measures the int8 model with the runtime that will run it (`accuracy.Evaluator`): the TVM library for
+`--backend tvm`, ONNX Runtime for `--backend ort`. When int8 loses more than `max_drop` points of validation accuracy,
+the known remedies are tried in order: for ONNX Runtime on x86, 7-bit weights (`reduce_range`, its documented remedy
+for CPUs without VNNI); the other calibration methods; then leaving the most sensitive layers in float (ranked by the
 signal-to-quantization-noise ratio of their outputs, from onnxruntime.quantization.qdq_loss_debug).
 """
 
@@ -12,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgenas.accuracy import bundle_split, model_inputs, ort_accuracy
+from edgenas.accuracy import Evaluator, bundle_split, model_inputs, ort_accuracy
 from edgenas.bundle import load_bundle, resolve, write_bundle
 from edgenas.errors import BadInput, EdgenasError
 from edgenas.qdq import Reader, pre_process, quantize_qdq
@@ -33,6 +35,30 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """One way to quantize: what an attempt of the gate tried."""
+    method: str
+    reduce_range: bool = False  # 7-bit weights
+    excluded: tuple[str, ...] = ()  # nodes left in float
+
+    def remedy(self, first: "Recipe") -> str:
+        if self == first:
+            return "none"
+        if self.excluded:
+            return f"float layers: {', '.join(self.excluded)}"
+        parts = ([f"calibration {self.method}"] if self.method != first.method else []) + \
+                (["reduce_range (7-bit weights)"] if self.reduce_range else [])
+        return ", ".join(parts)
+
+
+def recipes(cfg: QuantizeConfig, runtime: str, target) -> list[Recipe]:
+    """The gate's attempts before any layer is left in float, in order."""
+    first = Recipe(cfg.method)
+    x86_ort = runtime == "ort" and target is not None and target.arch == "x86_64" and target.device == "cpu"
+    return [first, *([Recipe(cfg.method, True)] if x86_ort else []), *[Recipe(m) for m in METHODS if m != cfg.method]]
+
+
+@dataclass(frozen=True)
 class QuantizeReport:
     fp32_accuracy: float
     int8_accuracy: float
@@ -46,6 +72,9 @@ class QuantizeReport:
     symmetric: bool = False
     seconds: float = 0.0
     out_dir: str = ""
+    #: who measured the int8 attempts: the runtime that ships (`accuracy.Evaluator.describe()`)
+    evaluated_with: dict = field(default_factory=dict)
+    reduce_range: bool = False  # the kept attempt's weights are 7-bit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,48 +106,55 @@ def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[li
     return groups
 
 
-def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), threads: int = 1) -> QuantizeReport:
+def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), threads: int = 1,
+             judge: Evaluator | None = None, flag: str = "--max-drop") -> QuantizeReport:
+    """`judge` measures the int8 attempts (default: the exact reference, the QDQ model in float); the fp32 model is
+    measured in float. `flag` names the gate in the error, as the calling verb spells it."""
     if cfg.method not in METHODS:
         raise BadInput(f"--method {cfg.method}: known calibration methods are {', '.join(METHODS)}")
     if cfg.calibration < 1:
         raise BadInput(f"--calibration {cfg.calibration}: needs at least 1 image")
+    judge = judge or Evaluator("reference", threads=threads)
     start = time.perf_counter()
     onnx_path, _ = resolve(model)
     data, info = load_bundle(model)
     split = bundle_split(info, str(onnx_path))
     fp32 = ort_accuracy(data, info, split, threads)  # measured, not read from model.json: the file may have changed
     reader = Reader(info.input_name, model_inputs(info, split.train_x[: cfg.calibration]))
-    attempts: list[tuple[float, str, list[str], bytes]] = []
+    attempts: list[tuple[float, Recipe, bytes]] = []
 
-    def attempt(work: Path, method: str, exclude: list[str]) -> bool:
-        q = quantize_qdq(work / "pre.onnx", work / "int8.onnx", reader, method, cfg.symmetric, exclude)
-        attempts.append((ort_accuracy(q, info, split, threads), method, exclude, q))
+    def attempt(work: Path, r: Recipe) -> bool:
+        q = quantize_qdq(work / "pre.onnx", work / "int8.onnx", reader, r.method, cfg.symmetric, list(r.excluded),
+                         r.reduce_range)
+        attempts.append((judge.accuracy(q, info, split), r, q))
         return (fp32 - attempts[-1][0]) * 100 <= cfg.max_drop
 
+    tries = recipes(cfg, judge.runtime, judge.target)
     with tempfile.TemporaryDirectory(prefix="edgenas-quantize-") as tmp:
         work = Path(tmp)
         pre_process(work, data)
-        passed = any(attempt(work, m, []) for m in (cfg.method, *[m for m in METHODS if m != cfg.method]))
+        passed = any(attempt(work, r) for r in tries)
         if not passed:
-            _, best_method, _, best_model = max(attempts, key=lambda a: a[0])
+            _, best, best_model = max(attempts, key=lambda a: a[0])
             (work / "base.onnx").write_bytes(best_model)
             ranked = sensitive_nodes(work / "pre.onnx", work / "base.onnx", reader, work)
-            passed = any(attempt(work, best_method, list(dict.fromkeys(n for g in ranked[:k] for n in g)))
+            passed = any(attempt(work, Recipe(best.method, best.reduce_range,
+                                              tuple(dict.fromkeys(n for g in ranked[:k] for n in g))))
                          for k in EXCLUDE_STEPS if k <= len(ranked))
     chosen = attempts[-1] if passed else max(attempts, key=lambda a: a[0])
-    acc, method, excluded, q = chosen
-    remedy = ("none" if chosen is attempts[0] else f"float layers: {', '.join(excluded)}" if excluded
-              else f"calibration {method}")
+    acc, recipe, q = chosen
     report = QuantizeReport(
-        fp32, acc, round((fp32 - acc) * 100, 3), passed, remedy, method, excluded,
-        [{"method": m, "excluded": e, "int8_accuracy": a, "drop_points": round((fp32 - a) * 100, 3)} for a, m, e, _ in attempts],
-        len(reader.x), cfg.symmetric, round(time.perf_counter() - start, 2), str(out),
+        fp32, acc, round((fp32 - acc) * 100, 3), passed, recipe.remedy(tries[0]), recipe.method, list(recipe.excluded),
+        [{"method": r.method, "reduce_range": r.reduce_range, "excluded": list(r.excluded), "int8_accuracy": a,
+          "drop_points": round((fp32 - a) * 100, 3)} for a, r, _ in attempts],
+        len(reader.x), cfg.symmetric, round(time.perf_counter() - start, 2), str(out), judge.describe(),
+        recipe.reduce_range,
     )
     write_bundle(out, q, info.then("quantize", accuracy={**info.accuracy, "fp32": fp32, "int8": acc},
                                    record={"source": str(onnx_path.resolve()), **cfg.__dict__,
                                            **{k: v for k, v in report.to_dict().items() if k != "out_dir"}}))
     if not passed:
-        raise EdgenasError(f"int8 loses {report.drop_points:.2f} points (fp32 {fp32:.4f}, int8 {acc:.4f}), more than "
-                           f"--max-drop {cfg.max_drop:g} after every remedy ({len(attempts)} tried); the most accurate "
-                           f"attempt is kept in {out} for inspection")
+        raise EdgenasError(f"int8 loses {report.drop_points:.2f} points (fp32 {fp32:.4f}, int8 {acc:.4f} on "
+                           f"{judge.runtime}), more than {flag} {cfg.max_drop:g} after every remedy ({len(attempts)} "
+                           f"tried); the most accurate attempt is kept in {out} for inspection")
     return report

@@ -27,15 +27,17 @@ def check_runs_here(target: Target) -> None:
         )
 
 
-def make_session(onnx_model: bytes, target: Target | None = None, threads: int = 1):
+def make_session(onnx_model: bytes, target: Target | None = None, threads: int = 1, optimize: bool = True):
     """Every ONNX Runtime session edgenas opens, timed or not: ORT's default of a thread per core would fight the
-    other jobs of a shared machine. On `target`'s providers, or (None) this machine's CPU."""
+    other jobs of a shared machine. On `target`'s providers, or (None) this machine's CPU. `optimize=False` runs the
+    graph as written: a QDQ model then computes in float (no fused integer kernels), the exact int8 reference."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3
     providers = list(target.ort_providers) if target is not None else ["CPUExecutionProvider"]
     return ort.InferenceSession(onnx_model, opts, providers=providers)

@@ -41,6 +41,7 @@ class BuildConfig:
     finetune_epochs: int = PruneConfig.finetune_epochs
     # quantize
     calibration: int = 300
+    max_drop: float = 1.0  # accuracy points int8 may lose, measured with the runtime that ships
     # compile
     tune_trials: int = 0
     tune_minutes: float | None = None

@@ -110,6 +110,8 @@ class CompiledProduct(Product):
     compile: dict  # seconds, tuning, ops, kernel_layout
     files_bytes: dict
     measured: dict | None  # the artifact's latency record, None when the target does not run here
+    #: the library's own validation accuracy, run here (None when the target does not run here)
+    accuracy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from edgenas.pipeline.config import BuildConfig
 from edgenas.pipeline.products import (BenchProduct, CompiledProduct, NetworkFigures, PrunedProduct, QuantizedProduct,
                                        SupernetProduct, TableProduct)
 from edgenas.pipeline.rundir import fingerprint
+from edgenas.qdq import symmetric_for
 from edgenas.search.report import SearchReport
 from edgenas.space import SearchSpace
 from edgenas.tables.key import TableKey
@@ -194,19 +195,24 @@ def _prune(ctx: Context) -> PrunedProduct:
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
-    from edgenas.qdq import symmetric_for
-
-    return {"precision": ctx.cfg.precision, "calibration": ctx.cfg.calibration, "symmetric": symmetric_for(ctx.target)}
+    c = ctx.cfg
+    return {"precision": c.precision, "calibration": c.calibration, "symmetric": symmetric_for(ctx.target),
+            "max_drop": c.max_drop, "judge": {"backend": c.backend, "target": ctx.target.to_dict(), "layout": c.layout,
+                                              "tuning_db": str(c.tuning_db)}}
 
 
 def _quantize(ctx: Context) -> QuantizedProduct:
-    """int8 (as the table measured it), or for an fp32 build the pruned model handed on as it is."""
+    """int8 (as the table measured it), gated on the accuracy of what ships (the target's TVM library, or the ONNX
+    model in ONNX Runtime), or for an fp32 build the pruned model handed on as it is."""
+    from edgenas.accuracy import Evaluator
     from edgenas.compress.quantize import QuantizeConfig, quantize
 
-    q, pruned = _quantize_inputs(ctx), ctx.results["prune"]
-    if q["precision"] == "fp32":
+    c, pruned = ctx.cfg, ctx.results["prune"]
+    if c.precision == "fp32":
         return QuantizedProduct(pruned.model, "fp32", pruned.after.val_accuracy, None, None, "none (fp32 build)", None)
-    r = quantize(Path(pruned.model), ctx.out / "int8", QuantizeConfig(calibration=q["calibration"], symmetric=q["symmetric"]))
+    judge = Evaluator.for_backend(c.backend, ctx.target, c.layout, c.tuning_db)
+    r = quantize(Path(pruned.model), ctx.out / "int8", QuantizeConfig(calibration=c.calibration, symmetric=symmetric_for(ctx.target),
+                                                                       max_drop=c.max_drop), judge=judge)
     return QuantizedProduct(str(ctx.out / "int8"), "int8", r.fp32_accuracy, r.int8_accuracy, r.drop_points, r.remedy, r.to_dict())
 
 
@@ -227,7 +233,7 @@ def _compile(ctx: Context) -> CompiledProduct:
     files = {name: (art.path / name).stat().st_size for name in art.meta.files}
     c = art.meta.compile
     return CompiledProduct(str(art.path), {"seconds": c.seconds, "tuning": c.tuning, "ops": c.ops, "kernel_layout": c.kernel_layout},
-                           files, art.meta.latency.measured)
+                           files, art.meta.latency.measured, art.meta.accuracy.get("artifact"))
 
 
 def _bench_inputs(ctx: Context) -> dict:

@@ -1,0 +1,91 @@
+"""What a user on another x86 CPU class sees, from whichever CPU runs the tests.
+
+ONNX Runtime picks its kernels from CPUID at run time: `qemu-x86_64 -cpu Haswell` (Debian's qemu-user, installed by
+`tools/setup.sh --test`) runs it as on an AVX2 CPU without AVX-512 or VNNI. TVM's code for that class is compiled for
+LLVM's `haswell` and runs natively on any AVX2 host.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import cpu_target, output_step, run_cli
+from edgenas.accuracy import bundle_split, model_inputs, ort_logits, vm_logits
+from edgenas.bundle import load_bundle
+
+AVX2_CPU = "Haswell"
+#: run under qemu: the int8 bundle's validation logits, ONNX Runtime as it ships and the exact reference
+LOGITS = """
+import sys, numpy as np
+from edgenas.accuracy import bundle_split, model_inputs, ort_logits
+from edgenas.bundle import load_bundle
+data, info = load_bundle(sys.argv[1])
+x = model_inputs(info, bundle_split(info, "m").val_x[:int(sys.argv[2])])
+np.savez(sys.argv[3], shipped=ort_logits(data, x), exact=ort_logits(data, x, exact=True))
+"""
+
+
+def under_qemu(cpu: str, *args, timeout=600) -> subprocess.CompletedProcess:
+    qemu = shutil.which("qemu-x86_64")
+    assert qemu, "qemu-x86_64 is missing: run `bash tools/install-qemu.sh` (tools/setup.sh --test does)"
+    proc = subprocess.run([qemu, "-cpu", cpu, sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_the_exact_reference_is_the_same_on_avx2_and_tvm_matches_it_there(shipped, tmp_path):
+    root = shipped[0]
+    data, info = load_bundle(root / "int8")
+    n = 200
+    under_qemu(AVX2_CPU, "-c", LOGITS, root / "int8", n, tmp_path / "avx2.npz")
+    avx2 = np.load(tmp_path / "avx2.npz")
+    x = model_inputs(info, bundle_split(info, "int8").val_x[:n])
+    here = ort_logits(data, x, exact=True)
+    # the reference is float arithmetic: the same numbers whatever kernels the CPU class gets
+    assert np.abs(avx2["exact"] - here).max() <= 1e-4
+    # the TVM library for that class (vpmaddwd on widened weights) computes exactly what the reference does
+    from edgenas.compile.build import compile_onnx_model
+
+    ours = vm_logits(compile_onnx_model(data, "int8", cpu_target("avx2", tmp_path)).executable, x)
+    step = output_step(onnx.load_from_string(data))
+    assert np.abs(ours - avx2["exact"]).max() <= step * 1.001
+    # what ONNX Runtime's own int8 kernels do on that class is recorded, not trusted: it is its accuracy, not ours
+    print(f"ONNX Runtime int8 on {AVX2_CPU}: {np.abs(avx2['shipped'] - avx2['exact']).max() / step:.1f} steps from "
+          f"the exact reference")
+
+
+def test_the_onnxruntime_gate_on_avx2_measures_onnxruntime_there(shipped, tmp_path):
+    """`quantize --backend ort` on an AVX2 CPU judges the int8 model with ONNX Runtime's kernels of that class, and
+    its accuracy is what ONNX Runtime gives there for the file it wrote."""
+    root = shipped[0]
+    proc = under_qemu(AVX2_CPU, "-m", "edgenas", "quantize", root / "fp32", "--out", tmp_path / "q", "--backend", "ort",
+                      "--calibration", 50, "--json", timeout=900)
+    r = json.loads(proc.stdout)
+    assert r["evaluated_with"]["runtime"] == "ort" and r["attempts"][0]["reduce_range"] is False
+    # the remedies for ONNX Runtime on x86 include 7-bit weights, its documented one for CPUs without VNNI
+    if len(r["attempts"]) > 1:
+        assert r["attempts"][1]["reduce_range"] is True
+    _, info = load_bundle(tmp_path / "q")
+    split = bundle_split(info, "q")
+    under_qemu(AVX2_CPU, "-c", LOGITS, tmp_path / "q", len(split.val_y), tmp_path / "q.npz")
+    shipped_logits = np.load(tmp_path / "q.npz")["shipped"]
+    assert float((shipped_logits.argmax(1) == split.val_y).mean()) == r["int8_accuracy"]
+
+
+def test_the_remedies_depend_on_the_runtime_that_ships():
+    from edgenas.compress.quantize import QuantizeConfig, Recipe, recipes
+    from edgenas.targets import get_target
+
+    host, pi = get_target("host"), get_target("rasp4b64")
+    ort_x86 = recipes(QuantizeConfig(), "ort", host)
+    assert ort_x86[:2] == [Recipe("minmax"), Recipe("minmax", True)]
+    assert all(not r.reduce_range for r in recipes(QuantizeConfig(), "tvm", host))  # TVM's int8 is exact anyway
+    assert all(not r.reduce_range for r in recipes(QuantizeConfig(), "ort", pi))
+    assert Recipe("minmax", True).remedy(Recipe("minmax")) == "reduce_range (7-bit weights)"
+    assert run_cli("quantize", "x", "--out", "y", "--backend", "nope").returncode == 2
