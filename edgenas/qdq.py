@@ -77,7 +77,18 @@ def symmetric_for(target) -> bool:
     return target.device == "cuda"
 
 
-def quantize_for_latency(onnx_model: bytes, input_shape: tuple[int, ...], symmetric: bool, samples: int = 4) -> bytes:
+def seven_bit_for(target) -> bool:
+    """7-bit weights (reduce_range) for TVM on x86 CPUs without VNNI: their fastest int8 kernel, vpmaddubsw, is exact
+    only when weights stay within 64 in magnitude (`schedules.exact_weight_bound`); full-range weights take the
+    slower vpmaddwd on widened weights."""
+    from edgenas.compile.schedules import exact_weight_bound
+    from edgenas.compile.tune import compile_target
+
+    return exact_weight_bound(compile_target(target)) is not None
+
+
+def quantize_for_latency(onnx_model: bytes, input_shape: tuple[int, ...], symmetric: bool, samples: int = 4,
+                         reduce_range: bool = False) -> bytes:
     """`onnx_model` quantized as `quantize` does it (same pre-processing, format and types), calibrated on random
     inputs: for latency tables, where only the graph the runtime executes matters, not the ranges."""
     import onnx
@@ -86,7 +97,8 @@ def quantize_for_latency(onnx_model: bytes, input_shape: tuple[int, ...], symmet
     x = np.random.default_rng(0).standard_normal((samples, *input_shape[1:])).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgenas-quantize-") as tmp:
         work = Path(tmp)
-        return quantize_qdq(pre_process(work, onnx_model), work / "int8.onnx", Reader(name, x), "minmax", symmetric, [])
+        return quantize_qdq(pre_process(work, onnx_model), work / "int8.onnx", Reader(name, x), "minmax", symmetric, [],
+                            reduce_range)
 
 
 def quantized_boundaries(onnx_model: bytes) -> bytes:

@@ -1,5 +1,6 @@
 """The graph part of compile as one pipeline of named passes, each checked on the IR it leaves: a small int8 network
-through the AVX2 pipeline (vpmaddwd: channels padded to 8, weights widened to int16), in process."""
+through the AVX2 pipeline (vpmaddubsw on 7-bit weights, vpmaddwd on wider ones widened to int16: channels padded
+to 8), in process."""
 
 import random
 
@@ -43,6 +44,22 @@ def avx2(tmp_path_factory):
     data = GraphJob(space, arch=space.sample(random.Random(0))).onnx("int8", target)
     mod, _ = to_relax(data, "tiny int8 network")
     return compile_target(target), mod.with_attr("edgenas.check", "kept")
+
+
+@pytest.fixture(scope="module")
+def full_range(avx2):
+    """The same kind of network quantized with full-range (8-bit) weights, as the gate's fallback ships it."""
+    from edgenas.compile.frontend import to_relax
+    from edgenas.measure.onnx_export import to_onnx
+    from edgenas.qdq import quantize_for_latency
+    from edgenas.space import get_space
+    from edgenas.space.blocks import Network, randomize_bn
+
+    space = get_space(TINY_SPACE)
+    arch = space.sample(random.Random(0))
+    shape = (1, space.in_channels, arch.resolution, arch.resolution)
+    data = quantize_for_latency(to_onnx(randomize_bn(Network(space, arch), 0), shape), shape, False, reduce_range=False)
+    return to_relax(data, "tiny int8 network, 8-bit weights")[0]
 
 
 @pytest.fixture(scope="module")
@@ -120,27 +137,47 @@ def test_requant_multiplier_leaves_no_division_by_a_constant(after):
 
 
 def test_pad_channels_makes_output_channels_a_multiple_of_the_lanes(after):
-    from edgenas.compile.schedules import MADD_256
+    from edgenas.compile.schedules import UBSW_256  # the fastest AVX2 dot product: the lanes and depth padded to
 
     irs, _ = after
 
     def output_channels(mod):
         # the channels are the weight's first axis (OHWI) for a convolution, its last for a matmul
         return [int(c.args[1].ty.shape[0 if c.op.name == "relax.nn.conv2d" else -1]) for c in _dot_layers(mod)
-                if int(c.args[1].ty.shape[-1 if c.op.name == "relax.nn.conv2d" else 0]) % MADD_256.depth == 0]
+                if int(c.args[1].ty.shape[-1 if c.op.name == "relax.nn.conv2d" else 0]) % UBSW_256.depth == 0]
 
-    assert any(n % MADD_256.lanes for n in output_channels(irs["RequantMultiplier"]))
+    assert any(n % UBSW_256.lanes for n in output_channels(irs["RequantMultiplier"]))
     padded = output_channels(irs["PadChannels"])
-    assert padded and all(n % MADD_256.lanes == 0 for n in padded), padded
+    assert padded and all(n % UBSW_256.lanes == 0 for n in padded), padded
     assert _named(irs["PadChannels"], "relax.strided_slice")  # sliced back to the model's channels
 
 
-def test_widen_weights_gives_the_dot_product_int16_weights(after):
+def test_widen_weights_keeps_7bit_weights_and_widens_the_others_to_int16(after, avx2, full_range):
+    import tvm
+
+    from edgenas.compile.passes import compile_pipeline
+
     irs, _ = after
-    assert {str(c.args[1].ty.dtype) for c in _dot_layers(irs["PadChannels"])} == {"int8"}
-    widened = _dot_layers(irs["WidenWeights"])
-    assert widened and {str(c.args[1].ty.dtype) for c in widened} == {"int16"}
-    assert all(c.args[1].value.numpy().dtype == np.int16 for c in widened)
+    # as a build ships it for AVX2 (7-bit weights): vpmaddubsw multiplies them exactly, so they stay int8
+    kept = _dot_layers(irs["WidenWeights"])
+    assert kept and {str(c.args[1].ty.dtype) for c in kept} == {"int8"}
+    assert all(np.abs(c.args[1].value.numpy().astype(int)).max() <= 64 for c in kept)
+    # full-range weights would saturate vpmaddubsw's int16 sums: widened to int16, for vpmaddwd
+    target, _ = avx2
+    seen = {}
+
+    @tvm.instrument.pass_instrument
+    class After:
+        def run_after_pass(self, mod, info):
+            seen[info.name] = mod
+
+    with target, tvm.transform.PassContext(instruments=[After()]):
+        compile_pipeline(target, "NHWC")(full_range)
+    assert {str(c.args[1].ty.dtype) for c in _dot_layers(seen["PadChannels"])} == {"int8"}
+    widened = _dot_layers(seen["WidenWeights"])
+    wide = [c for c in widened if str(c.args[1].ty.dtype) == "int16"]
+    assert wide and all(np.abs(c.args[1].value.numpy()).max() > 64 for c in wide)
+    assert all(np.abs(c.args[1].value.numpy().astype(int)).max() <= 64 for c in widened if c not in wide)
 
 
 def test_the_pipeline_ends_in_fused_kernels(after):

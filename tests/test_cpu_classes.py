@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import cpu_target, output_step, run_cli
+from conftest import assert_matches_the_exact_reference, cpu_target, host_runs, output_step, run_cli
 from edgenas.accuracy import bundle_split, model_inputs, ort_logits, vm_logits
 from edgenas.bundle import load_bundle
 
@@ -49,12 +49,13 @@ def test_the_exact_reference_is_the_same_on_avx2_and_tvm_matches_it_there(shippe
     here = ort_logits(data, x, exact=True)
     # the reference is float arithmetic: the same numbers whatever kernels the CPU class gets
     assert np.abs(avx2["exact"] - here).max() <= 1e-4
-    # the TVM library for that class (vpmaddwd on widened weights) computes exactly what the reference does
+    # the TVM library for that class (vpmaddwd on widened weights, vpmaddubsw where they fit 7 bits) computes what
+    # the reference does
     from edgenas.compile.build import compile_onnx_model
 
     ours = vm_logits(compile_onnx_model(data, "int8", cpu_target("avx2", tmp_path)).executable, x)
     step = output_step(onnx.load_from_string(data))
-    assert np.abs(ours - avx2["exact"]).max() <= step * 1.001
+    assert_matches_the_exact_reference(ours, avx2["exact"], step)
     # what ONNX Runtime's own int8 kernels do on that class is recorded, not trusted: it is its accuracy, not ours
     print(f"ONNX Runtime int8 on {AVX2_CPU}: {np.abs(avx2['shipped'] - avx2['exact']).max() / step:.1f} steps from "
           f"the exact reference")
@@ -89,3 +90,31 @@ def test_the_remedies_depend_on_the_runtime_that_ships():
     assert all(not r.reduce_range for r in recipes(QuantizeConfig(), "ort", pi))
     assert Recipe("minmax", True).remedy(Recipe("minmax")) == "reduce_range (7-bit weights)"
     assert run_cli("quantize", "x", "--out", "y", "--backend", "nope").returncode == 2
+
+
+@pytest.mark.parametrize("cpu,instruction", [("haswell", "vpmaddubsw"), ("skylake-avx512", "vpmaddubsw"),
+                                             ("alderlake", "vpdpbusd")])
+def test_each_x86_class_multiplies_exactly_with_its_own_instruction(shipped, cpu, instruction, tmp_path):
+    """Without VNNI, int8 ships with 7-bit weights and multiplies through vpmaddubsw (exact for them); with AVX-VNNI,
+    through the 256-bit vpdpbusd. Checked by disassembly on any machine, and run where this machine can."""
+    from edgenas.compile.build import compile_onnx_model
+    from edgenas.measure.tvm import export_library
+    from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for
+
+    target = cpu_target(cpu, tmp_path, run=False)
+    seven = seven_bit_for(target)
+    assert seven == (cpu != "alderlake")
+    fp32, info = load_bundle(shipped[0] / "fp32")
+    split = bundle_split(info, "fp32")
+    reader = Reader(info.input_name, model_inputs(info, split.train_x[:50]))
+    data = quantize_qdq(pre_process(tmp_path, fp32), tmp_path / "int8.onnx", reader, "minmax", False, [], seven)
+    compiled = compile_onnx_model(data, "int8", target)
+    asm = subprocess.run(["objdump", "-d", str(export_library(compiled.executable, tmp_path / "m.so", target))],
+                         capture_output=True, text=True, check=True).stdout
+    assert asm.count(instruction) >= 4 and ("zmm" in asm) == (cpu == "skylake-avx512")
+    if cpu == "alderlake":
+        assert "{vex} vpdpbusd" in asm  # AVX-VNNI's encoding, not AVX-512's
+    if host_runs(cpu):
+        x = model_inputs(info, split.val_x[:50])
+        ours, ref = vm_logits(compiled.executable, x), ort_logits(data, x, exact=True)
+        assert_matches_the_exact_reference(ours, ref, output_step(onnx.load_from_string(data)))

@@ -19,7 +19,7 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from edgenas.compile import int8
 from edgenas.compile.layout import QDQ_OPS, clip_as_arithmetic, qdq_as_arithmetic, transposed_constant
-from edgenas.compile.schedules import dot_product
+from edgenas.compile.schedules import dot_products, exact_weight_bound
 
 
 class _Rules:
@@ -173,12 +173,13 @@ class PadChannels(_Rules):
 @relax.transform.function_pass(opt_level=0)
 class WidenWeights(_Rules):
     """The int8 weights of uint8 x int8 convolutions and matmuls as `dtype` (int16) constants, for `vpmaddwd`, which
-    multiplies int16 pairs. The values do not change; the widening is done once, at compile time."""
+    multiplies int16 pairs. The values do not change; the widening is done once, at compile time. Weights within
+    `keep_within` in magnitude stay int8: the target's int8 dot product (vpmaddubsw) is exact for them, and faster."""
 
     patterns = staticmethod(_weight_calls)
 
-    def __init__(self, dtype: str):
-        self.dtype = dtype
+    def __init__(self, dtype: str, keep_within: int | None = None):
+        self.dtype, self.keep_within = dtype, keep_within
         self.p = self.patterns()
         self.rules = [(self.p["conv"], self.widen), (self.p["matmul"], self.widen)]
 
@@ -187,22 +188,24 @@ class WidenWeights(_Rules):
         grouped = orig.op.name == "relax.nn.conv2d" and int(orig.attrs.groups) != 1
         if grouped or str(x.ty.dtype) != "uint8" or w.dtype != np.int8 or str(orig.attrs.out_dtype) != "int32":
             return orig
+        if self.keep_within is not None and np.abs(w.astype(np.int32)).max() <= self.keep_within:
+            return orig
         return relax.Call(orig.op, [x, relax.const(w.astype(self.dtype))], orig.attrs)
 
 
 def compile_pipeline(target, layout: str) -> tvm.transform.Sequential:
     """The graph part of compile for `target` (a `tvm.target.Target`, which must be the current target while it runs:
     `with target:`) in `layout` (NCHW or NHWC). The integer dot product of the target's schedule
-    (`schedules.dot_product`) sets the channel multiple and the weight type of uint8 layers."""
+    (`schedules.dot_products`, best first) set the channel multiple and the weight type of uint8 layers."""
     passes = [IntegerQDQ(), ElementwiseQDQ()]
     if layout == "NHWC":
         passes.append(ToNHWC())
     passes.append(RequantMultiplier())
-    dot = dot_product(target)
-    if dot is not None and layout == "NHWC":
-        passes.append(PadChannels(dot.lanes, dot.depth))
-        if dot.weight_dtype != "int8":
-            passes.append(WidenWeights(dot.weight_dtype))
+    dots = dot_products(target)
+    if dots and layout == "NHWC":
+        passes.append(PadChannels(dots[0].lanes, dots[0].depth))
+        if wide := next((d for d in dots if d.weight_dtype != "int8"), None):
+            passes.append(WidenWeights(wide.weight_dtype, exact_weight_bound(target)))
     passes += [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
                relax.get_pipeline("zero")]
     return tvm.transform.Sequential(passes, name="edgenas.compile")

@@ -8,8 +8,10 @@ and the database left unscheduled, cover what the search spaces contain:
   register tiles, output channels in vectors, the epilogue computed per tile while the accumulators are hot, and
   the weights repacked at compile time (`layout_rewrite_preproc` blocks, split off and constant-folded by
   `prepack_weights`). With uint8 x int8 operands, the innermost product is one `vpdpbusd` on a CPU with AVX-512
-  VNNI (16 channels x 4), or one `vpmaddwd` on weights widened to int16 with AVX-512BW or AVX2 (16 or 8 channels
-  x 2), each through our own tensor intrinsic (`DotProduct`, `_register`).
+  VNNI (16 channels x 4) or AVX-VNNI (8 x 4); without VNNI (AVX-512BW, AVX2), `vpmaddubsw` then `vpmaddwd` by ones
+  on 7-bit weights (16 or 8 channels x 4), exact because their int16 pair sums cannot saturate, or one `vpmaddwd`
+  on full-range weights widened to int16 (16 or 8 x 2), each through our own tensor intrinsic (`DotProduct`,
+  `_register`).
 - `InlineElementwise`: every other kernel, each elementwise stage inlined into its neighbour, so one loop nest
   per reduction and one per epilogue is left.
 
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 
 #: 2: tiles sized to the target's vector registers (AVX2, SSE and NEON tiles no longer spill)
 VERSION = "edgenas-rules-2"
+#: the CPU classes whose kernels changed since, and how: their tables measured with VERSION are stale, the others'
+#: not (3: vpmaddubsw on 7-bit weights for x86 without VNNI, 256-bit vpdpbusd with AVX-VNNI)
+CLASS_VERSIONS = {"avxvnni": "edgenas-rules-3", "avx512bw": "edgenas-rules-3", "avx2": "edgenas-rules-3"}
 
 #: the anchor blocks TOPI names, and for each the loop order (spatial, then reduction) of its iterators
 ANCHORS = {
@@ -38,22 +43,33 @@ SPARE_REGISTERS = 8
 
 @dataclass(frozen=True)
 class DotProduct:
-    """An x86 instruction that sums `depth` uint8 x `weight_dtype` products into each of `lanes` int32 accumulators,
-    registered as a tensor intrinsic whose accumulator stays in registers (scope "local")."""
+    """An x86 instruction sequence that sums `depth` uint8 x `weight_dtype` products into each of `lanes` int32
+    accumulators, registered as a tensor intrinsic whose accumulator stays in registers (scope "local")."""
 
     intrin: str  # the tensor intrinsic's name
     lanes: int
     depth: int
     weight_dtype: str  # int16 for vpmaddwd: weights widened at compile time (passes.WidenWeights), so it is exact
-    llvm: str  # the LLVM intrinsic
+    llvm: str  # the LLVM intrinsic of the multiply
+    kind: str  # "vnni": one vpdpbusd; "madd": vpmaddwd + add; "ubsw": vpmaddubsw, vpmaddwd by ones + add
+    #: the largest weight magnitude for which it is exact (vpmaddubsw saturates its int16 pair sums beyond it:
+    #: 2 x 255 x 64 < 32,768); None: any int8 weight
+    weight_bound: int | None = None
+    widen: str = ""  # ubsw: the vpmaddwd that widens its int16 pair sums to int32
 
 
-#: u8 x i8 -> i32, one `vpdpbusd` (AVX-512 VNNI)
-VNNI = DotProduct("edgenas_vnni_16x4", 16, 4, "int8", "llvm.x86.avx512.vpdpbusd.512")
-#: u8 x i16 -> i32 pairs, one `vpmaddwd` and one add: AVX-512BW and AVX2 CPUs without VNNI. (`vpmaddubsw`, which
-#: multiplies uint8 by int8 directly, saturates its int16 pair sums, so it is not exact.)
-MADD_512 = DotProduct("edgenas_madd_16x2", 16, 2, "int16", "llvm.x86.avx512.pmaddw.d.512")
-MADD_256 = DotProduct("edgenas_madd_8x2", 8, 2, "int16", "llvm.x86.avx2.pmadd.wd")
+#: u8 x i8 -> i32, one `vpdpbusd`: AVX-512 VNNI (512 bits) and AVX-VNNI (256 bits, e.g. Alder Lake-N)
+VNNI = DotProduct("edgenas_vnni_16x4", 16, 4, "int8", "llvm.x86.avx512.vpdpbusd.512", "vnni")
+VNNI_256 = DotProduct("edgenas_vnni_8x4", 8, 4, "int8", "llvm.x86.avx512.vpdpbusd.256", "vnni")
+#: u8 x i8 -> i16 pairs (`vpmaddubsw`), then pairs of those -> i32 (`vpmaddwd` by ones): x86 without VNNI, for weights
+#: within 7 bits (quantized with reduce_range), where the int16 sums cannot saturate
+UBSW_512 = DotProduct("edgenas_ubsw_16x4", 16, 4, "int8", "llvm.x86.avx512.pmaddubs.w.512", "ubsw", 64,
+                      "llvm.x86.avx512.pmaddw.d.512")
+UBSW_256 = DotProduct("edgenas_ubsw_8x4", 8, 4, "int8", "llvm.x86.avx2.pmadd.ub.sw", "ubsw", 64, "llvm.x86.avx2.pmadd.wd")
+#: u8 x i16 -> i32 pairs, one `vpmaddwd` and one add: x86 without VNNI, for full-range weights, widened to int16 at
+#: compile time (exact where `vpmaddubsw` saturates)
+MADD_512 = DotProduct("edgenas_madd_16x2", 16, 2, "int16", "llvm.x86.avx512.pmaddw.d.512", "madd")
+MADD_256 = DotProduct("edgenas_madd_8x2", 8, 2, "int16", "llvm.x86.avx2.pmadd.wd", "madd")
 _REGISTERED: set[str] = set()
 
 
@@ -67,7 +83,7 @@ def _register(dot: DotProduct) -> None:
     if dot.intrin in _REGISTERED:
         return
     lanes, depth, wdtype = dot.lanes, dot.depth, dot.weight_dtype
-    acc, pairs = f"int32x{lanes}", f"int16x{2 * lanes}"
+    acc, pairs, quads = f"int32x{lanes}", f"int16x{2 * lanes}", f"int8x{4 * lanes}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((depth,), "uint8", offset_factor=1), b: T.Buffer((lanes, depth), wdtype, offset_factor=1),
@@ -81,47 +97,84 @@ def _register(dot: DotProduct) -> None:
                         vi, vk = T.axis.remap("SR", [i, k])
                         c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
-    @T.prim_func(s_tir=True)
-    def vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
-             c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16])
-            a4 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(dot.llvm), c.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(a4, 16), dtype="uint8x64"), b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+    # only the kind's own implementation is parsed: the others name intrinsics this DotProduct lacks
+    if dot.kind == "vnni":
+        @T.prim_func(s_tir=True)
+        def vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+                 c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+                T.writes(c[0:lanes])
+                a4 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+                c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(dot.llvm), c.vload([0], dtype=acc),
+                    T.reinterpret(T.broadcast(a4, lanes), dtype=f"uint8x{4 * lanes}"), b.vload([0, 0], dtype=quads), dtype=acc)
+        impl = vnni
+    elif dot.kind == "ubsw":
+        @T.prim_func(s_tir=True)
+        def ubsw(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+                 c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+                T.writes(c[0:lanes])
+                a4 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+                sums = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(dot.llvm),
+                                               T.reinterpret(T.broadcast(a4, lanes), dtype=f"uint8x{4 * lanes}"),
+                                               b.vload([0, 0], dtype=quads), dtype=pairs)
+                c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=acc) + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(dot.widen), sums, T.broadcast(T.int16(1), 2 * lanes), dtype=acc)
+        impl = ubsw
+    else:
+        @T.prim_func(s_tir=True)
+        def madd(a: T.Buffer((2,), "uint8", offset_factor=1), b: T.Buffer((lanes, 2), "int16", offset_factor=1),
+                 c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+                T.writes(c[0:lanes])
+                a2 = T.reinterpret(T.cast(a.vload([0], "uint8x2"), "int16x2"), dtype="int32")
+                c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=acc) + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(dot.llvm), T.reinterpret(T.broadcast(a2, lanes), dtype=pairs),
+                    b.vload([0, 0], dtype=pairs), dtype=acc)
+        impl = madd
 
-    @T.prim_func(s_tir=True)
-    def madd(a: T.Buffer((2,), "uint8", offset_factor=1), b: T.Buffer((lanes, 2), "int16", offset_factor=1),
-             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
-            T.writes(c[0:lanes])
-            a2 = T.reinterpret(T.cast(a.vload([0], "uint8x2"), "int16x2"), dtype="int32")
-            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=acc) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(dot.llvm), T.reinterpret(T.broadcast(a2, lanes), dtype=pairs),
-                b.vload([0, 0], dtype=pairs), dtype=acc)
-
-    TensorIntrin.register(dot.intrin, desc, vnni if dot is VNNI else madd, override=True)
+    TensorIntrin.register(dot.intrin, desc, impl, override=True)
     _REGISTERED.add(dot.intrin)
 
 
 def register_intrinsics() -> None:
-    for dot in (VNNI, MADD_512, MADD_256):
+    for dot in (VNNI, VNNI_256, UBSW_512, UBSW_256, MADD_512, MADD_256):
         _register(dot)
 
 
-def dot_product(target) -> DotProduct | None:
-    """The integer dot product this CPU's int8 layers multiply through, if any (none on ARM: plain vectors there)."""
+#: by CPU feature, best first: the integer dot products of a CPU class, each layer taking the first that fits it
+CLASSES = (("avx512vnni", (VNNI,)), ("avxvnni", (VNNI_256,)), ("avx512bw", (UBSW_512, MADD_512)),
+           ("avx2", (UBSW_256, MADD_256)))
+
+
+def cpu_class(target) -> str | None:
+    """The x86 class (a CLASSES feature) of an LLVM target, or None (ARM, GPU, an x86 without AVX2)."""
     from tvm.target import codegen
 
     if target.kind.name != "llvm":
         return None
-    for dot, feature in ((VNNI, "avx512vnni"), (MADD_512, "avx512bw"), (MADD_256, "avx2")):
-        if codegen.target_has_features(feature, target):
-            return dot
-    return None
+    return next((feature for feature, _ in CLASSES if codegen.target_has_features(feature, target)), None)
+
+
+def rules_version(target) -> str:
+    """The version of the rules that schedule `target`'s kernels (tables record it)."""
+    return CLASS_VERSIONS.get(cpu_class(target), VERSION)
+
+
+def dot_products(target) -> tuple[DotProduct, ...]:
+    """The integer dot products this CPU's uint8 layers multiply through, best first (none on ARM: plain vectors)."""
+    return dict(CLASSES).get(cpu_class(target), ())
+
+
+def exact_weight_bound(target) -> int | None:
+    """The largest weight magnitude this CPU's fastest int8 kernels are exact for, when they are not exact for every
+    int8 weight (x86 without VNNI: 64, 7-bit weights); None when they are."""
+    dots = dot_products(target)
+    return dots[0].weight_bound if dots else None
 
 
 def vector_registers(target) -> tuple[int, int]:
@@ -191,8 +244,8 @@ def _vector_padding(sch, pad) -> None:
 class ChannelConv:
     """A dlight rule for conv2d (NHWC/OHWI, any kernel, grouped or not) and matmul anchors."""
 
-    def __init__(self, dot: DotProduct | None, registers: tuple[int, int] = (512, 32)):
-        self.dot = dot
+    def __init__(self, dots: tuple[DotProduct, ...], registers: tuple[int, int] = (512, 32)):
+        self.dots = dots
         self.bits, self.registers = registers
 
     def __call__(self):
@@ -230,10 +283,8 @@ class ChannelConv:
         extent = lambda k: int(sch.get(loops[k]).extent)  # noqa: E731
         channels, depth = extent("f"), extent("rc")
         grouped = name == "group_conv2d_nhwc"
-        dot = self.dot
-        if not (dot and not grouped and channels % dot.lanes == 0 and depth % dot.depth == 0
-                and str(data_read.dtype) == "uint8" and str(weight_read.dtype) == dot.weight_dtype):
-            dot = None
+        dot = next((d for d in self.dots if not grouped and channels % d.lanes == 0 and depth % d.depth == 0
+                    and str(data_read.dtype) == "uint8" and str(weight_read.dtype) == d.weight_dtype), None)
         native = self.bits // 32  # int32 or fp32 accumulators per register
         lanes = dot.lanes if dot else _largest_divisor(channels, [native >> s for s in range(native.bit_length())])
         _repack_weight(sch, anchor, w, name == "matmul", lanes, dot)
@@ -294,11 +345,11 @@ def _inline_rule():
 
 
 def _conv_rule(target):
-    """`ChannelConv` for this CPU: its vector registers, and its integer dot product when it has one."""
-    dot = dot_product(target)
-    if dot:
+    """`ChannelConv` for this CPU: its vector registers, and its integer dot products when it has some."""
+    dots = dot_products(target)
+    for dot in dots:
         _register(dot)
-    return ChannelConv(dot, vector_registers(target))()
+    return ChannelConv(dots, vector_registers(target))()
 
 
 def default_task_schedule(task_mod, target):

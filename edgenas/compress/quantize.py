@@ -17,7 +17,7 @@ from pathlib import Path
 from edgenas.accuracy import Evaluator, bundle_split, model_inputs, ort_accuracy
 from edgenas.bundle import load_bundle, resolve, write_bundle
 from edgenas.errors import BadInput, EdgenasError
-from edgenas.qdq import Reader, pre_process, quantize_qdq
+from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for
 
 METHODS = ("minmax", "percentile", "entropy")
 #: how many of the most sensitive tensors to leave in float, tried in turn after the calibration methods
@@ -47,15 +47,20 @@ class Recipe:
         if self.excluded:
             return f"float layers: {', '.join(self.excluded)}"
         parts = ([f"calibration {self.method}"] if self.method != first.method else []) + \
-                (["reduce_range (7-bit weights)"] if self.reduce_range else [])
+                ([("reduce_range (7-bit weights)" if self.reduce_range else "8-bit weights")]
+                 if self.reduce_range != first.reduce_range else [])
         return ", ".join(parts)
 
 
 def recipes(cfg: QuantizeConfig, runtime: str, target) -> list[Recipe]:
-    """The gate's attempts before any layer is left in float, in order."""
-    first = Recipe(cfg.method)
+    """The gate's attempts before any layer is left in float, in order. TVM on x86 without VNNI starts from 7-bit
+    weights, which its fastest kernels need (`qdq.seven_bit_for`), and falls back to full-range weights (exact, slower
+    kernels); ONNX Runtime on x86 tries 7-bit weights, its documented remedy for CPUs without VNNI, first."""
+    others = [m for m in METHODS if m != cfg.method]
+    if runtime in ("tvm", "reference") and target is not None and seven_bit_for(target):
+        return [Recipe(cfg.method, True), *[Recipe(m, True) for m in others], Recipe(cfg.method)]
     x86_ort = runtime == "ort" and target is not None and target.arch == "x86_64" and target.device == "cpu"
-    return [first, *([Recipe(cfg.method, True)] if x86_ort else []), *[Recipe(m) for m in METHODS if m != cfg.method]]
+    return [Recipe(cfg.method), *([Recipe(cfg.method, True)] if x86_ort else []), *[Recipe(m) for m in others]]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import nn
 
-from edgenas.qdq import quantize_for_latency, quantized_boundaries, symmetric_for
+from edgenas.qdq import quantize_for_latency, quantized_boundaries, seven_bit_for, symmetric_for
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -31,12 +31,13 @@ def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
 
 
 def shipped_onnx(model: bytes, input_shape: tuple[int, ...], precision: str, target, block: bool = False) -> bytes:
-    """The graph a build ships for the fp32 `model` at `precision`: quantized as `quantize` does it for int8.
+    """The graph a build ships for the fp32 `model` at `precision`: quantized as `quantize` does it for int8 (with
+    the weights' range TVM's kernels of the target want).
     What latency tables, validation, the search and pruning measure, so that a prediction is of what ships. A `block`
     (a unit of a network, for a table) takes and gives quantized tensors, as it runs inside an int8 network."""
     if precision == "fp32":
         return model
-    q = quantize_for_latency(model, input_shape, symmetric_for(target))
+    q = quantize_for_latency(model, input_shape, symmetric_for(target), reduce_range=seven_bit_for(target))
     return quantized_boundaries(q) if block else q
 
 

@@ -100,13 +100,13 @@ class TableKey:
         changed), the table no longer describes what ships."""
         if not self.is_tvm:
             return None
-        from edgenas.compile.schedules import VERSION
-        from edgenas.compile.tune import database_dir
+        from edgenas.compile.schedules import rules_version
+        from edgenas.compile.tune import compile_target, database_dir
 
         db = database_dir(self.target, self.tuning_db)
         records = db / "database_tuning_record.json"
         digest = hashlib.sha256(records.read_bytes()).hexdigest()[:16] if records.exists() else None
-        return {"default": VERSION, "database": str(db), "records": digest}
+        return {"default": rules_version(compile_target(self.target)), "database": str(db), "records": digest}
 
 
 def schedules_differ(recorded: dict | None, now: dict | None) -> str | None:
