@@ -215,7 +215,9 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 
 
 @cli.command("build")
-@options(*TARGET, "budget-ms", "data", "backend")
+@options(*[o for o in TARGET if o != "precision"])
+@option("precision", auto_precision=True, default=BuildConfig.precision)
+@options("budget-ms", "data", "backend")
 @option("out", default=BuildConfig.out, show_default=True)
 @options("epochs", "limit", "subnets", "generations", "population", "margin-pct", "prune-ratio")
 @options("finetune-epochs")

@@ -20,6 +20,7 @@ from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import PRECISIONS
+from edgenas.tables.precision import AUTO
 
 #: the extra --backend choice of the verbs that measure tables: every backend this machine can measure
 ALL_BACKENDS = "all"
@@ -84,7 +85,9 @@ _SHARED = [
          help="The runtime that ships, whose latency and accuracy count: tvm, the compiled library, or ort, ONNX "
               f"Runtime (`profile` and `validate` also take {ALL_BACKENDS}: every one this machine can measure)."),
     _opt("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
-         help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does)."),
+         varying_default="`build` measures which precision pays on the target (auto); the other verbs name a table",
+         help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does; "
+              f"`build` also takes {AUTO}: int8 where it runs faster than fp32 on the target, measured)."),
     _opt("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
          help="TVM's convolution layout, as `compile` uses it (NHWC lets int8 dot-product instructions apply)."),
     _opt("--tuning-db", type=click.Path(path_type=Path), default=None,
@@ -154,13 +157,18 @@ def shared_options() -> dict[str, SharedOption]:
 
 def option(name: str, **override):
     """The click option for a shared flag; only a flag with a varying default may change its default (and whether it
-    is required), and --backend may add `all` to its choices (with all_backends=True)."""
+    is required), --backend may add `all` to its choices (with all_backends=True) and --precision `auto` (with
+    auto_precision=True)."""
     spec = SHARED[name]
     settings = dict(spec.settings)
     if override.pop("all_backends", False):
         if name != "backend":
             raise TypeError("only --backend takes all_backends")
         settings["type"] = click.Choice([*BACKENDS, ALL_BACKENDS])
+    if override.pop("auto_precision", False):
+        if name != "precision":
+            raise TypeError("only --precision takes auto_precision")
+        settings["type"] = click.Choice([*PRECISIONS, AUTO])
     if override and (not spec.varying_default or set(override) - {"default", "required", "show_default"}):
         raise TypeError(f"--{name} is shared: its settings are edgenas.cli_options' ({', '.join(override)} given)")
     settings.update(override)

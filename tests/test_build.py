@@ -15,13 +15,14 @@ from edgenas.artifact.artifact import load_artifact
 from edgenas.pipeline.rundir import RECORD, SCHEMA_VERSION
 from edgenas.tables.latency_table import LatencyTable
 
-EARLY = ("profile", "train", "search")
+EARLY = ("precision", "profile", "train", "search")
 
 
 def build_args(tables, out, budget_ms, *extra):
     return ("build", "--space", TINY_SPACE, "--backend", "ort", "--tables", tables, "--out", out, "--budget-ms", budget_ms,
             "--epochs", 1, "--limit", 640, "--subnets", 10, "--generations", 5, "--population", 10, "--finetune-epochs", 0,
-            "--calibration", 50, "--repeat", 5, "--threads", 1, *extra)
+            "--calibration", 50, "--repeat", 5, "--threads", 1, *(() if "--precision" in extra else ("--precision", "int8")),
+            *extra)
 
 
 def record(out) -> dict:
@@ -98,7 +99,7 @@ def test_resume_after_a_kill_repeats_no_finished_stage(built):
     for s in EARLY:
         assert after[s]["finished"] == before[s]["finished"] and after[s]["runs"] == 1, s
         assert f"{s}: reused" in stderr, stderr
-    assert list(after) == ["profile", "train", "search", "prune", "quantize", "compile", "bench"]
+    assert list(after) == ["precision", "profile", "train", "search", "prune", "quantize", "compile", "bench"]
     assert all(a["status"] == "done" for a in after.values())
     assert r["stages"] == {n: {k: a.get(k) for k in ("status", "seconds", "runs", "finished")} for n, a in after.items()}
 

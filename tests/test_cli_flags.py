@@ -17,6 +17,8 @@ from edgenas.measure.backends import BACKENDS
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
+from edgenas.tables.key import PRECISIONS
+from edgenas.tables.precision import AUTO
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_options()
@@ -71,6 +73,8 @@ def test_shared_flag_agrees_in_every_verb(name):
         got_type, want_type = _type_key(p.type), _type_key(want.type)
         if name == "backend" and verb in ALL_BACKEND_VERBS:
             want_type = (want_type[0], (*BACKENDS, ALL_BACKENDS), *want_type[2:])
+        if name == "precision" and verb == "build":
+            want_type = (want_type[0], (*PRECISIONS, AUTO), *want_type[2:])
         assert got_type == want_type, (verb, got_type, want_type)
         if not spec.varying_default:
             assert (p.default, p.required) == (want.default, want.required), (verb, p.default, p.required)
@@ -103,6 +107,7 @@ def test_the_varying_defaults_are_these():
     varying = {name: {v: None if p.required else p.default for v, p in TAKERS[spec.flag].items()}
                for name, spec in SHARED.items() if spec.varying_default}
     assert varying == {
+        "precision": {"build": AUTO, **dict.fromkeys(("profile", "search", "validate"), PRECISIONS[0])},
         "out": {"build": BuildConfig.out, "search": None, **dict.fromkeys(("train", "export", "prune", "quantize", "compile"))},
     }
     assert [v for v, p in TAKERS["--out"].items() if p.required] == ["train", "export", "prune", "quantize", "compile"]
@@ -116,7 +121,8 @@ def test_defaults_agree_with_the_settings_they_fill():
     assert default["subnets"] == BuildConfig.subnets
     assert (default["generations"], default["population"]) == (EvolutionConfig.generations, EvolutionConfig.population)
     assert default["epochs"] == TrainConfig.epochs == BuildConfig.epochs
-    for name in ("target", "data", "space", "limit", "precision", "layout", "tune-trials", "backend"):
+    assert BuildConfig.precision == AUTO and default["precision"] == PRECISIONS[0]
+    for name in ("target", "data", "space", "limit", "layout", "tune-trials", "backend"):
         assert default[name] == getattr(BuildConfig, name.replace("-", "_")), name
 
 

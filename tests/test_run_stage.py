@@ -131,7 +131,7 @@ def test_a_damaged_product_in_the_record_is_one_line_naming_the_record_and_stage
 
 
 def test_every_build_stage_declares_a_product_that_round_trips():
-    assert [s.name for s in STAGES] == ["profile", "train", "search", "prune", "quantize", "compile", "bench"]
+    assert [s.name for s in STAGES] == ["precision", "profile", "train", "search", "prune", "quantize", "compile", "bench"]
     names = {s.name for s in STAGES}
     for s in STAGES:
         assert set(s.after) <= names and hasattr(s.product, "from_dict"), s.name

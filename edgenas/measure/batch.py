@@ -44,6 +44,7 @@ class GraphJob:
     layer: LayerSpec | None = None
     arch: Arch | None = None
     seed: int = 0  # of the random BatchNorm statistics
+    precision: str | None = None  # as it ships at this precision; None: the table's
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -52,7 +53,8 @@ class GraphJob:
         return (1, self.space.in_channels, self.arch.resolution, self.arch.resolution)
 
     def onnx(self, precision: str, target) -> bytes:
-        """The graph as it ships at `precision` (`as_shipped`), with random weights."""
+        """The graph as it ships at its own precision or else `precision` (`as_shipped`), with random weights."""
+        precision = self.precision or precision
         from edgenas.measure.onnx_export import as_shipped
         from edgenas.space.blocks import Network, build_layer, randomize_bn
 
@@ -85,11 +87,13 @@ def _portable(key):
     return dataclasses.replace(key, target=dataclasses.replace(key.target))
 
 
-def measure_jobs(key, backend, jobs: Sequence[GraphJob], load: LoadMeter | None = None) -> Iterator[tuple[GraphJob, Measurement]]:
+def measure_jobs(key, backend, jobs: Sequence[GraphJob], load: LoadMeter | None = None,
+                 min_pooled: int = MIN_POOLED) -> Iterator[tuple[GraphJob, Measurement]]:
     """Each job's graph measured by `backend` as the table `key` measures, in order, as soon as it is measured;
-    `load` adds up what other processes took of the CPU meanwhile."""
+    `load` adds up what other processes took of the CPU meanwhile. TVM compiles on every core from `min_pooled`
+    jobs on."""
     workers, load = os.cpu_count() or 1, load or LoadMeter(here=False)
-    if not key.is_tvm or len(jobs) < MIN_POOLED or workers < 2:
+    if not key.is_tvm or len(jobs) < min_pooled or workers < 2:
         for job in jobs:
             with load.timing():  # exporting and compiling here is this process's own time: the meter leaves it out
                 measured = backend.measure(job.onnx(key.precision, key.target), job.shape)

@@ -12,7 +12,8 @@ from edgenas.errors import BadInput
 from edgenas.measure.backends import BACKENDS
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
-from edgenas.tables.key import PRECISIONS, check_precision
+from edgenas.tables.key import check_precision
+from edgenas.tables.precision import AUTO
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,8 @@ class BuildConfig:
     budget_ms: float = 2.0
     data: str = "digits"
     backend: str = "tvm"  # the table the search trusts and the runtime the budget is checked on
-    precision: str = PRECISIONS[0]  # what ships, and so the table the search budgets against
+    #: what ships, and so the table the search budgets against; auto: int8 where it runs faster than fp32, measured
+    precision: str = AUTO
     out: Path = Path("runs/build")
     space: str = "digits"
     tables: Path | None = None
@@ -51,7 +53,8 @@ class BuildConfig:
     def __post_init__(self):
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
             raise BadInput(f"--budget-ms {self.budget_ms!r}: must be a positive number of milliseconds")
-        check_precision(self.precision)
+        if self.precision != AUTO:
+            check_precision(self.precision)
         if self.backend not in BACKENDS:
             raise BadInput(f"--backend {self.backend}: one of {', '.join(BACKENDS)}")
         if self.layout not in LAYOUTS:

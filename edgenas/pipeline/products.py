@@ -39,6 +39,17 @@ class Product:
 
 
 @dataclass(frozen=True)
+class PrecisionProduct(Product):
+    """precision: what the build ships (int8 or fp32) and why; `--precision auto` measures which pays here
+    (`tables.precision.choose_precision`)."""
+    KIND: ClassVar[str] = "precision"
+    precision: str
+    why: str  # one line, for the summary
+    measured_ms: dict  # per precision, the probe networks' latencies; {} when nothing was measured
+    probe: str | None  # the probe's file
+
+
+@dataclass(frozen=True)
 class TableProduct(Product):
     """profile: the table the search budgets against, complete and corrected."""
     KIND: ClassVar[str] = "table"

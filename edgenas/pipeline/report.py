@@ -18,7 +18,7 @@ def summarize(results: dict, out: Path, target: str) -> dict:
         "target": target,
         "budget_ms": s.budget_ms, "margin_pct": s.margin_pct, "backend": b.checked_on, "statistic": b.statistic,
         # every latency below is of the network at this precision, as it ships: the table's, the search's, the artifact's
-        "precision": q.precision, "table": results["profile"].table,
+        "precision": q.precision, "precision_why": results["precision"].why, "table": results["profile"].table,
         "predicted_ms": {"searched": s.predicted_latency_ms, "pruned": after.predicted_ms, "artifact": after.predicted_ms},
         "measured_ms": {"searched": s.measured_latency_ms, "pruned": after.measured_ms, "artifact": b.measured_ms},
         "artifact_runs": b.runs,
@@ -52,6 +52,7 @@ def rows(sm: dict) -> list[tuple[str, str]]:
     pruned = (lambda text: f", {text}") if sm["pruned"] else (lambda text: "")
     return [
         ("budget", f"{sm['budget_ms']:g} ms on {sm['target']} ({sm['backend']}), searched with a {sm['margin_pct']:.1f}% guard band"),
+        ("precision", sm.get("precision_why") or prec),
         ("artifact latency", f"{prec} {_ms(me['artifact'])} measured ({sm['statistic']}{_again(sm)}), {_ms(pr['artifact'])} "
                              f"predicted: {verdict}"),
         (f"{prec} latency", f"searched {_ms(pr['searched'])} predicted, {_ms(me['searched'])} measured" +

@@ -15,7 +15,8 @@ from edgenas.errors import BadInput, warn
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig, readings_against
 from edgenas.pipeline.config import BuildConfig
-from edgenas.pipeline.products import (BenchProduct, CompiledProduct, NetworkFigures, PrunedProduct, QuantizedProduct,
+from edgenas.pipeline.products import (BenchProduct, CompiledProduct, NetworkFigures, PrecisionProduct, PrunedProduct,
+                                       QuantizedProduct,
                                        SupernetProduct, TableProduct)
 from edgenas.pipeline.rundir import fingerprint
 from edgenas.qdq import symmetric_for
@@ -40,11 +41,19 @@ class Context:
     threads: int
     results: dict = field(default_factory=dict)  # stage name -> its product
 
+    @property
+    def precision(self) -> str:
+        """What ships: the precision stage's choice (which runs first)."""
+        return self.results["precision"].precision
+
+    def key_at(self, precision: str) -> TableKey:
+        c = self.cfg
+        return TableKey(self.target, c.backend, precision, self.space, self.threads, self.rpc, c.layout, c.tuning_db)
+
     @cached_property
     def key(self) -> TableKey:
         """The table the search budgets against: this device's, at the precision and with the kernels that ship."""
-        c = self.cfg
-        return TableKey(self.target, c.backend, c.precision, self.space, self.threads, self.rpc, c.layout, c.tuning_db)
+        return self.key_at(self.precision)
 
     @property
     def table(self) -> Path:
@@ -81,6 +90,22 @@ class Stage:
     run: Callable[[Context], object]  # returns `product`
     product: type  # with to_dict() and from_dict(d, where), to record it and to read it back on a resume
     outputs: tuple[str, ...] = ()  # its directories in the run directory, emptied when its inputs change
+
+
+# ---- precision: what ships, measured when asked for auto ----------------------------------------------------------
+def _precision_inputs(ctx: Context) -> dict:
+    c = ctx.cfg
+    return {"asked": c.precision, "backend": c.backend, "target": ctx.target.to_dict(), "space": ctx.space.hash,
+            "layout": c.layout, "tuning_db": str(c.tuning_db), "measure": ctx.measures_here or ctx.rpc is not None}
+
+
+def _precision(ctx: Context) -> PrecisionProduct:
+    from edgenas.tables.precision import choose_precision
+
+    c = ctx.cfg
+    choice = choose_precision(c.precision, ctx.key_at("int8"), ctx.tables, ctx.measure_config(c.backend),
+                              ctx.measures_here or ctx.rpc is not None)
+    return PrecisionProduct(**choice.to_dict())
 
 
 # ---- profile: a valid table of this device, measured only when there is none ----------------------------------
@@ -196,7 +221,7 @@ def _prune(ctx: Context) -> PrunedProduct:
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"precision": c.precision, "calibration": c.calibration, "symmetric": symmetric_for(ctx.target),
+    return {"precision": ctx.precision, "calibration": c.calibration, "symmetric": symmetric_for(ctx.target),
             "max_drop": c.max_drop, "judge": {"backend": c.backend, "target": ctx.target.to_dict(), "layout": c.layout,
                                               "tuning_db": str(c.tuning_db)}}
 
@@ -208,7 +233,7 @@ def _quantize(ctx: Context) -> QuantizedProduct:
     from edgenas.compress.quantize import QuantizeConfig, quantize
 
     c, pruned = ctx.cfg, ctx.results["prune"]
-    if c.precision == "fp32":
+    if ctx.precision == "fp32":
         return QuantizedProduct(pruned.model, "fp32", pruned.after.val_accuracy, None, None, "none (fp32 build)", None)
     judge = Evaluator.for_backend(c.backend, ctx.target, c.layout, c.tuning_db)
     r = quantize(Path(pruned.model), ctx.out / "int8", QuantizeConfig(calibration=c.calibration, symmetric=symmetric_for(ctx.target),
@@ -280,7 +305,8 @@ def _bench(ctx: Context) -> BenchProduct:
 
 
 STAGES = (
-    Stage("profile", (), _profile_inputs, _profile, TableProduct),
+    Stage("precision", (), _precision_inputs, _precision, PrecisionProduct),
+    Stage("profile", ("precision",), _profile_inputs, _profile, TableProduct),
     Stage("train", (), _train_inputs, _train, SupernetProduct),
     Stage("search", ("profile", "train"), _search_inputs, _search, SearchReport, ("search",)),
     Stage("prune", ("search",), _prune_inputs, _prune, PrunedProduct, ("fp32", "pruned")),
