@@ -5,8 +5,14 @@ For each model, in one process: ONNX Runtime fp32 and int8, OpenVINO fp32 and in
 extra is installed; it reads the same ONNX files), and TVM fp32 and int8 compiled as `edgenas build` compiles
 them (untuned: the default schedules), plus TVM tuned (--trials MetaSchedule trials and/or --tune-minutes per build) when given.
 The engines are timed in interleaved rounds, so that a change in the machine's state is shared by all of them.
-Prints JSON (median ms per engine, and each TVM build as a ratio of ONNX Runtime int8 and OpenVINO int8) and
-draws one bar chart.
+Prints JSON (median ms per engine; each TVM build as a ratio of ONNX Runtime int8 and OpenVINO int8, and TVM int8 as a
+ratio of TVM fp32; the precision `build --precision auto` would ship by that ratio; and, for `main`, the artifact the
+build shipped) and draws one bar chart.
+
+CPU classes: the TVM int8 model is quantized as a build ships it for the class TVM compiles for (7-bit weights on x86
+without VNNI). ONNX Runtime and OpenVINO pick their kernels from this machine's CPUID, so with --llvm-cpu naming
+another class their figures, and the ratios against them, are this machine's class, not that one's: the JSON says
+so, and leaves those ratios out.
 
 Models: `main`, the network the README's main command ships (give its run directory with --build: its pruned
 fp32 model and its int8 model), and MobileNetV2 1.0 at 96x96 and 224x224 (random weights, int8 calibrated on
@@ -39,7 +45,10 @@ from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E40
 from edgenas.errors import BadInput  # noqa: E402
 from edgenas.measure.ort import make_session  # noqa: E402
 from edgenas.compile.tune import compile_target  # noqa: E402
+from edgenas.compile.schedules import cpu_class  # noqa: E402
+from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for  # noqa: E402
 from edgenas.tables.device import cpu_model  # noqa: E402
+from edgenas.tables.precision import TIE  # noqa: E402
 from edgenas.targets import get_target  # noqa: E402
 from edgenas.versions import versions  # noqa: E402
 
@@ -49,14 +58,32 @@ PEERS = ("ort_int8", "openvino_int8")
 
 def main_network(build: Path) -> tuple[bytes, bytes, dict]:
     """The shipped network of a `build` run: the pruned fp32 model (the searched one when pruning was skipped)
-    and the int8 model compiled into the artifact."""
+    and the int8 model of the build (its artifact's, when it shipped int8)."""
     fp32_dir = build / "pruned" if (build / "pruned" / "model.onnx").exists() else build / "fp32"
-    for d in (fp32_dir, build / "int8"):
-        if not (d / "model.onnx").exists():
-            raise BadInput(f"{d / 'model.onnx'}: not found; give --build the run directory of `edgenas build`")
-    fp32, _ = load_bundle(fp32_dir)
-    int8, info = load_bundle(build / "int8")
+    if not (fp32_dir / "model.onnx").exists():
+        raise BadInput(f"{fp32_dir / 'model.onnx'}: not found; give --build the run directory of `edgenas build`")
+    fp32, info = load_bundle(fp32_dir)
+    int8 = load_bundle(build / "int8")[0] if (build / "int8" / "model.onnx").exists() else None
     return fp32, int8, {"build": str(build), "input": list(info.input_shape), "accuracy": info.accuracy}
+
+
+def calibration_of(model: bytes, shape: tuple, build: Path | None) -> np.ndarray:
+    """The main network's training images (as `quantize` calibrates), or random inputs for MobileNetV2."""
+    if build is not None:
+        from edgenas.accuracy import bundle_split, model_inputs
+
+        info = load_bundle(build / "int8" if (build / "int8").exists() else build / "fp32")[1]
+        return model_inputs(info, bundle_split(info, str(build)).train_x[:300])
+    return np.random.default_rng(0).standard_normal((32, *shape[1:])).astype(np.float32)
+
+
+def quantized_for(fp32: bytes, shape: tuple, build: Path | None, seven_bit: bool, work: Path) -> bytes:
+    """int8 as a build ships it for a class: 7-bit weights where TVM's fastest kernels need them."""
+    import onnx
+
+    name = onnx.load_from_string(fp32).graph.input[0].name
+    return quantize_qdq(pre_process(work, fp32), work / f"int8-{int(seven_bit)}.onnx",
+                        Reader(name, calibration_of(fp32, shape, build)), "minmax", False, [], seven_bit)
 
 
 def openvino_runner(model: bytes, x: np.ndarray):
@@ -103,15 +130,34 @@ def tvm_target(llvm_cpu: str | None):
     return dataclasses.replace(host, tvm_target={**host.tvm_target, "mcpu": llvm_cpu}) if llvm_cpu else host
 
 
-def bench_model(name: str, fp32: bytes, int8: bytes, shape: tuple, args, work: Path) -> dict:
+def artifact_runner(build: Path, x: np.ndarray):
+    """The artifact `build` shipped, loaded as a user loads it: the TVM runtime and its library."""
+    import tvm
+    from tvm import relax
+
+    from edgenas.artifact.artifact import load_artifact
+
+    art = load_artifact(build / "artifact")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(art.library)), tvm.cpu())
+    tx = tvm.runtime.tensor(x)
+    return (lambda: vm["main"](tx)), {"precision": "int8" if art.meta.compile.quantized else "fp32",
+                                       "llvm_target": art.meta.target.tvm_target}
+
+
+def bench_model(name: str, fp32: bytes, int8: bytes | None, shape: tuple, args, work: Path) -> dict:
     target, compiled_for = get_target("host"), tvm_target(args.llvm_cpu)
+    build = args.build if name == "main" else None
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    seven = seven_bit_for(compiled_for)
+    # what a user without edgenas runs (ONNX Runtime's quantizer, full-range weights), and what a build ships here
+    peer_int8 = int8 if int8 is not None else quantized_for(fp32, shape, build, False, work)
+    ours_int8 = quantized_for(fp32, shape, build, True, work) if seven else peer_int8
     runners, info = {}, {}
-    for precision, model in (("fp32", fp32), ("int8", int8)):
-        sess = make_session(model, target, 1)
+    for precision, peer_model, model in (("fp32", fp32, fp32), ("int8", peer_int8, ours_int8)):
+        sess = make_session(peer_model, target, 1)
         feed = {sess.get_inputs()[0].name: x}
         runners[f"ort_{precision}"] = (lambda s=sess, f=feed: s.run(None, f))
-        ov = openvino_runner(model, x)
+        ov = openvino_runner(peer_model, x)
         if ov:
             runners[f"openvino_{precision}"] = ov
         runners[f"tvm_{precision}"], info[f"tvm_{precision}"] = tvm_runner(model, x, CompileConfig(tuning_db=work / "untuned"),
@@ -120,10 +166,16 @@ def bench_model(name: str, fp32: bytes, int8: bytes, shape: tuple, args, work: P
             cfg = CompileConfig(trials=args.trials, tuning_db=work / f"tuned-{precision}", tune_minutes=args.tune_minutes)
             runners[f"tvm_{precision}_tuned"], info[f"tvm_{precision}_tuned"] = tvm_runner(model, x, cfg, compiled_for)
         print(f"{name} {precision}: built", file=sys.stderr)
+    if build is not None and (build / "artifact").exists() and not args.llvm_cpu:
+        runners["tvm_shipped"], info["tvm_shipped"] = artifact_runner(build, x)
     ms = time_interleaved(runners, args.rounds, args.calls, args.warmup)
+    same_class = not args.llvm_cpu or cpu_class(compile_target(compiled_for)) == cpu_class(compile_target(target))
     ratios = {f"{tvm}/{peer}": round(ms[tvm] / ms[peer], 3)
-              for tvm in ms if tvm.startswith("tvm_") for peer in PEERS if peer in ms}
-    return {"median_ms": ms, "ratios": ratios, "tvm": info}
+              for tvm in ms if tvm.startswith("tvm_") and same_class for peer in PEERS if peer in ms}
+    ratios["tvm_int8/tvm_fp32"] = round(ms["tvm_int8"] / ms["tvm_fp32"], 3)
+    ships = "int8" if ms["tvm_int8"] <= ms["tvm_fp32"] * (1 + TIE) else "fp32"
+    return {"median_ms": ms, "ratios": ratios, "auto_precision_ships": ships, "int8_weights": "7-bit" if seven else "8-bit",
+            "tvm": info}
 
 
 def chart(results: dict, path: Path) -> None:
@@ -162,7 +214,14 @@ def main() -> None:
                     "haswell: AVX2, no AVX-512); ONNX Runtime and OpenVINO still use all of this machine's instructions")
     ap.add_argument("--work", type=Path, default=None, help="keep models and databases here [default: a temporary directory]")
     args = ap.parse_args()
-    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(tvm_target(args.llvm_cpu)).mcpu), "threads": 1, "trials": args.trials,
+    host_class = cpu_class(compile_target(get_target("host")))
+    tvm_class = cpu_class(compile_target(tvm_target(args.llvm_cpu)))
+    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(tvm_target(args.llvm_cpu)).mcpu),
+           "classes": {"tvm": tvm_class, "onnxruntime_openvino": host_class,
+                       "note": None if tvm_class == host_class else
+                       f"ONNX Runtime and OpenVINO ran this machine's {host_class} kernels: their figures are not of "
+                       f"the {tvm_class} class, and no ratio against them is given"},
+           "threads": 1, "trials": args.trials,
            "tune_minutes": args.tune_minutes, "versions": versions(), "models": {}}
     try:
         import openvino

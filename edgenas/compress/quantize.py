@@ -112,9 +112,9 @@ def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[li
 
 
 def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), threads: int = 1,
-             judge: Evaluator | None = None, flag: str = "--max-drop") -> QuantizeReport:
+             judge: Evaluator | None = None) -> QuantizeReport:
     """`judge` measures the int8 attempts (default: the exact reference, the QDQ model in float); the fp32 model is
-    measured in float. `flag` names the gate in the error, as the calling verb spells it."""
+    measured in float. The error names --max-drop, which `quantize` and `build` both take."""
     if cfg.method not in METHODS:
         raise BadInput(f"--method {cfg.method}: known calibration methods are {', '.join(METHODS)}")
     if cfg.calibration < 1:
@@ -160,6 +160,6 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
                                            **{k: v for k, v in report.to_dict().items() if k != "out_dir"}}))
     if not passed:
         raise EdgenasError(f"int8 loses {report.drop_points:.2f} points (fp32 {fp32:.4f}, int8 {acc:.4f} on "
-                           f"{judge.runtime}), more than {flag} {cfg.max_drop:g} after every remedy ({len(attempts)} "
+                           f"{judge.runtime}), more than --max-drop {cfg.max_drop:g} after every remedy ({len(attempts)} "
                            f"tried); the most accurate attempt is kept in {out} for inspection")
     return report
