@@ -134,6 +134,8 @@ def compile_cmd(model, target, out, tune_trials, tune_minutes, layout, tuning_db
     click.echo(f"{art.path}: {'int8' if c.quantized else 'float'} model for {tgt.name}, compiled in {c.seconds:.1f} s "
                f"({tuning}; database {c.tuning_database})")
     click.echo(f"  latency {m['median_ms']:.4f} ms median on {m['where']}" if m else f"  {art.meta.latency.not_measured}")
+    if (own := art.meta.accuracy.get("artifact")) is not None:
+        click.echo(f"  validation accuracy {own:.4f} (the library itself, run here)")
 
 
 @click.command("run")

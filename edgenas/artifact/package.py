@@ -52,9 +52,12 @@ def device_code(executable) -> dict | None:
             "kernels": source.count("__global__")}
 
 
-def artifact_accuracy(executable, info, target: Target, where: str) -> float | None:
-    """The compiled library's own validation accuracy, run here: what ships, not what a stage before it measured.
-    None when the target does not run here or the model came without its data."""
+def artifact_accuracy(library: Path, info, target: Target, where: str) -> float | None:
+    """The linked library's own validation accuracy, loaded and run here as a user loads it: what ships, not what a
+    stage before it measured. None when the target does not run here or the model came without its data. (Run on
+    the executable before it is exported, the VM would leave state that TVM warns about, line by line, on export.)"""
+    import tvm
+
     from edgenas.accuracy import bundle_split, model_inputs, top1, vm_logits
 
     if not target.runs_here or info is None or info.data is None or info.normalization is None:
@@ -64,7 +67,7 @@ def artifact_accuracy(executable, info, target: Target, where: str) -> float | N
     except BadInput as e:
         warn(f"the artifact's accuracy is not measured: {e}")
         return None
-    return top1(vm_logits(executable, model_inputs(info, split.val_x)), split.val_y)
+    return top1(vm_logits(tvm.runtime.load_module(str(library)), model_inputs(info, split.val_x)), split.val_y)
 
 
 def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure: MeasureConfig, threads: int,
@@ -72,13 +75,13 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
     onnx_path, _ = resolve(model)
     data, info = load_bundle(model)
     compiled = compile_onnx_model(data, str(onnx_path), target, cfg)
-    accuracy = dict(info.accuracy) if info else {}
-    if (own := artifact_accuracy(compiled.executable, info, target, str(onnx_path))) is not None:
-        accuracy["artifact"] = own
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
         library = export_library(compiled.executable, Path(tmp) / "model.so", target)
+        accuracy = dict(info.accuracy) if info else {}
+        if (own := artifact_accuracy(library, info, target, str(onnx_path))) is not None:
+            accuracy["artifact"] = own
         can_measure = target.runs_here or rpc is not None
         measured = measure_artifact(library, target, compiled.input.shape, compiled.input.dtype, measure, threads, rpc) \
             if can_measure else None
