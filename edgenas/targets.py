@@ -50,8 +50,12 @@ class Target:
 
     @property
     def runs_here(self) -> bool:
-        """Can this machine execute the target's code itself (no board needed)?"""
-        return self.device == "cpu" and self.arch == platform.machine()
+        """Can this machine execute the target's code itself (no board needed)? An x86 target compiled for a named
+        CPU (not `native`) runs here only when this CPU has the vector instructions LLVM gives that CPU: code for
+        `alderlake` dies with SIGILL on an AVX2-only machine."""
+        if self.device != "cpu" or self.arch != platform.machine():
+            return False
+        return self.arch != "x86_64" or _has_its_instructions(self)
 
     @cached_property
     def tvm(self):
@@ -67,6 +71,27 @@ class Target:
 
     def thread_count(self) -> int:
         return self.threads or (os.cpu_count() or 1)
+
+
+#: LLVM's names of the x86 vector features the CPU classes differ by, and /proc/cpuinfo's names for them
+X86_FEATURES = {"avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vnni": "avx512_vnni",
+                "avxvnni": "avx_vnni"}
+
+
+def _has_its_instructions(target: "Target", flags: set[str] | None = None) -> bool:
+    """`flags`: this CPU's, from /proc/cpuinfo unless given."""
+    spec = target.tvm_target
+    if not isinstance(spec, dict) or spec.get("mcpu") in (None, "native"):
+        return True  # compiled for this very CPU (or LLVM's baseline)
+    if flags is None:
+        try:
+            flags = set(open("/proc/cpuinfo").read().split())
+        except OSError:
+            return True  # not Linux: trust the architecture
+    from tvm.target import codegen
+
+    return all(flag in flags for feature, flag in X86_FEATURES.items()
+               if codegen.target_has_features(feature, target.tvm))
 
 
 def _resolve_native(spec: str | dict) -> str | dict:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import assert_matches_the_exact_reference, cpu_target, host_runs, output_step, run_cli
+from conftest import assert_matches_the_exact_reference, cpu_target, output_step, run_cli
 from edgenas.accuracy import bundle_split, model_inputs, ort_logits, vm_logits
 from edgenas.bundle import load_bundle
 
@@ -114,7 +114,23 @@ def test_each_x86_class_multiplies_exactly_with_its_own_instruction(shipped, cpu
     assert asm.count(instruction) >= 4 and ("zmm" in asm) == (cpu == "skylake-avx512")
     if cpu == "alderlake":
         assert "{vex} vpdpbusd" in asm  # AVX-VNNI's encoding, not AVX-512's
-    if host_runs(cpu):
+    if target.runs_here:
         x = model_inputs(info, split.val_x[:50])
         ours, ref = vm_logits(compiled.executable, x), ort_logits(data, x, exact=True)
         assert_matches_the_exact_reference(ours, ref, output_step(onnx.load_from_string(data)))
+
+
+def test_code_for_a_cpu_class_this_machine_lacks_does_not_run_here(tmp_path):
+    """An x86 target compiled for a named CPU runs here only with that CPU's vector instructions (else SIGILL): the
+    accuracy gate then stands the exact reference in for its library, and measuring needs the board."""
+    from edgenas.accuracy import Evaluator
+    from edgenas.targets import _has_its_instructions
+
+    avx2_only = {"avx2", "fma"}
+    assert _has_its_instructions(cpu_target("haswell", tmp_path, run=False), avx2_only)
+    assert not _has_its_instructions(cpu_target("alderlake", tmp_path, run=False), avx2_only)
+    assert not _has_its_instructions(cpu_target("skylake-avx512", tmp_path, run=False), avx2_only | {"avx512f"})
+    lacking = cpu_target("alderlake", tmp_path, run=False)
+    if not lacking.runs_here:  # on a machine without AVX-VNNI, as users of other classes are
+        judge = Evaluator.for_backend("tvm", lacking)
+        assert judge.runtime == "reference" and "does not run here" in judge.stand_in
