@@ -19,12 +19,9 @@ import numpy as np
 from edgenas.bundle import ModelInfo
 from edgenas.data import Split, load_split, to_input
 from edgenas.errors import BadInput
+from edgenas.measure.backends import BACKENDS
 from edgenas.measure.ort import make_session
 from edgenas.targets import Target
-
-#: who can judge a model: the TVM library, ONNX Runtime as it ships, or the exact reference
-RUNTIMES = ("tvm", "ort", "reference")
-
 
 def bundle_split(info: ModelInfo | None, where: str) -> Split:
     if info is None or info.data is None or info.normalization is None:
@@ -60,7 +57,8 @@ def vm_logits(executable, x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Evaluator:
-    """Who judges a model: `runtime` (one of RUNTIMES) for `target`, with compile's `layout` and `tuning_db`."""
+    """Who judges a model: `runtime` ("tvm": the library compile makes; "ort": ONNX Runtime as it ships; "reference":
+    the QDQ model in float) for `target`, with compile's `layout` and `tuning_db`."""
 
     runtime: str
     target: Target | None = None
@@ -74,8 +72,8 @@ class Evaluator:
     def for_backend(cls, backend: str, target: Target, layout: str = "NHWC", tuning_db: Path | None = None,
                     threads: int = 1) -> "Evaluator":
         """The judge of a model that ships to `target` on `backend` (tvm or ort)."""
-        if backend not in ("tvm", "ort"):
-            raise BadInput(f"--backend {backend}: one of tvm, ort")
+        if backend not in BACKENDS:
+            raise BadInput(f"--backend {backend}: one of {', '.join(BACKENDS)}")
         if not target.runs_here:
             return cls("reference", target, layout, tuning_db, threads,
                        f"target '{target.name}' does not run here; the QDQ model in float stands in "

@@ -67,7 +67,7 @@ def main_network(build: Path) -> tuple[bytes, bytes, dict]:
     return fp32, int8, {"build": str(build), "input": list(info.input_shape), "accuracy": info.accuracy}
 
 
-def calibration_of(model: bytes, shape: tuple, build: Path | None) -> np.ndarray:
+def calibration_of(shape: tuple, build: Path | None) -> np.ndarray:
     """The main network's training images (as `quantize` calibrates), or random inputs for MobileNetV2."""
     if build is not None:
         from edgenas.accuracy import bundle_split, model_inputs
@@ -83,7 +83,7 @@ def quantized_for(fp32: bytes, shape: tuple, build: Path | None, seven_bit: bool
 
     name = onnx.load_from_string(fp32).graph.input[0].name
     return quantize_qdq(pre_process(work, fp32), work / f"int8-{int(seven_bit)}.onnx",
-                        Reader(name, calibration_of(fp32, shape, build)), "minmax", False, [], seven_bit)
+                        Reader(name, calibration_of(shape, build)), "minmax", False, [], seven_bit)
 
 
 def openvino_runner(model: bytes, x: np.ndarray):

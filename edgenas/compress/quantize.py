@@ -55,7 +55,8 @@ class Recipe:
 def recipes(cfg: QuantizeConfig, runtime: str, target) -> list[Recipe]:
     """The gate's attempts before any layer is left in float, in order. TVM on x86 without VNNI starts from 7-bit
     weights, which its fastest kernels need (`qdq.seven_bit_for`), and falls back to full-range weights (exact, slower
-    kernels); ONNX Runtime on x86 tries 7-bit weights, its documented remedy for CPUs without VNNI, first."""
+    kernels); ONNX Runtime on x86 tries 7-bit weights, its documented remedy for CPUs without VNNI, as its first
+    remedy."""
     others = [m for m in METHODS if m != cfg.method]
     if runtime in ("tvm", "reference") and target is not None and seven_bit_for(target):
         return [Recipe(cfg.method, True), *[Recipe(m, True) for m in others], Recipe(cfg.method)]
