@@ -219,3 +219,36 @@ def test_a_pruning_target_out_of_reach_ships_the_searched_network(built, tmp_pat
     assert "is out of reach" in proc.stderr and "shipping the searched network unpruned" in proc.stderr
     sm = json.loads(proc.stdout)["summary"]
     assert not sm["pruned"] and sm["within_budget"] and not (run / "pruned" / "model.onnx").exists()
+
+
+def _quantize_stage(built, out, max_drop: float):
+    """An auto build's quantize stage, run on the fixture's pruned network, the precision stage having chosen int8."""
+    from edgenas.pipeline.build import open_context
+    from edgenas.pipeline.config import BuildConfig
+    from edgenas.pipeline.products import PrecisionProduct, PrunedProduct
+    from edgenas.pipeline.stages import STAGES
+
+    tables, run, *_ = built
+    ctx = open_context(BuildConfig(backend="ort", space=TINY_SPACE, tables=tables, out=out, threads=1, repeat=5,
+                                   calibration=50, max_drop=max_drop))
+    ctx.results["precision"] = PrecisionProduct("int8", "the probe's reason", {}, None)
+    ctx.results["prune"] = PrunedProduct.from_dict(record(run)["stages"]["prune"]["result"])
+    return next(s for s in STAGES if s.name == "quantize").run(ctx)
+
+
+def test_auto_ships_the_precision_in_which_the_shipped_network_itself_runs_faster(built, tmp_path):
+    from edgenas.tables.precision import TIE
+
+    q = _quantize_stage(built, tmp_path / "run", 1.0)
+    i8, f32 = q.measured_ms["int8"], q.measured_ms["fp32"]
+    assert min(i8, f32) > 0 and q.precision == ("int8" if i8 <= f32 * (1 + TIE) else "fp32")
+    assert q.why.startswith(f"{q.precision}: the shipped network") and f"{i8:.4f} ms as int8" in q.why
+    shipped = (tmp_path / "run" / "int8") if q.precision == "int8" else Path(record(built[1])["stages"]["prune"]["result"]["model"])
+    assert Path(q.model) == shipped and q.int8_accuracy is not None  # the gate's figures are kept either way
+
+
+def test_auto_ships_fp32_when_int8_fails_its_gate(built, tmp_path):
+    q = _quantize_stage(built, tmp_path / "run", -100.0)  # int8 would have to gain 100 points
+    pruned = record(built[1])["stages"]["prune"]["result"]
+    assert q.precision == "fp32" and q.model == pruned["model"] and q.measured_ms is None
+    assert q.why.startswith("fp32: int8 failed the accuracy gate on ort") and "--max-drop -100" in q.why

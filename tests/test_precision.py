@@ -1,5 +1,6 @@
 """`build --precision auto`: int8 only where it runs faster than fp32 on the target, measured as it ships."""
 
+import dataclasses
 import json
 
 from conftest import TINY_SPACE
@@ -39,3 +40,23 @@ def test_an_explicit_precision_or_an_unmeasurable_target_measures_nothing(tmp_pa
     board = choose_precision("auto", _key(), tmp_path, CFG, can_measure=False)
     assert board.precision == "int8" and "not measured here" in board.why
     assert not probe_path(_key(), tmp_path).exists()
+
+
+def test_side_by_side_compiles_and_times_the_models_as_they_ship_with_tvm():
+    from edgenas.compress.prune import macs_params
+    from edgenas.measure.batch import GraphJob
+    from edgenas.space.blocks import Network
+    from edgenas.tables.precision import measure_side_by_side
+
+    key = TableKey(get_target("host"), "tvm", "int8", get_space(TINY_SPACE), 1)
+    big = key.space.largest()
+    small = dataclasses.replace(key.space.smallest(), resolution=big.resolution)  # one input shape for all
+    macs = [macs_params(Network(key.space, a))[0] for a in (big, small)]
+    assert macs[0] > 2.5 * macs[1]
+    shape = GraphJob(key.space, arch=big).shape
+    models = {"int8": GraphJob(key.space, arch=big).onnx("int8", key.target),
+              "fp32": GraphJob(key.space, arch=big).onnx("fp32", key.target),
+              "small": GraphJob(key.space, arch=small).onnx("fp32", key.target)}
+    ms = measure_side_by_side(key, CFG, models, shape)
+    assert list(ms) == ["int8", "fp32", "small"] and min(ms.values()) > 0
+    assert ms["fp32"] > ms["small"]  # a network with less than half the work is not measured slower

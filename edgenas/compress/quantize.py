@@ -112,6 +112,10 @@ def sensitive_nodes(pre: Path, qdq: Path, reader: Reader, work: Path) -> list[li
     return groups
 
 
+class GateFailed(EdgenasError):
+    """int8 lost more than --max-drop after every remedy: a build that may choose its precision ships fp32."""
+
+
 def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), threads: int = 1,
              judge: Evaluator | None = None) -> QuantizeReport:
     """`judge` measures the int8 attempts (default: the exact reference, the QDQ model in float); the fp32 model is
@@ -160,7 +164,7 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
                                    record={"source": str(onnx_path.resolve()), **cfg.__dict__,
                                            **{k: v for k, v in report.to_dict().items() if k != "out_dir"}}))
     if not passed:
-        raise EdgenasError(f"int8 loses {report.drop_points:.2f} points (fp32 {fp32:.4f}, int8 {acc:.4f} on "
+        raise GateFailed(f"int8 loses {report.drop_points:.2f} points (fp32 {fp32:.4f}, int8 {acc:.4f} on "
                            f"{judge.runtime}), more than --max-drop {cfg.max_drop:g} after every remedy ({len(attempts)} "
                            f"tried); the most accurate attempt is kept in {out} for inspection")
     return report

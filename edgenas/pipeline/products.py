@@ -111,6 +111,11 @@ class QuantizedProduct(Product):
     drop_points: float | None
     remedy: str
     report: dict | None  # the quantizer's report (`QuantizeReport.to_dict()`); None for an fp32 build
+    #: why this precision ships when it is not the precision stage's choice: int8 failed the gate, or this
+    #: network measured faster in fp32 (`--precision auto` only); None: the precision stage's reason stands
+    why: str | None = None
+    #: per precision, this network's latency (ms) measured side by side with the backend that ships; None: not measured
+    measured_ms: dict | None = None
 
 
 @dataclass(frozen=True)

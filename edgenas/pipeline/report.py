@@ -14,12 +14,15 @@ def summarize(results: dict, out: Path, target: str) -> dict:
     """The figures a person asks for first, from the stages' products; every latency is the table's statistic."""
     s, p, q, c, b = (results[k] for k in ("search", "prune", "quantize", "compile", "bench"))
     before, after = p.before, p.after
+    searched_as = results["profile"].precision  # the table's: what the search and prune predicted and measured
     return {
         "target": target,
         "budget_ms": s.budget_ms, "margin_pct": s.margin_pct, "backend": b.checked_on, "statistic": b.statistic,
         # every latency below is of the network at this precision, as it ships: the table's, the search's, the artifact's
-        "precision": q.precision, "precision_why": results["precision"].why, "table": results["profile"].table,
-        "predicted_ms": {"searched": s.predicted_latency_ms, "pruned": after.predicted_ms, "artifact": after.predicted_ms},
+        "precision": q.precision, "precision_why": q.why or results["precision"].why, "table": results["profile"].table,
+        "searched_precision": searched_as, "side_by_side_ms": q.measured_ms,
+        "predicted_ms": {"searched": s.predicted_latency_ms, "pruned": after.predicted_ms,
+                         "artifact": after.predicted_ms if q.precision == searched_as else None},
         "measured_ms": {"searched": s.measured_latency_ms, "pruned": after.measured_ms, "artifact": b.measured_ms},
         "artifact_runs": b.runs,
         # the checked runtime's readings: two when the first was over the budget (the lower decides, above)
@@ -53,9 +56,10 @@ def rows(sm: dict) -> list[tuple[str, str]]:
     return [
         ("budget", f"{sm['budget_ms']:g} ms on {sm['target']} ({sm['backend']}), searched with a {sm['margin_pct']:.1f}% guard band"),
         ("precision", sm.get("precision_why") or prec),
-        ("artifact latency", f"{prec} {_ms(me['artifact'])} measured ({sm['statistic']}{_again(sm)}), {_ms(pr['artifact'])} "
-                             f"predicted: {verdict}"),
-        (f"{prec} latency", f"searched {_ms(pr['searched'])} predicted, {_ms(me['searched'])} measured" +
+        ("artifact latency", f"{prec} {_ms(me['artifact'])} measured ({sm['statistic']}{_again(sm)}), " +
+                             (f"{_ms(pr['artifact'])} predicted" if pr["artifact"] is not None else
+                              f"not predicted (the table is {sm.get('searched_precision')})") + f": {verdict}"),
+        (f"{sm.get('searched_precision', prec)} latency", f"searched {_ms(pr['searched'])} predicted, {_ms(me['searched'])} measured" +
                             pruned(f"pruned {_ms(pr['pruned'])} predicted, {_ms(me['pruned'])} measured")),
         ("accuracy (validation)", (f"artifact {acc['artifact']:.4f} ({prec}, the library itself); "
                                    if acc.get("artifact") is not None else "artifact not measured here; ") +

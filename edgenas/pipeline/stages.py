@@ -6,7 +6,7 @@ writes its files under the run directory, and returns its own product, which the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -221,24 +221,54 @@ def _prune(ctx: Context) -> PrunedProduct:
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"precision": ctx.precision, "calibration": c.calibration, "symmetric": symmetric_for(ctx.target),
+    return {"precision": ctx.precision, "asked": c.precision, "backend": c.backend, "calibration": c.calibration, "symmetric": symmetric_for(ctx.target),
             "max_drop": c.max_drop, "judge": {"backend": c.backend, "target": ctx.target.to_dict(), "layout": c.layout,
                                               "tuning_db": str(c.tuning_db)}}
 
 
 def _quantize(ctx: Context) -> QuantizedProduct:
     """int8 (as the table measured it), gated on the accuracy of what ships (the target's TVM library, or the ONNX
-    model in ONNX Runtime), or for an fp32 build the pruned model handed on as it is."""
+    model in ONNX Runtime), or for an fp32 build the pruned model handed on as it is. Under `--precision auto` the
+    build never ships something slower or worse than it could have: fp32 when int8 fails the gate, and fp32 when
+    this network, measured in both precisions side by side, runs faster in fp32."""
     from edgenas.accuracy import Evaluator
-    from edgenas.compress.quantize import QuantizeConfig, quantize
+    from edgenas.compress.quantize import GateFailed, QuantizeConfig, quantize
 
     c, pruned = ctx.cfg, ctx.results["prune"]
+    fp32 = QuantizedProduct(pruned.model, "fp32", pruned.after.val_accuracy, None, None, "none (fp32 build)", None)
     if ctx.precision == "fp32":
-        return QuantizedProduct(pruned.model, "fp32", pruned.after.val_accuracy, None, None, "none (fp32 build)", None)
+        return fp32
     judge = Evaluator.for_backend(c.backend, ctx.target, c.layout, c.tuning_db)
-    r = quantize(Path(pruned.model), ctx.out / "int8", QuantizeConfig(calibration=c.calibration, symmetric=symmetric_for(ctx.target),
-                                                                       max_drop=c.max_drop), judge=judge)
-    return QuantizedProduct(str(ctx.out / "int8"), "int8", r.fp32_accuracy, r.int8_accuracy, r.drop_points, r.remedy, r.to_dict())
+    try:
+        r = quantize(Path(pruned.model), ctx.out / "int8", QuantizeConfig(
+            calibration=c.calibration, symmetric=symmetric_for(ctx.target), max_drop=c.max_drop), judge=judge)
+    except GateFailed as e:
+        if c.precision != "auto":
+            raise
+        warn(f"{e}; --precision auto ships fp32")
+        return replace(fp32, why=f"fp32: int8 failed the accuracy gate on {judge.runtime} ({e})")
+    int8 = QuantizedProduct(str(ctx.out / "int8"), "int8", r.fp32_accuracy, r.int8_accuracy, r.drop_points, r.remedy,
+                            r.to_dict())
+    if c.precision != "auto" or not (ctx.measures_here or ctx.rpc is not None):
+        return int8
+    return _faster_precision(ctx, int8, fp32)
+
+
+def _faster_precision(ctx: Context, int8: QuantizedProduct, fp32: QuantizedProduct) -> QuantizedProduct:
+    """The shipped network in both precisions, measured side by side: the precision stage probed other networks of
+    the space, and a small or pruned network can turn the other way."""
+    from edgenas.bundle import load_bundle
+    from edgenas.tables.precision import faster_of, measure_side_by_side
+
+    models = {q.precision: load_bundle(Path(q.model)) for q in (int8, fp32)}
+    shape = models["fp32"][1].input_shape
+    measured = measure_side_by_side(ctx.key, ctx.measure_config(ctx.cfg.backend),
+                                    {p: data for p, (data, _) in models.items()}, shape)
+    where = f"on {ctx.cfg.backend} " + ("here" if ctx.rpc is None else f"on the board '{ctx.rpc.key}'")
+    choice = faster_of(measured, "the shipped network", where)
+    shipped = int8 if choice.precision == "int8" else fp32
+    return replace(shipped, int8_accuracy=int8.int8_accuracy, drop_points=int8.drop_points, remedy=int8.remedy,
+                   report=int8.report, why=choice.why, measured_ms=measured)
 
 
 def _compile_inputs(ctx: Context) -> dict:

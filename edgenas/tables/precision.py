@@ -10,6 +10,8 @@ the device's tables (`precision-<backend>[-<layout>].json`) and measured again w
 from __future__ import annotations
 
 import random
+import statistics
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from edgenas.tables.key import PRECISIONS, TableKey
 from edgenas.tables.latency_table import STATISTIC
 
 AUTO = "auto"
+#: ONNX Runtime times one graph at a time: the models take turns this many times, and each keeps its median
+ROUNDS = 3
 #: int8 is kept unless fp32 runs faster by more than this share: closer than that, two probes of the same machine
 #: disagree, and int8 is the smaller artifact with the tables already measured
 TIE = 0.03
@@ -91,8 +95,41 @@ def choose_precision(asked: str, key: TableKey, tables: Path, cfg: MeasureConfig
         atomic_write_json(path, {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "identity": ident,
                                  "networks": [a.encoding for a in probe_networks(key.space)], "measured_ms": measured,
                                  "measured": now()})
-    i8, f32 = sum(measured["int8"]), sum(measured["fp32"])
+    summed = faster_of({p: sum(measured[p]) for p in PRECISIONS}, "a middle and the largest network of the space",
+                       f"on {key.backend} here")
+    return PrecisionChoice(summed.precision, summed.why, measured, str(path))
+
+
+def measure_side_by_side(key: TableKey, cfg: MeasureConfig, models: dict[str, bytes],
+                         shape: tuple[int, ...]) -> dict[str, float]:
+    """Each model's latency (ms, the tables' statistic) with the backend that ships, in one run that gives every
+    model the same machine state: for TVM, compiled as `compile` compiles them into one library and timed in turns
+    (`time_functions`); for ONNX Runtime, measured in alternation, `ROUNDS` times."""
+    names, backend = list(models), key.make_backend(cfg)
+    try:
+        if key.is_tvm:
+            from edgenas.compile.build import CompileConfig, compile_onnx_graphs, graph_function
+            from edgenas.measure.tvm import export_library
+
+            executable, inputs = compile_onnx_graphs([models[n] for n in names], key.target,
+                                                     CompileConfig(0, key.layout, key.tuning_db))
+            with tempfile.TemporaryDirectory(prefix="edgenas-side-by-side-") as tmp:
+                library = export_library(executable, Path(tmp) / "models.so", key.target)
+                found = backend.measure_functions(library, [(graph_function(i), shape, inp.dtype)
+                                                            for i, inp in enumerate(inputs)])
+            return {n: round(getattr(m, STATISTIC), 6) for n, m in zip(names, found)}
+        runs: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(ROUNDS):
+            for n in names:
+                runs[n].append(getattr(backend.measure(models[n], shape), STATISTIC))
+        return {n: round(statistics.median(v), 6) for n, v in runs.items()}
+    finally:
+        backend.close()
+
+
+def faster_of(measured: dict[str, float], what: str, where: str) -> PrecisionChoice:
+    """int8 unless fp32 is faster by more than `TIE`; `measured`: ms per precision of `what`."""
+    i8, f32 = measured["int8"], measured["fp32"]
     precision = "int8" if i8 <= f32 * (1 + TIE) else "fp32"
-    why = (f"{precision}: a middle and the largest network of the space ran in {i8:.4f} ms as int8 and "
-           f"{f32:.4f} ms as fp32 on {key.backend} here (int8/fp32 {i8 / f32:.2f})")
-    return PrecisionChoice(precision, why, measured, str(path))
+    return PrecisionChoice(precision, f"{precision}: {what} ran in {i8:.4f} ms as int8 and {f32:.4f} ms as fp32 "
+                                      f"{where} (int8/fp32 {i8 / f32:.2f})", measured, None)
