@@ -96,22 +96,29 @@ def _backends(choice: str, target, rpc) -> list[str]:
 @option("backend", all_backends=True)
 @click.option("--resume", is_flag=True, help="Keep the existing table and measure only its missing entries.")
 @click.option("--overwrite", is_flag=True, help="Measure every entry again.")
+@click.option("--full", is_flag=True, help="Measure every block: no adapting from other devices' tables, and an adapted "
+                                           "table's adapted entries measured.")
 def profile_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, backend,
-                resume, overwrite):
-    """Measure every unique block of the space on the target into this device's latency table."""
+                resume, overwrite, full):
+    """Measure the blocks of the space on the target into this device's latency table.
+
+    With no table for this device yet, a few blocks are measured and the rest adapted from the complete tables of
+    other devices for the same space and backend (--full measures them all)."""
     from edgenas.tables.profile import profile
 
     tgt, spc, tdir, rpc = _resolve(target, space, tables, rpc_tracker, rpc_key)
     ensure_writable_dir(tdir, "--tables")
     results = [
         profile(_key(tgt, b, precision, spc, threads, rpc, layout, tuning_db), tdir, resume=resume, overwrite=overwrite,
-                cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
+                full=full, cfg=MeasureConfig.for_backend(b, repeat)).to_dict()
         for b in _backends(backend, tgt, rpc)
     ]
     if as_json:
         return _print_json(results)
     for r in results:
-        click.echo(f"{r['table']}: {r['entries']} entries ({r['measured']} measured now, {r['reused']} kept) in {r['seconds']:.1f} s")
+        adapted = f", {r['adapted']} adapted" if r["adapted"] else ""
+        click.echo(f"{r['table']}: {r['entries']} entries ({r['measured']} measured now, {r['reused']} kept{adapted}) "
+                   f"in {r['seconds']:.1f} s")
 
 
 @cli.command("validate")

@@ -45,7 +45,7 @@ def main() -> None:
         if not args.keep:  # fresh whole-network measurements too, not ones cached by an earlier run
             key.path(args.tables).with_suffix(".samples.json").unlink(missing_ok=True)
         t0 = time.perf_counter()
-        prof = profile(key, args.tables, resume=args.keep, overwrite=not args.keep)
+        prof = profile(key, args.tables, resume=args.keep, overwrite=not args.keep, full=True)
         profile_s = time.perf_counter() - t0
         rep = validate(key, args.tables, args.samples)
         out["backends"][key.name] = {

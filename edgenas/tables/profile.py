@@ -1,4 +1,5 @@
-"""`edgenas profile`: measure every unique block of a space on a target, resumably."""
+"""`edgenas profile`: measure every unique block of a space on a target, or adapt the table from other devices' from a
+few of them (`tables.adapt`), resumably."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from edgenas.measure.batch import GraphJob, measure_jobs
 from edgenas.measure.load import LoadMeter, busy_note
 from edgenas.measure.timing import MeasureConfig
 from edgenas.progress import bar
+from edgenas.tables.adapt import (ADAPTED, AdaptReport, adapted_keys, find_sources, fit_adapted, probe_layers, probe_size,
+                                  rank_sources)
 from edgenas.tables.device import device_info
 from edgenas.tables.key import TableKey, schedules_differ
 from edgenas.tables.latency_table import LatencyTable
@@ -29,6 +32,7 @@ class ProfileResult:
     measured: int
     reused: int
     seconds: float
+    adapted: int = 0  # entries adapted from other devices' tables rather than measured (`tables.adapt`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,38 +52,93 @@ def new_table(key: TableKey, backend, cfg: MeasureConfig) -> LatencyTable:
     })
 
 
-def profile(key: TableKey, tables_dir: Path, *, resume: bool = False, overwrite: bool = False,
+def profile(key: TableKey, tables_dir: Path, *, resume: bool = False, overwrite: bool = False, full: bool = False,
             cfg: MeasureConfig | None = None) -> ProfileResult:
+    """This device's table. With no table yet and complete tables of other devices for the same space and backend,
+    adapted from them (`tables.adapt`) unless `full`; `full` on an adapted table measures its adapted entries."""
     cfg = cfg or MeasureConfig.for_backend(key.backend)
     path = key.path(tables_dir)
     space = key.space
     with exclusive_lock(path):
         table = None
         if path.exists() and not overwrite:
-            if not resume:
+            if not (resume or full):
                 old = LatencyTable.load(path)
                 raise BadInput(
-                    f"{path} already exists ({len(old.entries)} of {len(space.all_layers())} entries); pass --resume "
-                    f"to measure only what is missing, or --overwrite to measure everything again"
+                    f"{path} already exists ({len(old.entries)} of {len(space.all_layers())} entries, "
+                    f"{len(adapted_keys(old))} adapted); pass --resume to measure only what is missing, --full to measure "
+                    f"its adapted entries too, or --overwrite to measure everything again"
                 )
             table = LatencyTable.open(path, key.identity())
             schedules = key.schedules()
             if stale := schedules_differ(table.meta.get("schedules"), schedules):
                 warn(f"{path}: {stale}: measuring every entry again with the kernels compile uses now")
                 table.entries, table.correction, table.meta["schedules"] = {}, None, schedules
-        todo = table.missing(space) if table else space.all_layers()
+                table.meta.pop(ADAPTING, None), table.meta.pop("adapted", None)
+        plan = None if full else adaptation_plan(key, tables_dir, table)
         total = len(space.all_layers())
         start = time.perf_counter()
-        if todo:
+        if plan:
+            sources, probe = plan
+            todo = [layer for layer in probe if layer.key not in table.entries] if table else probe
+        else:
+            todo = table.missing(space) if table else space.all_layers()
+            if full and table:
+                todo += [layer for layer in space.all_layers() if layer.key in set(adapted_keys(table))]
+        if todo or plan:
             backend = key.make_backend(cfg)
             try:
-                table = table or new_table(key, backend, cfg)
+                if table is None:
+                    table = new_table(key, backend, cfg)
+                    if plan:
+                        table.meta[ADAPTING] = {"sources": [s.label for s in sources], "probe": [p.key for p in probe]}
                 table.path = path
-                _measure_into(table, todo, backend, key, total, f"profile {key.target.name}/{key.name}")
+                what = f"adapt {key.target.name}/{key.name} (probe)" if plan else f"profile {key.target.name}/{key.name}"
+                _measure_into(table, todo, backend, key, len(probe) if plan else total, what)
             finally:
                 backend.close()
+            if plan:
+                _fill_in(table, key, sources, probe)
+            elif full:
+                table.meta.pop("adapted", None)
+                table.correction = None  # fitted to adapted entries: validate again
+                table.save()
+        adapted = len(adapted_keys(table)) if table else 0
         return ProfileResult(str(path), key.target.name, key.backend, key.precision, space.name, total, len(todo),
-                             total - len(todo), round(time.perf_counter() - start, 2))
+                             total - len(todo) - adapted, round(time.perf_counter() - start, 2), adapted)
+
+
+#: the table's meta field while an adaptation is measuring its probe: what to resume
+ADAPTING = "adapting"
+
+
+def adaptation_plan(key: TableKey, tables_dir: Path, table: LatencyTable | None):
+    """(sources, probe units) when this table is to be adapted: a new table with sources to adapt from, or an
+    interrupted adaptation; else None (a full profile)."""
+    if table is not None and ADAPTING not in table.meta:
+        return None
+    sources = find_sources(key, tables_dir)
+    if not sources or probe_size(key.space) >= len(key.space.all_layers()):
+        return None
+    if table is not None:
+        keys = set(table.meta[ADAPTING]["probe"])
+        return sources, [layer for layer in key.space.all_layers() if layer.key in keys]
+    return sources, probe_layers(key.space, sources)
+
+
+def _fill_in(table: LatencyTable, key: TableKey, sources: list, probe: list) -> None:
+    """The probe is measured: every other entry adapted from the sources that agree best with it."""
+    measured = {layer.key: table.entries[layer.key][STATISTIC] for layer in probe}
+    best = rank_sources(sources, measured, probe)
+    latencies, loo = fit_adapted(key.space, best, measured)
+    labels = [s.label for s in best]
+    for k, ms in latencies.items():
+        if k not in measured:
+            table.entries[k] = {STATISTIC: round(ms, 6), ADAPTED: labels}
+    table.meta.pop(ADAPTING, None)
+    table.meta["adapted"] = AdaptReport(labels, len(probe), round(loo, 4), len(latencies) - len(measured)).to_dict()
+    table.correction = None
+    table.save()
 
 
 def _measure_into(table: LatencyTable, todo: list, backend, key: TableKey, total: int, desc: str) -> None:

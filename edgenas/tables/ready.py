@@ -20,6 +20,10 @@ from edgenas.tables.latency_table import LatencyTable
 #: Networks `validate` measures by default, and when a table has no end-to-end correction yet: a 3-term correction
 #: fits well on a dozen, and the other dozen gives the guard band (tools/bench_tables.py measures on many more)
 VALIDATE_SAMPLES = 24
+#: Networks validating an adapted table: fewer, so that adapting and validating stay within two minutes
+ADAPTED_SAMPLES = 16
+#: What an adapted table must reach on its held-out networks to be kept; below, its adapted entries are measured
+ADAPTED_MIN = {"within_10pct": 0.85, "kendall_tau": 0.8}
 #: Seconds a block takes to measure when no table of this kind says how long it took elsewhere: a rough guess for
 #: the estimate in the announcement; it decides nothing.
 GUESS_S_PER_BLOCK = {"ort": 0.3, "tvm": 2.5}
@@ -72,26 +76,58 @@ def why_not_measured(key: TableKey, tables_dir: Path) -> tuple[str | None, int]:
 
 
 def measured_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = None) -> LatencyTable:
-    """This device's complete table with today's kernels, profiled (or completed, or re-measured) when it is not."""
-    from edgenas.tables.profile import profile
+    """This device's complete table with today's kernels, profiled or adapted (or completed, or re-measured) when it
+    is not."""
+    from edgenas.tables.profile import adaptation_plan, profile
 
     why, todo = why_not_measured(key, tables_dir)
     if why:
         ensure_writable_dir(tables_dir, "--tables")  # only now: a complete table may sit in a read-only install
-        say(f"{why}: profiling it, {_about(todo * _seconds_per_block(key, tables_dir))}")
+        path = key.path(tables_dir)
+        plan = adaptation_plan(key, tables_dir, LatencyTable.load(path) if path.exists() else None)
+        if plan:
+            sources, probe = plan
+            names = ", ".join(sorted({Path(s.label).parts[1] for s in sources}))
+            todo = min(todo, len(probe))
+            say(f"{why}: adapting it from {len(sources)} table{'s' * (len(sources) > 1)} of {names}, measuring "
+                f"{todo} blocks, {_about(todo * _seconds_per_block(key, tables_dir))}")
+        else:
+            say(f"{why}: profiling it, {_about(todo * _seconds_per_block(key, tables_dir))}")
         profile(key, tables_dir, resume=True, cfg=cfg)
     return LatencyTable.open(key.path(tables_dir), key.identity())
 
 
+def good_enough(table: LatencyTable) -> str | None:
+    """Why an adapted table must be measured in full (its held-out networks are predicted worse than
+    `ADAPTED_MIN` asks), or None."""
+    held = (table.correction.held_out if table.correction else None) or {}
+    low = {k: held.get(k, 0.0) for k, v in ADAPTED_MIN.items() if held.get(k, 0.0) < v}
+    if not low:
+        return None
+    return ", ".join(f"{k} {v:.2f} < {ADAPTED_MIN[k]}" for k, v in low.items())
+
+
 def ready_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = None,
-                samples: int = VALIDATE_SAMPLES) -> LatencyTable:
-    """`measured_table`, with its end-to-end correction fitted by `validate` when it has none."""
+                samples: int | None = None) -> LatencyTable:
+    """`measured_table`, with its end-to-end correction fitted by `validate` when it has none; an adapted table that
+    predicts its held-out networks worse than `ADAPTED_MIN` asks is measured in full, then validated again on the
+    same networks."""
+    from edgenas.tables.adapt import adapted_keys
+    from edgenas.tables.profile import profile
     from edgenas.tables.validate import validate
 
     table = measured_table(key, tables_dir, cfg)
+    adapted = len(adapted_keys(table))
+    n = samples or (ADAPTED_SAMPLES if adapted else VALIDATE_SAMPLES)
     if not table.correction:
-        say(f"{table.path} has no end-to-end correction yet: validating it on {samples} networks, "
-            f"{_about(samples * BLOCKS_PER_NETWORK * _seconds_per_block(key, tables_dir))}")
-        validate(key, tables_dir, samples, cfg=cfg)
+        say(f"{table.path} has no end-to-end correction yet: validating it on {n} networks, "
+            f"{_about(n * BLOCKS_PER_NETWORK * _seconds_per_block(key, tables_dir))}")
+        validate(key, tables_dir, n, cfg=cfg)
+        table = LatencyTable.open(table.path, key.identity())
+    if adapted and (short := good_enough(table)):
+        say(f"{table.path}: the adapted table predicts held-out networks too loosely ({short}): measuring its "
+            f"{adapted} adapted blocks, {_about(adapted * _seconds_per_block(key, tables_dir))}")
+        profile(key, tables_dir, full=True, cfg=cfg)
+        validate(key, tables_dir, n, cfg=cfg)
         table = LatencyTable.open(table.path, key.identity())
     return table

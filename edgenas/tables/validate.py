@@ -1,4 +1,5 @@
-"""`edgenas validate`: measure random whole networks and compare them with the table's prediction."""
+"""`edgenas validate`: measure whole networks, random ones and those a search would pick, and compare them with the
+table's prediction."""
 
 from __future__ import annotations
 
@@ -72,6 +73,41 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
     raise BadInput(f"--samples {n}: space '{space.name}' gave only {len(found)} distinct networks")
 
 
+def search_like_archs(model: LatencyModel, n: int, rng: random.Random, candidates: int = 3000) -> list[Arch]:
+    """Networks where a search looks: for `n` budgets spread evenly from the fastest network of the space to its
+    largest, the slowest of many random candidates that fits under each (a search's winner is the largest network
+    its budget admits, and a predictor's errors there are the ones that break a budget)."""
+    space = model.space
+    pool = {a.encoding: a for a in (space.sample(rng, lean=rng.uniform(-1, 1)) for _ in range(candidates))}
+    ranked = sorted(pool.values(), key=model.raw_ms)
+    raws = [model.raw_ms(a) for a in ranked]
+    lo, hi = model.raw_ms(model.fastest()[1]), model.raw_ms(space.largest())
+    found: dict[str, Arch] = {}
+    for i in range(n):
+        budget = lo + (hi - lo) * (i + 1) / n
+        j = max(0, int(np.searchsorted(raws, budget, side="right")) - 1)
+        while j > 0 and ranked[j].encoding in found:
+            j -= 1
+        found.setdefault(ranked[j].encoding, ranked[j])
+    return list(found.values())
+
+
+def choose_networks(model: LatencyModel, n: int, seed: int, measured: dict) -> list[Arch]:
+    """`n` networks: those this device already measured for this table first (a re-validated table is judged on
+    them again, at no cost), then half where a search looks (`search_like_archs`) and half at random."""
+    found = {k: Arch.from_dict(v["arch"]) for k, v in list(measured.items())[:n]}
+    rng = random.Random(seed)
+    for arch in search_like_archs(model, max(1, (n - len(found)) // 2), rng):
+        if len(found) < n:
+            found.setdefault(arch.encoding, arch)
+    for arch in sample_archs(model.space, n, seed):
+        if len(found) < n:
+            found.setdefault(arch.encoding, arch)
+    if len(found) < n:
+        raise BadInput(f"--samples {n}: space '{model.space.name}' gave only {len(found)} distinct networks")
+    return list(found.values())
+
+
 def _load_samples(path: Path, ident: dict) -> dict:
     """Measured whole networks from an earlier (maybe interrupted) run with the same table identity and kernels.
     A damaged file is measured again: it is a cache."""
@@ -109,9 +145,9 @@ def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cf
         table = LatencyTable.open(path, key.identity())
         if missing := table.missing(space):
             raise BadInput(f"{path} lacks {len(missing)} entries; run `edgenas profile --resume` first")
-        archs = sample_archs(space, samples, seed)
         samples_path = path.with_suffix(".samples.json")
         cache = _load_samples(samples_path, ident)
+        archs = choose_networks(LatencyModel(table, space), samples, seed, cache)
         todo = [a for a in archs if a.encoding not in cache]
         if todo:
             _measure_networks(todo, cache, samples_path, ident, key, cfg)
