@@ -144,6 +144,9 @@ def load_npz(path: Path) -> Dataset:
         raise BadInput(f"{path}: 'x' must be (N, H, W) or (N, H, W, C), not {x.shape}")
     if len(x) != len(y):
         raise BadInput(f"{path}: 'x' has {len(x)} images but 'y' has {len(y)} labels")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise BadInput(f"{path}: 'x' holds NaN or infinite values in {bad} of {len(x)} images")
     if x.dtype != np.uint8:
         if np.issubdtype(x.dtype, np.floating) and x.size and 0 <= x.min() and x.max() <= 1:
             x = np.round(x * 255)

@@ -252,3 +252,16 @@ def test_auto_ships_fp32_when_int8_fails_its_gate(built, tmp_path):
     pruned = record(built[1])["stages"]["prune"]["result"]
     assert q.precision == "fp32" and q.model == pruned["model"] and q.measured_ms is None
     assert q.why.startswith("fp32: int8 failed the accuracy gate on ort") and "--max-drop -100" in q.why
+
+
+def test_a_bad_data_file_fails_before_any_profile(tmp_path):
+    import numpy as np
+
+    x = np.random.default_rng(0).random((40, 8, 8)).astype(np.float32)
+    x[3, 2, 2] = np.nan
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=x, y=np.arange(40) % 2)
+    tables = tmp_path / "tables"
+    proc = run_cli(*build_args(tables, tmp_path / "run", 5, "--data", bad), check=None)
+    assert_one_line_error(proc, str(bad), "NaN or infinite values in 1 of 40 images", code=2)
+    assert not tables.exists()  # nothing was profiled

@@ -69,6 +69,7 @@ def build(cfg: BuildConfig) -> dict:
     record = RunRecord(ctx.out, cfg.to_dict())
     fps: dict[str, str] = {}
     started = time.perf_counter()
+    ctx.check_inputs()
     with exclusive_lock(ctx.out / RECORD), bar(len(STAGES), "build", unit="stage") as progress:
         for i, stage in enumerate(STAGES):
             tag = f"[{i + 1}/{len(STAGES)}] {stage.name}"

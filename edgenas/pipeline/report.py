@@ -92,11 +92,11 @@ def latency_plot(path: Path, sm: dict, validation: dict | None) -> None:
                    label=f"table's held-out networks ({len(held)})")
         points += [v for n in held for v in (n["corrected_ms"], n["measured_ms"])]
     pr, me = sm["predicted_ms"], sm["measured_ms"]
-    prec = sm["precision"]
-    for label, x, y, marker in ((f"searched, {prec}", pr["searched"], me["searched"], "o"),
-                                (f"pruned, {prec}", pr["pruned"], me["pruned"] if sm["pruned"] else None, "s"),
+    prec, table_prec = sm["precision"], sm.get("searched_precision", sm["precision"])
+    for label, x, y, marker in ((f"searched, {table_prec}", pr["searched"], me["searched"], "o"),
+                                (f"pruned, {table_prec}", pr["pruned"], me["pruned"] if sm["pruned"] else None, "s"),
                                 (f"artifact, {prec}", pr["artifact"], me["artifact"], "*")):
-        if y is not None:
+        if x is not None and y is not None:  # the artifact has no prediction when it ships another precision
             ax.scatter([x], [y], marker=marker, s=60, zorder=3, label=label)
             points += [x, y]
     lo, hi = min(points + [sm["budget_ms"]]) * 0.9, max(points + [sm["budget_ms"]]) * 1.1

@@ -66,8 +66,16 @@ class Context:
     @cached_property
     def data_fingerprint(self) -> str:
         from edgenas.data import load_dataset
+        from edgenas.supernet.train import check_data_fits
 
-        return load_dataset(self.cfg.data).fingerprint
+        data = load_dataset(self.cfg.data)
+        check_data_fits(data.x.shape[1], len(data.classes), data.source, self.space)
+        return data.fingerprint
+
+    def check_inputs(self) -> None:
+        """What the stages will read, read and checked before any of them runs: a bad data file fails in seconds,
+        not after a profile (the flags, the target and the space are checked when the context is made)."""
+        self.data_fingerprint  # noqa: B018 - loads and checks the data set, kept for the train stage
 
     def measure_config(self, backend: str) -> MeasureConfig:
         return MeasureConfig.for_backend(backend, self.cfg.repeat)

@@ -151,13 +151,18 @@ def load_checkpoint(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
     return state
 
 
-def _check_data(split: Split, source: str, space: SearchSpace, cfg: TrainConfig, world: int) -> None:
-    if split.image_shape[0] != space.in_channels:
-        raise BadInput(f"--data {source}: images have {split.image_shape[0]} channel(s), space '{space.name}' "
+def check_data_fits(channels: int, classes: int, source: str, space: SearchSpace) -> None:
+    """The data's images and classes are what the space's networks take and tell apart (build checks it first)."""
+    if channels != space.in_channels:
+        raise BadInput(f"--data {source}: images have {channels} channel(s), space '{space.name}' "
                        f"expects {space.in_channels}")
-    if len(split.classes) != space.num_classes:
-        raise BadInput(f"--data {source}: {len(split.classes)} classes, space '{space.name}' has "
-                       f"{space.num_classes}; give a space file with num_classes = {len(split.classes)}")
+    if classes != space.num_classes:
+        raise BadInput(f"--data {source}: {classes} classes, space '{space.name}' has "
+                       f"{space.num_classes}; give a space file with num_classes = {classes}")
+
+
+def _check_data(split: Split, source: str, space: SearchSpace, cfg: TrainConfig, world: int) -> None:
+    check_data_fits(split.image_shape[0], len(split.classes), source, space)
     if cfg.batch_size % world:
         raise BadInput(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edgenas.jsonio import ensure_writable_dir
+from edgenas.jsonio import ensure_writable_dir, read_json
 from edgenas.measure.timing import MeasureConfig
 from edgenas.tables.device import describe, device_info
 from edgenas.tables.key import TableKey, schedules_differ
@@ -48,6 +48,18 @@ def _seconds_per_block(key: TableKey, tables_dir: Path) -> float:
         except Exception:  # noqa: BLE001 - only an estimate: any unreadable file is skipped
             continue
     return GUESS_S_PER_BLOCK[key.backend]
+
+
+def _seconds_per_network(key: TableKey, tables_dir: Path) -> float:
+    """From the validation report of this table or of the same table on another device, else from the blocks."""
+    for path in [key.path(tables_dir), *key.siblings(tables_dir)]:
+        try:
+            report = read_json(path.with_suffix(".validation.json"))
+            if report.get("measured"):
+                return report["seconds"] / report["measured"]
+        except Exception:  # noqa: BLE001 - only an estimate: any unreadable file is skipped
+            continue
+    return BLOCKS_PER_NETWORK * _seconds_per_block(key, tables_dir)
 
 
 def _about(seconds: float) -> str:
@@ -121,7 +133,7 @@ def ready_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = Non
     n = samples or (ADAPTED_SAMPLES if adapted else VALIDATE_SAMPLES)
     if not table.correction:
         say(f"{table.path} has no end-to-end correction yet: validating it on {n} networks, "
-            f"{_about(n * BLOCKS_PER_NETWORK * _seconds_per_block(key, tables_dir))}")
+            f"{_about(n * _seconds_per_network(key, tables_dir))}")
         validate(key, tables_dir, n, cfg=cfg)
         table = LatencyTable.open(table.path, key.identity())
     if adapted and (short := good_enough(table)):
