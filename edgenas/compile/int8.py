@@ -123,8 +123,7 @@ def _weights(m: dict, p: dict):
     return wq, _np(m[p["sw"]]).astype(np.float32).reshape(-1), float(_np(m[p["sx"]])), int(zx.reshape(()))
 
 
-def conv_rewriter(p: dict, with_bias: bool, grouped: bool = True):
-    """`grouped`: rewrite grouped (depthwise) convolutions too; without, they stay float on dequantized operands."""
+def conv_rewriter(p: dict, with_bias: bool):
     from tvm import relax
 
     def rewrite(orig, m):
@@ -132,8 +131,6 @@ def conv_rewriter(p: dict, with_bias: bool, grouped: bool = True):
         conv = m[p["conv"]]
         attrs = conv.attrs
         if parsed is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
-            return orig
-        if not grouped and int(attrs.groups) != 1:
             return orig
         wq, sw, sx, zx = parsed
         xq = m[p["xq"]]

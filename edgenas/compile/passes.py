@@ -37,16 +37,13 @@ class _Rules:
 @relax.transform.function_pass(opt_level=0)
 class IntegerQDQ(_Rules):
     """dequantize -> float conv2d/matmul, as TVM imports a QDQ model, into int8 x int8 -> int32 compute (`int8`).
-    A call that is not per-tensor uint8/int8 activations with int8 weights stays in float, and so do grouped
-    (depthwise) convolutions unless `grouped`: where the CPU has no integer dot product for them, float FMAs on the
-    dequantized operands do the same work in fewer instructions."""
+    A call that is not per-tensor uint8/int8 activations with int8 weights stays in float."""
 
     patterns = staticmethod(int8.patterns)
 
-    def __init__(self, grouped: bool = True):
+    def __init__(self):
         p, calls = self.patterns()
-        self.rules = [(calls["conv_bias"], int8.conv_rewriter(p, True, grouped)),
-                      (calls["conv"], int8.conv_rewriter(p, False, grouped)),
+        self.rules = [(calls["conv_bias"], int8.conv_rewriter(p, True)), (calls["conv"], int8.conv_rewriter(p, False)),
                       (calls["matmul_bias"], int8.matmul_rewriter(p, True)), (calls["matmul"], int8.matmul_rewriter(p, False))]
 
 
@@ -200,8 +197,7 @@ def compile_pipeline(target, layout: str) -> tvm.transform.Sequential:
     """The graph part of compile for `target` (a `tvm.target.Target`, which must be the current target while it runs:
     `with target:`) in `layout` (NCHW or NHWC). The integer dot product of the target's schedule
     (`schedules.dot_products`, best first) set the channel multiple and the weight type of uint8 layers."""
-    import os
-    passes = [IntegerQDQ(grouped=os.environ.get("EDGENAS_DW_INT", "1") == "1"), ElementwiseQDQ()]
+    passes = [IntegerQDQ(), ElementwiseQDQ()]
     if layout == "NHWC":
         passes.append(ToNHWC())
     passes.append(RequantMultiplier())
