@@ -17,7 +17,7 @@ from edgenas.tables.adapt import (ADAPTED, AdaptReport, adapted_keys, find_sourc
                                   rank_sources)
 from edgenas.tables.device import device_info
 from edgenas.tables.key import TableKey, schedules_differ
-from edgenas.tables.latency_table import LatencyTable
+from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.versions import versions
 
 
