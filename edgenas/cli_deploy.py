@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgenas.cli_options import MEASURE, TUNE, option, options
+from edgenas.cli_options import MEASURE, TUNE, options
 from edgenas.compile.build import CompileConfig
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import METHODS, QuantizeConfig

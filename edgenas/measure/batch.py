@@ -119,3 +119,26 @@ def measure_jobs(key, backend, jobs: Sequence[GraphJob], load: LoadMeter | None 
                     measured = backend.measure_functions(Path(path), graphs)
                 yield from zip(group, measured)
                 Path(path).unlink()
+
+
+def measure_saving(key, backend, jobs: Sequence[GraphJob], save, *, desc: str, unit: str, total: int,
+                   kept, remedy: str) -> LoadMeter:
+    """`measure_jobs` with a progress bar, handing each measurement to `save(job, measurement)` as soon as it is
+    taken, so that a kill, a Ctrl-C or a board lost for good loses none of them. An error or an interruption says
+    what is kept (`kept()`, one phrase) and how to go on (`remedy`). Profile and validate both measure this way.
+    Returns the load meter: what other processes took of the CPU meanwhile."""
+    from edgenas.errors import Interrupted
+    from edgenas.progress import bar
+
+    load = LoadMeter(here=key.rpc is None)
+    try:
+        with bar(total, desc, initial=total - len(jobs), unit=unit) as progress:
+            try:
+                for job, measured in measure_jobs(key, backend, jobs, load):
+                    save(job, measured)
+                    progress.update()
+            except EdgenasError as e:  # e.g. the RPC board is gone for good
+                raise type(e)(f"{e}; {kept()}; {remedy}") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {kept()}; {remedy}") from None
+    return load

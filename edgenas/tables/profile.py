@@ -7,12 +7,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
+from edgenas.errors import BadInput, warn
 from edgenas.jsonio import exclusive_lock, now
-from edgenas.measure.batch import GraphJob, measure_jobs
-from edgenas.measure.load import LoadMeter, busy_note
+from edgenas.measure.batch import GraphJob, measure_saving
+from edgenas.measure.load import busy_note
 from edgenas.measure.timing import MeasureConfig
-from edgenas.progress import bar
 from edgenas.tables.adapt import (ADAPTED, AdaptReport, adapted_keys, find_sources, fit_adapted, probe_layers, probe_size,
                                   rank_sources)
 from edgenas.tables.device import device_info
@@ -143,32 +142,21 @@ def _fill_in(table: LatencyTable, key: TableKey, sources: list, probe: list) -> 
 
 def _measure_into(table: LatencyTable, todo: list, backend, key: TableKey, total: int, desc: str) -> None:
     """Measure `todo` into the table, saving after every entry so that a kill or a lost board loses none."""
-    done = 0
     stats = table.meta.setdefault("profile", {"measured": 0, "seconds": 0.0})
     jobs = [GraphJob(key.space, layer=layer, seed=i) for i, layer in enumerate(todo)]
-    load = LoadMeter(here=key.rpc is None)
-    try:
-        with bar(total, desc, initial=total - len(todo), unit="block") as progress:
-            t0 = time.perf_counter()
-            try:
-                for job, measured in measure_jobs(key, backend, jobs, load):
-                    table.entries[job.layer.key] = measured.to_dict()
-                    stats["measured"] += 1
-                    stats["seconds"] = round(stats["seconds"] + time.perf_counter() - t0, 3)
-                    t0 = time.perf_counter()
-                    table.save()
-                    done += 1
-                    progress.update()
-            except EdgenasError as e:  # e.g. the RPC board is gone for good: say what is kept
-                raise type(e)(
-                    f"{e}; {total - len(todo) + done} of {total} entries are saved in {table.path}; run the same "
-                    f"command with --resume to measure the rest"
-                ) from None
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted: {total - len(todo) + done} of {total} entries are saved in {table.path}; "
-            f"run the same command with --resume to measure the rest"
-        ) from None
+    clock = [time.perf_counter()]
+
+    def save(job, measured) -> None:
+        table.entries[job.layer.key] = measured.to_dict()
+        stats["measured"] += 1
+        stats["seconds"] = round(stats["seconds"] + time.perf_counter() - clock[0], 3)
+        clock[0] = time.perf_counter()
+        table.save()
+
+    load = measure_saving(key, backend, jobs, save, desc=desc, unit="block", total=total,
+                          kept=lambda: f"{len(table.entries)} of {len(key.space.all_layers())} entries are saved in "
+                                       f"{table.path}",
+                          remedy="run the same command with --resume to measure the rest")
     if load.cores is not None:
         # a resumed profile keeps the busiest of its runs: any of them may have slowed the entries it measured
         stats["other_load_cores"] = max(load.cores, stats.get("other_load_cores") or 0.0)

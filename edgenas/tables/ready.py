@@ -63,7 +63,10 @@ def _seconds_per_network(key: TableKey, tables_dir: Path) -> float:
 
 
 def _about(seconds: float) -> str:
-    return f"about {max(1, round(seconds / 60))} minute{'s' * (round(seconds / 60) > 1)}"
+    """Seconds under two minutes (rounded to 10 s), else minutes: "about 1 minute" for 28 s is off by half."""
+    if seconds < 120:
+        return f"about {max(10, round(seconds / 10) * 10)} s"
+    return f"about {round(seconds / 60)} minutes"
 
 
 def why_not_measured(key: TableKey, tables_dir: Path) -> tuple[str | None, int]:
@@ -100,7 +103,8 @@ def measured_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = 
         if plan:
             sources, probe = plan
             names = ", ".join(sorted({Path(s.label).parts[1] for s in sources}))
-            todo = min(todo, len(probe))
+            done = LatencyTable.load(path).entries if path.exists() else {}
+            todo = sum(p.key not in done for p in probe)
             say(f"{why}: adapting it from {len(sources)} table{'s' * (len(sources) > 1)} of {names}, measuring "
                 f"{todo} blocks, {_about(todo * _seconds_per_block(key, tables_dir))}")
         else:

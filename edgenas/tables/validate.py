@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.errors import BadInput, EdgenasError, Interrupted, warn
+from edgenas.errors import BadInput, warn
 from edgenas.jsonio import atomic_write_json, exclusive_lock, now, read_json
-from edgenas.measure.batch import GraphJob, measure_jobs
-from edgenas.measure.load import LoadMeter, busy_note
+from edgenas.measure.batch import GraphJob, measure_saving
+from edgenas.measure.load import busy_note
 from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
-from edgenas.progress import bar
 from edgenas.space import Arch, SearchSpace
 from edgenas.tables.correction import Correction, apply_correction, fit_correction
 from edgenas.tables.key import TableKey
@@ -189,20 +188,16 @@ def validate(key: TableKey, tables_dir: Path, samples: int, *, seed: int = 0, cf
 
 
 def _measure_networks(todo, cache, samples_path, ident, key: TableKey, cfg) -> None:
+    def save(job, measured) -> None:
+        cache[job.arch.encoding] = {"arch": job.arch.to_dict(), "measured": measured.to_dict()}
+        atomic_write_json(samples_path, {"identity": ident, "samples": cache})
+
     backend = key.make_backend(cfg)
-    load = LoadMeter(here=key.rpc is None)
     try:
-        with bar(len(todo), f"validate {key.target.name}/{key.name}", unit="net") as progress:
-            try:
-                for job, measured in measure_jobs(key, backend, [GraphJob(key.space, arch=a) for a in todo], load):
-                    cache[job.arch.encoding] = {"arch": job.arch.to_dict(), "measured": measured.to_dict()}
-                    atomic_write_json(samples_path, {"identity": ident, "samples": cache})
-                    progress.update()
-            except EdgenasError as e:  # e.g. the RPC board is gone for good: the networks measured so far are kept
-                raise type(e)(f"{e}; {len(cache)} measured networks are kept in {samples_path}; run the same command "
-                              f"again to measure the rest") from None
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted: {len(cache)} measured networks are kept in {samples_path}; run again to go on") from None
+        load = measure_saving(key, backend, [GraphJob(key.space, arch=a) for a in todo], save,
+                              desc=f"validate {key.target.name}/{key.name}", unit="net", total=len(todo),
+                              kept=lambda: f"{len(cache)} measured networks are kept in {samples_path}",
+                              remedy="run the same command again to measure the rest")
     finally:
         backend.close()
     if note := busy_note(load.cores):
