@@ -54,7 +54,8 @@ def test_full_on_a_new_device_measures_every_block(tiny_run, tmp_path):
 def test_a_damaged_source_is_named_in_one_line_and_passed_over(tiny_run, tmp_path):
     tables = tmp_path / "tables"
     good = tables_of_another_cpu(tiny_run[0], tables)
-    damaged = good.parents[1] / "damaged-cpu" / good.relative_to(good.parents[1]).relative_to(OTHER_CPU)
+    theirs = tables / "host" / OTHER_CPU
+    damaged = tables / "host" / "damaged-cpu" / good.relative_to(theirs)
     damaged.parent.mkdir(parents=True)
     damaged.write_text(good.read_text()[:1000])
     proc = _profile(tables)
