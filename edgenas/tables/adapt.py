@@ -67,8 +67,8 @@ class AdaptReport:
 
 def find_sources(key: TableKey, tables_dir: Path) -> list[Source]:
     """Every complete table under `tables_dir` for the same space, backend and thread count, but not the one `key`
-    names: other devices, and this device's other precisions and layouts. Unreadable or incomplete files are passed
-    over: they are somebody else's tables, not this command's input."""
+    names: other devices, and this device's other precisions and layouts. Incomplete tables are passed over, and a
+    damaged one is named in a warning line: they are somebody else's tables, not this command's input."""
     found, here = [], key.path(tables_dir).resolve()
     for path in sorted(Path(tables_dir).glob("*/*/**/*.json")):
         if path.resolve() == here or not is_table_file(path, key.backend):
