@@ -34,7 +34,7 @@ from edgenas.measure.timing import MeasureConfig  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.space import Arch, get_space  # noqa: E402
 from edgenas.measure.backends import BACKENDS  # noqa: E402
-from edgenas.tables.adapt import Source, adapted_keys, fit_adapted, is_table_file, probe_layers, rank_sources  # noqa: E402
+from edgenas.tables.adapt import ADAPTED_META, Source, adapt_entries, adapted_keys, is_table_file, probe_layers  # noqa: E402
 from edgenas.tables.correction import apply_correction, fit_correction  # noqa: E402
 from edgenas.tables.device import cpu_model, llvm_cpu  # noqa: E402
 from edgenas.tables.key import TableKey  # noqa: E402
@@ -77,8 +77,7 @@ def adapted_copy(table: LatencyTable, sources: list[Source], space) -> LatencyTa
     """`table`'s device as `edgenas profile` would adapt it: probe entries read from the table, the rest adapted."""
     probe = probe_layers(space, sources)
     measured = {p.key: table.entries[p.key][STATISTIC] for p in probe}
-    best = rank_sources(sources, measured, probe)
-    latencies, loo = fit_adapted(space, best, measured)
+    latencies, best, loo = adapt_entries(space, sources, measured)
     return LatencyTable(meta={"sources": [s.label for s in best], "probe": len(probe), "loo_within_10pct": round(loo, 4)},
                         entries={k: {STATISTIC: v} for k, v in latencies.items()})
 
@@ -144,7 +143,7 @@ def live(backend: str, precision: str, roots: list[Path], mine_dir: Path, space,
             backend_.close()
         y = [measured[a.encoding] for a in archs.values()]
         out = {"table": key.name, "device": key.device, "adapt_and_validate_seconds": round(seconds, 1),
-               "refined_in_full": refined, "meta_adapted": adapted.meta.get("adapted"),
+               "refined_in_full": refined, "meta_adapted": adapted.meta.get(ADAPTED_META),
                "networks": len(y), "adapted": {k: round(v, 4) for k, v in prediction_metrics(
                    [model(a) for a in archs.values()], y).items()}}
         if mine.exists():

@@ -229,7 +229,8 @@ def _prune(ctx: Context) -> PrunedProduct:
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"precision": ctx.precision, "asked": c.precision, "backend": c.backend, "calibration": c.calibration, "symmetric": symmetric_for(ctx.target),
+    return {"precision": ctx.precision, "asked": c.precision, "backend": c.backend, "calibration": c.calibration,
+            "symmetric": symmetric_for(ctx.target),
             "max_drop": c.max_drop, "judge": {"backend": c.backend, "target": ctx.target.to_dict(), "layout": c.layout,
                                               "tuning_db": str(c.tuning_db)}}
 

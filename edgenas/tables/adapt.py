@@ -38,6 +38,8 @@ MAX_SOURCES = 3
 RIDGE = 0.3
 #: The field an adapted entry carries: where its number came from.
 ADAPTED = "adapted_from"
+#: The table's meta field that says it was adapted (`AdaptReport`)
+ADAPTED_META = "adapted"
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,15 @@ def rank_sources(sources: list[Source], measured: dict[str, float], layers: list
         return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 else -1.0
 
     return sorted(sources, key=agreement, reverse=True)[:MAX_SOURCES]
+
+
+def adapt_entries(space: SearchSpace, sources: list[Source], measured: dict[str, float]):
+    """The adaptation, from the measured probe (ms per unit key): (every unit's latency, the sources it was fitted on,
+    the probe's leave-one-out share within ±10%). `profile` writes it; `tools/bench_adapt.py` scores it."""
+    probe = [layer for layer in space.all_layers() if layer.key in measured]
+    best = rank_sources(sources, measured, probe)
+    latencies, loo = fit_adapted(space, best, measured)
+    return latencies, best, loo
 
 
 def fit_adapted(space: SearchSpace, sources: list[Source], measured: dict[str, float]) -> tuple[dict[str, float], float]:

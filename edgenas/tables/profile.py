@@ -12,8 +12,8 @@ from edgenas.jsonio import exclusive_lock, now
 from edgenas.measure.batch import GraphJob, measure_saving
 from edgenas.measure.load import busy_note
 from edgenas.measure.timing import MeasureConfig
-from edgenas.tables.adapt import (ADAPTED, AdaptReport, adapted_keys, find_sources, fit_adapted, probe_layers, probe_size,
-                                  rank_sources)
+from edgenas.tables.adapt import (ADAPTED, ADAPTED_META, AdaptReport, adapt_entries, adapted_keys, find_sources,
+                                  probe_layers, probe_size)
 from edgenas.tables.device import device_info
 from edgenas.tables.key import TableKey, schedules_differ
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
@@ -73,7 +73,8 @@ def profile(key: TableKey, tables_dir: Path, *, resume: bool = False, overwrite:
             if stale := schedules_differ(table.meta.get("schedules"), schedules):
                 warn(f"{path}: {stale}: measuring every entry again with the kernels compile uses now")
                 table.entries, table.correction, table.meta["schedules"] = {}, None, schedules
-                table.meta.pop(ADAPTING, None), table.meta.pop("adapted", None)
+                for field in (ADAPTING, ADAPTED_META):
+                    table.meta.pop(field, None)
         plan = None if full else adaptation_plan(key, tables_dir, table)
         total = len(space.all_layers())
         start = time.perf_counter()
@@ -99,7 +100,7 @@ def profile(key: TableKey, tables_dir: Path, *, resume: bool = False, overwrite:
             if plan:
                 _fill_in(table, key, sources, probe)
             elif full:
-                table.meta.pop("adapted", None)
+                table.meta.pop(ADAPTED_META, None)
                 table.correction = None  # fitted to adapted entries: validate again
                 table.save()
         adapted = len(adapted_keys(table)) if table else 0
@@ -128,14 +129,13 @@ def adaptation_plan(key: TableKey, tables_dir: Path, table: LatencyTable | None)
 def _fill_in(table: LatencyTable, key: TableKey, sources: list, probe: list) -> None:
     """The probe is measured: every other entry adapted from the sources that agree best with it."""
     measured = {layer.key: table.entries[layer.key][STATISTIC] for layer in probe}
-    best = rank_sources(sources, measured, probe)
-    latencies, loo = fit_adapted(key.space, best, measured)
+    latencies, best, loo = adapt_entries(key.space, sources, measured)
     labels = [s.label for s in best]
     for k, ms in latencies.items():
         if k not in measured:
             table.entries[k] = {STATISTIC: round(ms, 6), ADAPTED: labels}
     table.meta.pop(ADAPTING, None)
-    table.meta["adapted"] = AdaptReport(labels, len(probe), round(loo, 4), len(latencies) - len(measured)).to_dict()
+    table.meta[ADAPTED_META] = AdaptReport(labels, len(probe), round(loo, 4), len(latencies) - len(measured)).to_dict()
     table.correction = None
     table.save()
 

@@ -99,12 +99,12 @@ def measured_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = 
     if why:
         ensure_writable_dir(tables_dir, "--tables")  # only now: a complete table may sit in a read-only install
         path = key.path(tables_dir)
-        plan = adaptation_plan(key, tables_dir, LatencyTable.load(path) if path.exists() else None)
+        table = LatencyTable.load(path) if path.exists() else None
+        plan = adaptation_plan(key, tables_dir, table)
         if plan:
             sources, probe = plan
             names = ", ".join(sorted({Path(s.label).parts[1] for s in sources}))
-            done = LatencyTable.load(path).entries if path.exists() else {}
-            todo = sum(p.key not in done for p in probe)
+            todo = sum(p.key not in (table.entries if table else {}) for p in probe)
             say(f"{why}: adapting it from {len(sources)} table{'s' * (len(sources) > 1)} of {names}, measuring "
                 f"{todo} blocks, {_about(todo * _seconds_per_block(key, tables_dir))}")
         else:
