@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from conftest import FAST, TINY_SPACE, assert_one_line_error, free_port, run_cli, table_file
+from edgenas.space import get_space
+from edgenas.tables.adapt import adapted_keys, probe_size
 from edgenas.tables.latency_table import LatencyTable
 
 
@@ -23,7 +25,21 @@ def test_profile_over_rpc(tables, rpc_tracker):
     # the board's table sits apart from this machine's: local measurements never read or extend it
     local = table_file(tables, "tvm", "fp32")
     assert Path(out[0]["table"]).parent != local.parent and not local.exists()
+
+    # a second board with no table measures over RPC only the few blocks a local CPU would, and adapts the rest
+    # from the boards already measured (the first board's table, filed here under another device's name)
     path = Path(out[0]["table"])
+    other = tables / "host" / "another-board" / path.relative_to(path.parents[1])
+    other.parent.mkdir(parents=True)
+    path.rename(other)
+    new = json.loads(run_cli(*args, check=0).stdout)[0]
+    probe = probe_size(get_space(TINY_SPACE))
+    assert new["table"] == str(path) and new["measured"] == probe and new["adapted"] == new["entries"] - probe > 0
+    board = LatencyTable.load(path)
+    assert board.meta["identity"]["measured_on"] == f"rpc:{key}" and not board.missing(get_space(TINY_SPACE))
+    assert board.meta["adapted"]["sources"] == [str(other.relative_to(tables))]
+    assert len(adapted_keys(board)) == new["adapted"]
+
     data = json.loads(path.read_text())
     data["meta"]["identity"]["measured_on"] = "local"
     path.write_text(json.dumps(data))
