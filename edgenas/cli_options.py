@@ -100,7 +100,7 @@ _SHARED = [
     _opt("--rpc-key", default=None, metavar="KEY", help="The board's key at the tracker."),
     # data, training and search
     _opt("--data", "-d", default=BuildConfig.data, show_default=True,
-         help="'digits' (bundled), a directory of class folders, or an .npz with x and y."),
+         help="'digits' (bundled), 'fashion' (Fashion-MNIST, tools/install-data.sh), a directory of class folders, or an .npz with x and y."),
     _opt("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True, help="Supernet training epochs."),
     _opt("--limit", type=click.IntRange(min=0), default=0, help="Train on the first N training images only."),
     _opt("--seed", type=int, default=TrainConfig.seed, show_default=True, help="Random seed."),

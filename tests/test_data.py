@@ -21,6 +21,32 @@ def test_bundled_digits_split_is_stratified_seeded_and_normalised_on_train():
     assert tuple(to_input(s.val_x[:4], s.normalization, 20).shape) == (4, 1, 20, 20)
 
 
+def test_fashion_loads_from_debians_package_splits_stratified_and_fingerprints():
+    data = load_dataset("fashion")
+    assert data.x.shape == (70000, 1, 28, 28) and data.x.dtype == np.uint8 and len(data.classes) == 10
+    assert np.all(np.bincount(data.y) == 7000) and data.classes[0] == "T-shirt/top"
+    s = split(data, 0.1, seed=1)
+    assert np.all(np.bincount(s.val_y) == 700) and len(s.train_y) == 63000
+    assert np.array_equal(s.val_x, split(data, 0.1, seed=1).val_x)
+    assert data.fingerprint == load_dataset("fashion").fingerprint != load_dataset("digits").fingerprint
+    # not the digits under another name: a clothing image is not a stroke on black
+    assert abs(float(data.x.mean()) - float(load_dataset("digits").x.mean())) > 10
+
+
+def test_a_missing_named_data_set_says_how_to_install_it(tmp_path, monkeypatch):
+    import edgenas.data as d
+
+    monkeypatch.setattr(d, "FASHION_DIR", tmp_path / "nowhere")
+    with pytest.raises(BadInput, match="tools/install-data.sh"):
+        d.load_fashion()
+    (tmp_path / "nowhere").mkdir()
+    for part in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            (tmp_path / "nowhere" / f"{part}-{kind}-ubyte.gz").write_bytes(__import__("gzip").compress(b"\0" * 40))
+    with pytest.raises(BadInput, match="not an IDX file"):
+        d.load_fashion()
+
+
 def _npz(tmp_path, **arrays):
     path = tmp_path / "d.npz"
     np.savez(path, **arrays)

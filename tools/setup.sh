@@ -10,6 +10,6 @@ links=()
 [ -d /opt/wheels ] && links=(--find-links /opt/wheels)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check "${links[@]}" -e ".${extra}"
-# the tests reproduce an AVX2 CPU under qemu-user (tests/test_cpu_classes.py)
-[ -n "$extra" ] && bash tools/install-qemu.sh
+# the tests reproduce an AVX2 CPU under qemu-user (tests/test_cpu_classes.py) and read Fashion-MNIST (tests/test_data.py)
+if [ -n "$extra" ]; then bash tools/install-qemu.sh && bash tools/install-data.sh; fi
 exit 0

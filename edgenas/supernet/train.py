@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from edgenas.data import DEFAULT_DATA, Split, data_record, load_dataset, resize, split as split_data, to_input
+from edgenas.data import DEFAULT_DATA, Split, data_record, is_named, load_dataset, resize, split as split_data, to_input
 from edgenas.errors import BadInput, Interrupted, one_line
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, now, read_json
 from edgenas.progress import bar
@@ -236,7 +236,7 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     threads = AdaptivePool() if world == 1 else None
     start = time.perf_counter()
     # an absolute path, so that `search` finds the data from any working directory
-    spec = data_spec if data_spec in (None, DEFAULT_DATA) else str(Path(data_spec).resolve())
+    spec = (data_spec or DEFAULT_DATA) if is_named(data_spec) else str(Path(data_spec).resolve())
     record = {"schema": RUN_SCHEMA, "schema_version": RUN_SCHEMA_VERSION, "identity": ident, "space": space.to_dict(),
               "data": data_record(split, spec, resize, cfg.val_fraction).to_dict(), "config": cfg.to_dict(),
               "world_size": world, "versions": versions()}
