@@ -166,12 +166,17 @@ def validate_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, a
 @options("json")
 def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_json):
     """Train the weight-sharing supernet on a data set into the run directory OUT (resumes from the last finished epoch)."""
+    from edgenas.data import load_dataset
     from edgenas.space import get_space
+    from edgenas.space.fit import follow_dataset
     from edgenas.supernet.train import train
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit)
     ensure_writable_dir(out, "--out")
-    r = train(data, get_space(space), out, cfg, resize=resize).to_dict()
+    fitted, note = follow_dataset(get_space(space), load_dataset(data, resize))
+    if note:
+        click.echo(f"edgenas train: {note}", err=True)
+    r = train(data, fitted, out, cfg, resize=resize).to_dict()
     if as_json:
         return _print_json(r)
     for h in r["history"][r["resumed_from_epoch"]:]:

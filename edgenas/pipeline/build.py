@@ -26,8 +26,20 @@ def open_context(cfg: BuildConfig) -> Context:
 
     target = get_target(cfg.target)
     ensure_writable_dir(cfg.out, "--out")
-    return Context(cfg, Path(cfg.out), target, get_space(cfg.space), Path(cfg.tables or tables_dir()),
+    return Context(cfg, Path(cfg.out), target, space_for_data(get_space(cfg.space), cfg.data), Path(cfg.tables or tables_dir()),
                    RPCSettings.parse(cfg.rpc_tracker, cfg.rpc_key), cfg.threads or target.thread_count())
+
+
+def space_for_data(space, data_spec: str):
+    """The space as it fits the data (`space.fit`), said in one line when that changed it. Reads the data set (once per
+    process: every later stage asks for it again), so that a bad data file fails before any stage runs."""
+    from edgenas.data import load_dataset
+    from edgenas.space.fit import follow_dataset
+
+    fitted, note = follow_dataset(space, load_dataset(data_spec))
+    if note:
+        say(note)
+    return fitted
 
 
 def say(message: str) -> None:

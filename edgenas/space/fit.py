@@ -1,0 +1,48 @@
+"""A space made to fit the data it is trained on: a user brings images, not a space built for them.
+
+A space's stem takes a number of channels, its head tells a number of classes apart, and its resolutions were chosen
+for an image size. `follow_data` keeps everything else (the stages, widths, depths, kernels and expansions that
+were designed for the template) and replaces those three by what the data has, so that `--data` with 32x32 RGB
+images needs no `--space`. A space that already fits is returned unchanged, with its name and its tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edgenas.space.space import SearchSpace
+
+#: resolutions scaled to another image size are rounded to a multiple of this (and kept at least this large)
+RESOLUTION_STEP = 4
+
+
+def scaled_resolutions(space: SearchSpace, size: int) -> tuple[int, ...]:
+    """The space's resolutions scaled so that the largest is the data's image side: the same spread of choices."""
+    top = max(space.resolutions)
+    if size == top:
+        return space.resolutions
+    scaled = {max(RESOLUTION_STEP, round(r * size / top / RESOLUTION_STEP) * RESOLUTION_STEP) for r in space.resolutions}
+    return tuple(sorted(scaled - {max(scaled)} | {size}))
+
+
+def follow_data(space: SearchSpace, channels: int, size: int, classes: int) -> SearchSpace:
+    """`space` with `channels` input channels, `classes` classes and resolutions up to `size` pixels (the smaller
+    side of the data's images); named after what changed, so that its tables sit apart from the template's."""
+    resolutions = scaled_resolutions(space, size)
+    if (channels, classes, resolutions) == (space.in_channels, space.num_classes, space.resolutions):
+        return space
+    return replace(space, name=f"{space.name}-c{channels}-r{size}-n{classes}", in_channels=channels, num_classes=classes,
+                   resolutions=resolutions,
+                   description=f"{space.name} made to fit {channels}-channel {size}px images of {classes} classes"
+                               f" ({space.description})")
+
+
+def follow_dataset(space: SearchSpace, data) -> tuple[SearchSpace, str | None]:
+    """`follow_data` on a loaded `data.Dataset` (N, C, H, W): the fitted space, and a line that says what changed
+    (None when nothing did), for the verb to print."""
+    fitted = follow_data(space, data.x.shape[1], min(data.x.shape[2:]), len(data.classes))
+    if fitted is space:
+        return space, None
+    return fitted, (f"space '{space.name}' made to fit {data.source}: {fitted.in_channels} channel(s), "
+                    f"{fitted.num_classes} classes, resolutions {', '.join(map(str, fitted.resolutions))} "
+                    f"(its tables: '{fitted.name}')")
