@@ -189,7 +189,7 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
 @options("target", "backend", "budget-ms", "supernet", "tables", "threads")
 @option("out", default=None, show_default="RUN_DIR/search-TARGET-BACKEND-BUDGETms")
 @click.option("--max-params", type=click.IntRange(min=1), default=None, help="Also cap the number of parameters.")
-@options("seed", "population")
+@options("seed", "strategy", "population")
 @click.option("--parent-ratio", type=click.FloatRange(0, 1, min_open=True), default=EvolutionConfig.parent_ratio, show_default=True)
 @click.option("--mutation-ratio", type=click.FloatRange(0, 1), default=EvolutionConfig.mutation_ratio, show_default=True,
               help="Share of each generation made by mutation; the rest after the parents is crossover.")
@@ -197,7 +197,7 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
 @options("generations", "subnets", "margin-pct")
 @click.option("--no-measure", is_flag=True, help="Skip measuring the best network end to end.")
 @options(*TABLE, "json")
-def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_params, seed, population, parent_ratio,
+def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_params, seed, strategy, population, parent_ratio,
                mutation_ratio, mutate_prob, generations, subnets, margin_pct, no_measure, precision, layout, tuning_db, as_json):
     """Find the most accurate network within a latency budget on a target.
 
@@ -208,7 +208,7 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 
     if parent_ratio + mutation_ratio > 1:
         raise click.BadParameter(f"--parent-ratio {parent_ratio} + --mutation-ratio {mutation_ratio} exceeds 1")
-    cfg = EvolutionConfig(population, parent_ratio, mutation_ratio, mutate_prob, generations, seed)
+    cfg = EvolutionConfig(strategy, population, parent_ratio, mutation_ratio, mutate_prob, generations, seed)
     tgt = get_target(target)
     if out is not None:
         ensure_writable_dir(out, "--out")  # before anything reads the inputs
@@ -231,11 +231,11 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 @option("precision", auto_precision=True, default=BuildConfig.precision)
 @options("budget-ms", "data", "backend")
 @option("out", default=BuildConfig.out, show_default=True)
-@options("epochs", "limit", "subnets", "generations", "population", "margin-pct", "prune-ratio")
+@options("epochs", "limit", "subnets", "strategy", "generations", "population", "margin-pct", "prune-ratio")
 @options("finetune-epochs")
 @options("calibration", "max-drop", *TUNE)
 def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, budget_ms, data,
-              backend, out, epochs, limit, subnets, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,
+              backend, out, epochs, limit, subnets, strategy, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,
               max_drop, tune_trials, tune_minutes):
     """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable.
 
@@ -246,7 +246,7 @@ def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_j
 
     cfg = Config(target=target, budget_ms=budget_ms, data=data, backend=backend, precision=precision, out=out, space=space, tables=tables,
                  threads=threads, repeat=repeat, rpc_tracker=rpc_tracker, rpc_key=rpc_key, epochs=epochs, limit=limit,
-                 subnets=subnets, margin_pct=margin_pct, evolution=EvolutionConfig(population=population, generations=generations),
+                 subnets=subnets, margin_pct=margin_pct, evolution=EvolutionConfig(strategy, population=population, generations=generations),
                  prune_ratio=prune_ratio, finetune_epochs=finetune_epochs, calibration=calibration, max_drop=max_drop, tune_trials=tune_trials,
                  tune_minutes=tune_minutes, layout=layout, tuning_db=tuning_db)
     r = build(cfg)

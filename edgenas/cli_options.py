@@ -17,7 +17,7 @@ from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.measure.backends import BACKENDS
 from edgenas.pipeline.config import BuildConfig
-from edgenas.search.evolution_config import EvolutionConfig
+from edgenas.search.evolution_config import STRATEGIES, EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import PRECISIONS
 from edgenas.tables.precision import AUTO
@@ -108,6 +108,10 @@ _SHARED = [
     _opt("--budget-ms", type=float, required=True, help="Latency budget on the target, in milliseconds."),
     _opt("--subnets", type=click.IntRange(min=10), default=BuildConfig.subnets, show_default=True,
          help="Sub-networks evaluated to train the accuracy predictor (cached in the supernet's run directory)."),
+    _opt("--strategy", type=click.Choice(STRATEGIES), default=EvolutionConfig.strategy, show_default=True,
+         help="How the search picks its network: evolution, or a baseline to compare with (random: as many random "
+              "networks as the evolution scores; uniform: the largest network with one kernel, expansion and depth "
+              "throughout that fits)."),
     _opt("--generations", type=click.IntRange(min=1), default=EvolutionConfig.generations, show_default=True,
          help="Generations of the evolutionary search."),
     _opt("--population", type=click.IntRange(min=2), default=EvolutionConfig.population, show_default=True,

@@ -176,3 +176,28 @@ def test_a_correction_predicting_no_latency_for_the_fastest_network_falls_back_t
     # a fit that stays positive is kept as it is
     kept = _fit(table, space, raw, units, 0.8 * raw + 0.01)
     assert kept.model == "linear" and kept.rejected is None
+
+
+def test_the_baseline_strategies_pick_what_a_user_would():
+    """`--strategy random` scores as many networks as the evolution would; `uniform` takes the largest network with
+    the same choices in every stage that fits (on the digits space and the shipped host table, as above)."""
+    from edgenas.search.evolution import uniform_archs
+    from edgenas.space.blocks import layer_params
+    from edgenas.tables.latency_table import LatencyTable
+
+    space = get_space("digits")
+    latency = LatencyModel(LatencyTable.load(shipped_table("ort")), space)
+    uniform = uniform_archs(space)
+    assert len(uniform) == len(set(uniform)) == 3 * 3 * 3 * 3 * 2  # resolutions, kernels, expansions, depths, widths
+    assert space.largest() in uniform and space.smallest() in uniform
+    assert all(len({b for s in a.blocks for b in s}) == 1 for a in uniform)
+    budget = sorted(latency(a) for a in uniform)[len(uniform) // 2]
+    log_params = lambda archs: [np.log(sum(layer_params(u) for u in space.layers(a))) for a in archs]  # noqa: E731
+    make = lambda strategy: EvolutionFinder(space, latency, log_params, latency.fastest(),  # noqa: E731
+                                            EvolutionConfig(strategy, population=20, generations=30))
+    picked = make("uniform").search(budget)
+    assert picked.best.arch in uniform and picked.best.latency_ms == budget  # the slowest that fits: at the median
+    rnd = make("random").search(budget)
+    assert rnd.evaluated == EvolutionConfig(population=20, generations=30).candidates == make("evolution").search(budget).evaluated
+    with pytest.raises(BadInput, match="--strategy"):
+        EvolutionConfig("grid")

@@ -144,6 +144,28 @@ class EvolutionFinder:
         return SearchResult(best, budget_ms, evaluated, len(seen), time.perf_counter() - start, history,
                             pareto_front(seen.values()))
 
+    def search(self, budget_ms: float) -> SearchResult:
+        """The network the configured strategy picks: the evolution's, or a baseline's (`EvolutionConfig.strategy`)."""
+        if self.cfg.strategy == "random":
+            return self.random_search(budget_ms, self.cfg.candidates)
+        if self.cfg.strategy == "uniform":
+            return self.largest_uniform(budget_ms)
+        return self.run(budget_ms)
+
+    def largest_uniform(self, budget_ms: float) -> SearchResult:
+        """The baseline a user picks by hand: of the networks with one kernel, one expansion, one depth and one width
+        choice throughout, the slowest (so the largest) predicted to fit."""
+        check_budget(budget_ms, self.fastest_ms, self.fastest_arch)
+        start = time.perf_counter()
+        seen, score, _ = self._scorer(budget_ms)
+        fitting = [a for a in uniform_archs(self.space) if self.latency(a) <= budget_ms]
+        if not fitting:
+            raise BadInput(f"no uniform network of space '{self.space.name}' fits {budget_ms:.4f} ms (the fastest network "
+                           f"of the space, {self.fastest_ms:.4f} ms, is not uniform)")
+        cands = score(fitting)
+        best = max(cands, key=lambda c: (c.latency_ms, c.accuracy))
+        return SearchResult(best, budget_ms, len(cands), len(seen), time.perf_counter() - start, [], pareto_front(seen.values()))
+
     def random_search(self, budget_ms: float, candidates: int) -> SearchResult:
         """The baseline evolution must beat: as many random networks, made to fit the same way, scored in batches."""
         check_budget(budget_ms, self.fastest_ms, self.fastest_arch)
@@ -154,6 +176,21 @@ class EvolutionFinder:
             batch = score([feasible(self._random()) for _ in range(min(self.cfg.population, candidates - i))])
             best = max(batch + ([best] if best else []), key=lambda c: (c.accuracy, -c.latency_ms))
         return SearchResult(best, budget_ms, candidates, len(seen), time.perf_counter() - start, [], pareto_front(seen.values()))
+
+
+def uniform_archs(space: SearchSpace) -> list[Arch]:
+    """Every network with the same kernel, expansion and depth in all stages (a depth a stage lacks is taken at its
+    nearest), the same width choice (the i-th of each stage's widths), at every resolution."""
+    def nearest(options, want):
+        return min(options, key=lambda o: (abs(o - want), o))
+
+    depths = sorted({d for s in space.stages for d in s.depths})
+    n_widths = max(len(s.widths) for s in space.stages)
+    return list(dict.fromkeys(
+        Arch(r, tuple(s.widths[min(w, len(s.widths) - 1)] for s in space.stages),
+             tuple(((k, e),) * nearest(s.depths, d) for s in space.stages))
+        for r in space.resolutions for k in space.kernel_sizes for e in space.expand_ratios for d in depths
+        for w in range(n_widths)))
 
 
 def pareto_front(candidates) -> list[Candidate]:

@@ -178,7 +178,7 @@ def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out
     search_budget = s.search_budget(budget_ms)  # before any costly step
     s.fit_accuracy(subnets, config.seed)
     finder = s.finder(config, max_params)
-    result = finder.run(search_budget)
+    result = finder.search(search_budget)
     best = result.best.arch
     val_acc = s.evaluator(best)
     readings = readings_against(budget_ms, lambda: s.measure_latency(best), float) if measure else []
