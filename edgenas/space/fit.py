@@ -2,8 +2,9 @@
 
 A space's stem takes a number of channels, its head tells a number of classes apart, and its resolutions were chosen
 for an image size. `follow_data` keeps everything else (the stages, widths, depths, kernels and expansions that
-were designed for the template) and replaces those three by what the data has, so that `--data` with 32x32 RGB
-images needs no `--space`. A space that already fits is returned unchanged, with its name and its tables.
+were designed for the template), takes the channels and classes the data has, and scales the resolutions down to
+images smaller than they are, so that `--data` with 32x32 RGB images needs no `--space`. A space that already fits
+is returned unchanged, with its name and its tables.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ RESOLUTION_STEP = 4
 
 
 def scaled_resolutions(space: SearchSpace, size: int) -> tuple[int, ...]:
-    """The space's resolutions scaled so that the largest is the data's image side: the same spread of choices."""
+    """The space's resolutions, scaled down so that the largest is the data's image side when it was larger (an image
+    scaled up gains no detail, only cost); kept when the images are as large or larger: looking at them smaller is
+    the space's choice, and what keeps its networks cheap."""
     top = max(space.resolutions)
-    if size == top:
+    if size >= top:
         return space.resolutions
     scaled = {max(RESOLUTION_STEP, round(r * size / top / RESOLUTION_STEP) * RESOLUTION_STEP) for r in space.resolutions}
     return tuple(sorted(scaled - {max(scaled)} | {size}))
 
 
 def follow_data(space: SearchSpace, channels: int, size: int, classes: int) -> SearchSpace:
-    """`space` with `channels` input channels, `classes` classes and resolutions up to `size` pixels (the smaller
-    side of the data's images); named after what changed, so that its tables sit apart from the template's."""
+    """`space` with `channels` input channels, `classes` classes and resolutions of at most `size` pixels (the
+    smaller side of the data's images); named after what changed, so that its tables sit apart from the template's."""
     resolutions = scaled_resolutions(space, size)
     if (channels, classes, resolutions) == (space.in_channels, space.num_classes, space.resolutions):
         return space
