@@ -55,7 +55,8 @@ def prune_cmd(model, out, target_ms, prune_ratio, step_ms, finetune_epochs, cand
     cfg = PruneConfig(target_ms=target_ms, ratio=prune_ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
                       candidate_steps=candidate_steps)  # checks the flags before torch loads
     ensure_writable_dir(out, "--out")
-    from edgenas.compress.prune import load_prune_input, prune
+    from edgenas.compress.prune import prune
+    from edgenas.compress.prune_input import load_prune_input
 
     r = prune(load_prune_input(model, out), out, cfg, eval_threads).to_dict()
     if as_json:

@@ -294,7 +294,8 @@ def reachable_prune_ratio(arch: dict, table: Path) -> float | None:
     any CPU, where a constant ratio held only for the timings of the machine it was chosen on (the tiny space's units
     keep at least `PruneConfig.multiple` mid channels, so on some tables pruning can save only a few percent); None when
     it can save nothing."""
-    from edgenas.compress.prune import PrunedLatency, fastest_channels, mid_channels
+    from edgenas.compress.surgery import mid_channels
+    from edgenas.tables.pruned_latency import PrunedLatency, fastest_channels
     from edgenas.compress.prune_config import PruneConfig
     from edgenas.space import Arch, get_space
     from edgenas.space.blocks import Network

@@ -43,7 +43,7 @@ def test_an_explicit_precision_or_an_unmeasurable_target_measures_nothing(tmp_pa
 
 
 def test_side_by_side_compiles_and_times_the_models_as_they_ship_with_tvm():
-    from edgenas.compress.prune import macs_params
+    from edgenas.compress.surgery import macs_params
     from edgenas.measure.batch import GraphJob
     from edgenas.space.blocks import Network
     from edgenas.tables.precision import measure_side_by_side

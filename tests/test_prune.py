@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY_SPACE, assert_one_line_error, prune_ratio_or_skip, run_cli, shipped_table, start_cli
 from edgenas.bundle import load_bundle
-from edgenas.compress.prune import ChannelCurve, PrunedLatency, fastest_channels, unit_points
+from edgenas.tables.pruned_latency import ChannelCurve, PrunedLatency, fastest_channels, unit_points
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.tables.latency_model import LatencyModel
 from edgenas.space import get_space

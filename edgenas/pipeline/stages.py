@@ -204,7 +204,8 @@ def _prune(ctx: Context) -> PrunedProduct:
     onnx_model, info = export(searched, fp32)
     why_not = "--prune-ratio 1"
     if ctx.cfg.prune_ratio < 1:
-        from edgenas.compress.prune import OutOfReach, PruneInput, prune
+        from edgenas.compress.prune import OutOfReach, prune
+        from edgenas.compress.prune_input import PruneInput
         from edgenas.compress.prune_config import PruneConfig
 
         cfg = PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS, finetune_epochs=ctx.cfg.finetune_epochs)
@@ -218,7 +219,7 @@ def _prune(ctx: Context) -> PrunedProduct:
         except OutOfReach as e:  # the searched network already meets the budget: it ships as it is
             warn(f"{e}; shipping the searched network unpruned")
             why_not = str(e)
-    from edgenas.compress.prune import macs_params
+    from edgenas.compress.surgery import macs_params
 
     s = ctx.results["search"]
     macs, params = macs_params(searched.net)

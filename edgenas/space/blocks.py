@@ -9,13 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgenas.space.space import Arch, LayerSpec, SearchSpace
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """Round channels as MobileNet does: to a multiple of `divisor`, never more than 10% down."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
+from edgenas.space.space import Arch, LayerSpec, SearchSpace, make_divisible
 
 
 def activation(name: str) -> nn.Module:

@@ -20,6 +20,12 @@ from edgenas.errors import BadInput
 ACTIVATIONS = ("relu", "hswish")
 
 
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels as MobileNet does: to a multiple of `divisor`, never more than 10% down."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
 @dataclass(frozen=True)
 class StageSpec:
     widths: tuple[int, ...]

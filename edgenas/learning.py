@@ -1,0 +1,45 @@
+"""What every training in edgenas shares: the supernet's, the fine-tuning of a pruned network, and the baselines that
+are trained from scratch to be compared with them. One augmentation, one optimizer with one schedule, and one
+distillation loss (a student matches the soft predictions of a larger network, as the sandwich rule trains the
+supernet's small networks and as pruning fine-tunes its result)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from edgenas.supernet.train_config import TrainConfig
+
+
+def shift_augment(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to `pixels`, padding with zeros (no wrap-around)."""
+    if pixels <= 0:
+        return x
+    n, _, h, w = x.shape
+    t = (torch.rand(n, 2, generator=gen) * 2 - 1) * pixels
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2], theta[:, 1, 2] = t[:, 0].round() * 2 / w, t[:, 1].round() * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def distill_loss(logits: torch.Tensor, soft: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """KL divergence from the teacher's soft predictions `soft`, plus cross-entropy on `labels` when given."""
+    loss = F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+    return loss if labels is None else loss + F.cross_entropy(logits, labels)
+
+
+def optimizer(params, lr: float, weight_decay: float = TrainConfig.weight_decay) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, total: int, warmup: int = 0):
+    """The learning rate down a half cosine to zero over `total` steps, after a linear warm-up of `warmup` steps."""
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return ramp * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
