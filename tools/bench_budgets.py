@@ -22,33 +22,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edgenas.data import DEFAULT_DATA  # noqa: E402
 from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
-from edgenas.pipeline.build import open_context  # noqa: E402
+from edgenas.pipeline.build import after_training, open_context  # noqa: E402
 from edgenas.pipeline.config import BuildConfig  # noqa: E402
 from edgenas.pipeline.report import summarize  # noqa: E402
 from edgenas.pipeline.stages import STAGES  # noqa: E402
 from edgenas.search.search import Searcher  # noqa: E402
 from edgenas.space import get_space  # noqa: E402
-from edgenas.pipeline.products import SupernetProduct  # noqa: E402
-from edgenas.supernet.train import CHECKPOINT, load_run, train  # noqa: E402
+from edgenas.supernet.train import CHECKPOINT, train  # noqa: E402
 from edgenas.supernet.train_config import TrainConfig  # noqa: E402
 from edgenas.tables.device import device_key  # noqa: E402
 from edgenas.tables.ready import ready_table  # noqa: E402
 from edgenas.versions import versions  # noqa: E402
 
-BEFORE_TRAINING = ("precision", "profile")
-AFTER_TRAINING = ("search", "prune", "quantize", "compile", "bench")
-
-
 def build_after_training(cfg: BuildConfig, supernet: Path) -> dict:
     """The build's stages from the search on, on a trained supernet; its summary."""
-    ctx = open_context(cfg)
-    run = load_run(supernet)
-    last = run["history"][-1]
-    ctx.results["train"] = SupernetProduct(str(supernet), run["epochs_done"], run["epochs_done"], 0.0,
-                                           last["val_acc_largest"], last["val_acc_smallest"])
-    for stage in STAGES:
-        if stage.name in BEFORE_TRAINING + AFTER_TRAINING:  # precision (as asked) and profile: the table, as a build has it
-            ctx.results[stage.name] = stage.run(ctx)
+    ctx = after_training(cfg, supernet)
     return summarize(ctx.results, ctx.out, ctx.target.name)
 
 

@@ -33,11 +33,15 @@ def prune_unit(net: nn.Module, layer: int, keep: int) -> nn.Module:
 
 
 def _example(net: nn.Module) -> torch.Tensor:
+    """An input of the network's shape: a `Network` of the space, or any module with an `input_shape`."""
+    if hasattr(net, "input_shape"):
+        return torch.zeros(net.input_shape)
     spec = net.layer_specs[0]
     return torch.zeros(1, spec.cin, net.arch.resolution, net.arch.resolution)
 
 
 def macs_params(net: nn.Module) -> tuple[int, int]:
+    """Torch-Pruning's count of multiply-accumulates and parameters, on one input."""
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for --json
         macs, params = tp.utils.count_ops_and_params(net, _example(net))
     return int(macs), int(params)

@@ -100,6 +100,27 @@ def build(cfg: BuildConfig) -> dict:
     return result
 
 
+#: the stages `after_training` runs: the table's (as asked, or made when missing) and everything after the training
+BEFORE_TRAINING, AFTER_TRAINING = ("precision", "profile"), ("search", "prune", "quantize", "compile", "bench")
+
+
+def after_training(cfg: BuildConfig, supernet: Path, stages: tuple[str, ...] = BEFORE_TRAINING + AFTER_TRAINING) -> Context:
+    """A build's `stages` on a supernet trained already, in one process and with nothing recorded: the benchmarks run
+    many budgets and strategies on one training, through the build's own stages. The context holds their products."""
+    from edgenas.pipeline.products import SupernetProduct
+    from edgenas.supernet.train import load_run
+
+    ctx = open_context(cfg)
+    run = load_run(supernet)
+    last = run["history"][-1]
+    ctx.results["train"] = SupernetProduct(str(supernet), run["epochs_done"], run["epochs_done"], 0.0,
+                                           last["val_acc_largest"], last["val_acc_smallest"])
+    for stage in STAGES:
+        if stage.name in stages:
+            ctx.results[stage.name] = stage.run(ctx)
+    return ctx
+
+
 def check_budget_met(result: dict) -> None:
     """The promise: the artifact, measured on the target, within the budget; everything is kept either way."""
     sm = result["summary"]

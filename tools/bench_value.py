@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""Benchmark what the search is worth: at budgets across the table's range, edgenas's artifact against the networks a
+user would pick without it, each trained, quantized, compiled and measured by the code that ships edgenas's.
+
+Prints one JSON object and writes a plot of artifact accuracy against measured latency (--work/value.png). On one
+supernet trained on --data (Fashion-MNIST by default: far from saturation, so that architectures differ), for each
+budget:
+- edgenas: `edgenas build` after its training (search, prune, quantize, compile, bench: `pipeline.build.after_training`);
+- random: the same stages with `--strategy random` (as many random networks as the evolution scores);
+- uniform: the same stages with `--strategy uniform` (the largest network with one kernel, expansion and depth
+  throughout that fits), fine-tuned by the prune stage as edgenas's pick is;
+- mobilenetv2: MobileNetV2 with the width multiplier and resolution that fit the budget, measured
+  (`baselines.mobilenet`), trained from scratch for the supernet's epochs plus the fine-tuning's, then through the same
+  quantize, compile and bench stages.
+Every accuracy is the artifact's, on the held-out validation split; every latency is measured, 1 thread. Also: the
+accuracy predictor's Kendall tau on held-out sub-networks, each artifact's int8 drop, and what pruning gave.
+
+    .venv/bin/python tools/bench_value.py --limit 10000 --epochs 8 --budgets 3      # ~1 h on 2 cores
+"""
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edgenas.baselines.mobilenet import WIDTHS  # noqa: E402
+from edgenas.errors import EdgenasError, one_line  # noqa: E402
+from edgenas.paths import tables_dir  # noqa: E402
+from edgenas.pipeline.build import after_training, open_context  # noqa: E402
+from edgenas.pipeline.config import BuildConfig  # noqa: E402
+from edgenas.pipeline.products import NetworkFigures, PrunedProduct  # noqa: E402
+from edgenas.pipeline.stages import STAGES  # noqa: E402
+from edgenas.search.evolution_config import EvolutionConfig  # noqa: E402
+from edgenas.search.search import Searcher, measure_ms, run_data, run_split  # noqa: E402
+from edgenas.supernet.train import load_run  # noqa: E402
+from edgenas.supernet.train_config import TrainConfig  # noqa: E402
+from edgenas.versions import versions  # noqa: E402
+
+STAGE = {s.name: s for s in STAGES}
+SEARCHED = ("evolution", "random", "uniform")
+
+
+def figures(ctx) -> dict:
+    """An arm's result from the build's products: the artifact's accuracy and measured latency, and how it got there."""
+    r = ctx.results
+    p, q, c, b = r["prune"], r["quantize"], r["compile"], r["bench"]
+    return {
+        "artifact_accuracy": c.accuracy, "measured_ms": b.measured_ms, "within_budget": b.within_budget,
+        "precision": q.precision, "int8_drop_points": q.drop_points, "fp32_accuracy": q.fp32_accuracy,
+        "network": r["search"].encoding if "search" in r else p.model,
+        "predicted_ms": r["search"].predicted_latency_ms if "search" in r else None,
+        "pruning": {"pruned": p.pruned, "why_not": p.why_not,
+                    "speedup_measured": (p.before.measured_ms / p.after.measured_ms
+                                         if p.pruned and p.before.measured_ms and p.after.measured_ms else None),
+                    "accuracy_points": round((p.after.val_accuracy - p.before.val_accuracy) * 100, 2)},
+    }
+
+
+def mobilenet_arm(base: BuildConfig, supernet: Path, budget: float, epochs: int, grid: tuple, tried: dict, out: Path) -> dict:
+    """MobileNetV2 scaled by hand to the budget, trained from scratch, then quantized, compiled and benched by the build's
+    own stages."""
+    from edgenas.baselines.mobilenet import MobileNetV2, export_baseline, scale_to_fit, train_from_scratch
+    from edgenas.compress.surgery import macs_params
+
+    cfg = replace(base, budget_ms=budget, out=out)
+    ctx = open_context(cfg)
+    ctx.results["precision"] = STAGE["precision"].run(ctx)
+    run = load_run(supernet)
+    split = run_split(run, supernet)
+    measure = lambda onnx, shape: measure_ms(onnx, shape, ctx.key, ctx.measure_config(cfg.backend))  # noqa: E731
+    widths, sizes = grid
+    res = tuple(sorted({r for r in sizes if r <= min(split.image_shape[1:])}, reverse=True))
+    pick, tried = scale_to_fit(budget, ctx.space.in_channels, ctx.space.num_classes, widths, res, measure, tried)
+    if pick is None:
+        return {"error": f"no MobileNetV2 of widths x{min(t.width for t in tried.values()):g}.. fits {budget:g} ms"}
+    net = train_from_scratch(MobileNetV2(pick.width, ctx.space.in_channels, ctx.space.num_classes, pick.resolution), split,
+                             epochs, TrainConfig(epochs=epochs, limit=cfg.limit))
+    info = export_baseline(net, split, run_data(run, supernet), out / "fp32", {"scaled": pick.to_dict(), "epochs": epochs})
+    fig = NetworkFigures(*macs_params(net), pick.measured_ms, pick.measured_ms, info.accuracy["fp32"])
+    ctx.results["prune"] = PrunedProduct(str(out / "fp32"), False, fig, fig, [], None, "a baseline: not pruned")
+    for name in ("quantize", "compile", "bench"):
+        ctx.results[name] = STAGE[name].run(ctx)
+    return {**figures(ctx), "network": f"MobileNetV2 x{pick.width:g} @{pick.resolution}px", "scaled": pick.to_dict()}
+
+
+def plot(rows: list, path: Path) -> None:
+    from edgenas.plots import new_figure, save_figure
+
+    fig, ax = new_figure(figsize=(6.4, 4.4), dpi=120)
+    styles = {"evolution": ("o", "tab:green", "edgenas"), "random": ("s", "tab:blue", "random search"),
+              "uniform": ("^", "tab:orange", "uniform network"), "mobilenetv2": ("D", "tab:red", "MobileNetV2, scaled")}
+    for arm, (marker, color, label) in styles.items():
+        pts = [(r[arm]["measured_ms"], r[arm]["artifact_accuracy"]) for r in rows if r[arm].get("measured_ms")]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=label, zorder=3)
+    for r in rows:
+        ax.axvline(r["budget_ms"], color="0.7", ls="--", lw=0.8)
+    ax.set(xlabel="artifact latency, measured (ms, 1 thread)", ylabel="artifact accuracy (validation)",
+           title="what the search is worth")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="fashion")
+    ap.add_argument("--limit", type=int, default=10000, help="training images (0: all)")
+    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    ap.add_argument("--backend", default="tvm", choices=("tvm", "ort"))
+    ap.add_argument("--precision", default="int8", choices=("int8", "fp32"))
+    ap.add_argument("--budgets", type=int, default=3, help="spread evenly over the table's range")
+    ap.add_argument("--budget-ms", type=float, action="append", default=[], help="a budget of its own (repeatable)")
+    ap.add_argument("--subnets", type=int, default=500, help="sub-networks for the accuracy predictor (a fifth held out)")
+    ap.add_argument("--space", default="digits", help="the space, made to fit the data as a build makes it")
+    ap.add_argument("--population", type=int, default=EvolutionConfig.population)
+    ap.add_argument("--generations", type=int, default=EvolutionConfig.generations)
+    ap.add_argument("--finetune-epochs", type=int, default=BuildConfig.finetune_epochs)
+    ap.add_argument("--prune-ratio", type=float, default=BuildConfig.prune_ratio)
+    ap.add_argument("--calibration", type=int, default=BuildConfig.calibration)
+    ap.add_argument("--repeat", type=int, default=None, help="latency samples (default: the backend's)")
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="MobileNetV2's width multipliers to try")
+    ap.add_argument("--resolutions", default="12,16,20,24,28", help="MobileNetV2's input sizes to try (up to the images')")
+    ap.add_argument("--work", type=Path, default=Path("runs/bench-value"))
+    ap.add_argument("--tables", type=Path, default=tables_dir())
+    args = ap.parse_args()
+
+    started = time.perf_counter()
+    evolution = dict(population=args.population, generations=args.generations)
+    base = BuildConfig(target="host", budget_ms=1.0, data=args.data, backend=args.backend, precision=args.precision,
+                       tables=args.tables, epochs=args.epochs, limit=args.limit, subnets=args.subnets, space=args.space,
+                       finetune_epochs=args.finetune_epochs, prune_ratio=args.prune_ratio, calibration=args.calibration, repeat=args.repeat,
+                       evolution=EvolutionConfig(**evolution), out=args.work / "train")
+    ctx = open_context(base)
+    for name in ("precision", "profile", "train"):  # the table (adapted or profiled when missing), then the supernet
+        ctx.results[name] = STAGE[name].run(ctx)
+    supernet = Path(ctx.results["train"].run_dir)
+    train_seconds = round(time.perf_counter() - started, 1)
+    searcher = Searcher(supernet, ctx.key, args.tables)
+    predictor = searcher.fit_accuracy(args.subnets)
+    lo, hi = searcher.fastest_ms, searcher.latency(searcher.space.largest())
+    budgets = args.budget_ms or [round(lo + (i + 1) / (args.budgets + 1) * (hi - lo), 4) for i in range(args.budgets)]
+    epochs_mobilenet = args.epochs + base.finetune_epochs
+    rows, tried = [], {}
+    grid = tuple(float(w) for w in args.widths.split(",")), tuple(int(r) for r in args.resolutions.split(","))
+    for budget in budgets:
+        row = {"budget_ms": budget}
+        for strategy in SEARCHED:
+            t0 = time.perf_counter()
+            cfg = replace(base, budget_ms=budget, evolution=EvolutionConfig(strategy, **evolution), out=args.work / f"{budget:g}ms" / strategy)
+            try:
+                row[strategy] = figures(after_training(cfg, supernet))
+            except EdgenasError as e:
+                row[strategy] = {"error": one_line(e)}
+            row[strategy]["seconds"] = round(time.perf_counter() - t0, 1)
+            print(json.dumps({"budget_ms": budget, strategy: row[strategy]}), file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            row["mobilenetv2"] = mobilenet_arm(base, supernet, budget, epochs_mobilenet, grid, tried,
+                                               args.work / f"{budget:g}ms" / "mobilenetv2")
+        except EdgenasError as e:
+            row["mobilenetv2"] = {"error": one_line(e)}
+        row["mobilenetv2"]["seconds"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps({"budget_ms": budget, "mobilenetv2": row["mobilenetv2"]}), file=sys.stderr, flush=True)
+        ours = row["evolution"]
+        others = [row[a] for a in ("random", "uniform", "mobilenetv2") if row[a].get("artifact_accuracy") is not None]
+        best = max(others, key=lambda r: r["artifact_accuracy"], default=None)
+        row["edgenas_vs_best_other_points"] = (round((ours["artifact_accuracy"] - best["artifact_accuracy"]) * 100, 2)
+                                               if best and ours.get("artifact_accuracy") is not None else None)
+        row["edgenas_not_slower"] = (ours["measured_ms"] <= best["measured_ms"]
+                                     if best and ours.get("measured_ms") is not None else None)
+        rows.append(row)
+    plot(rows, args.work / "value.png")
+    print(json.dumps({
+        "benchmark": "value", "data": args.data, "limit": args.limit, "epochs": args.epochs, "backend": args.backend,
+        "precision": args.precision, "device": ctx.key.device, "table": str(searcher.path), "versions": versions(),
+        "supernet": str(supernet), "train_and_table_seconds": train_seconds,
+        "accuracy_predictor_held_out": predictor, "latency_range_ms": [round(lo, 5), round(hi, 5)],
+        "mobilenetv2_epochs": epochs_mobilenet,
+        "mobilenetv2_measured": [t.to_dict() for t in tried.values()],
+        "budgets": rows, "plot": str(args.work / "value.png"), "seconds": round(time.perf_counter() - started, 1),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
