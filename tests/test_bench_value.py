@@ -16,7 +16,8 @@ def test_every_arm_is_built_trained_and_measured_by_the_build_s_own_stages(tmp_p
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "bench_value.py"), "--space", TINY_SPACE, "--data", "digits",
          "--limit", "640", "--epochs", "1", "--budget-ms", "0.6", "--subnets", "20", "--backend", "ort",
-         "--population", "10", "--generations", "5", "--finetune-epochs", "1", "--calibration", "50", "--repeat", "5", "--widths", "0.1,0.25", "--resolutions", "12,16",
+         "--population", "10", "--generations", "5", "--finetune-epochs", "1", "--prune-ratio", "1",
+         "--calibration", "50", "--repeat", "5", "--widths", "0.1,0.25", "--resolutions", "12,16",
          "--work", str(work), "--tables", str(tmp_path / "tables")], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
