@@ -39,7 +39,7 @@ def test_second_compile_reuses_the_tuning_database(tmp_path):
     assert (tmp_path / "db" / "database_tuning_record.json").stat().st_size > 0
     assert second["seconds"] < first["seconds"]
     # asking for more trials per task tunes again
-    third = json.loads(run_cli(*args[:3], 8, *args[4:], "--out", tmp_path / "c", check=0).stdout)["compile"]
+    third = json.loads(run_cli(*args[:3], 12, *args[4:], "--out", tmp_path / "c", check=0).stdout)["compile"]
     assert third["tuning"]["tuned"] == first["tuning"]["tasks"]
 
 
