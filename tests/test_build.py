@@ -78,7 +78,7 @@ def built(tiny_run, tmp_path_factory):
     # searched network ships as it is)
     best = json.loads((out / "search" / "best.json").read_text())
     ratio = reachable_prune_ratio(best["arch"], best["table"]) or 1
-    proc = run_cli(*build_args(tables, out, 5, "--prune-ratio", ratio), "--json", check=0)
+    proc = run_cli(*build_args(tables, out, 5, "--prune-ratio", ratio, "--finetune-epochs", 1), "--json", check=0)
     return tables, out, json.loads(proc.stdout), before, stderr + proc.stderr
 
 
@@ -121,11 +121,23 @@ def test_build_writes_every_output(built):
     # the prediction shown for the artifact is the pruned int8 network's, from the int8 table the search used
     assert sm["predicted_ms"]["artifact"] == sm["predicted_ms"]["pruned"] and sm["table"].endswith("ort-int8.json")
     pruning = record(out)["stages"]["prune"]["result"]
-    if pruning["why_not"] is None:  # pruned to the ratio this machine's table can reach
-        assert sm["pruned"] and sm["predicted_ms"]["pruned"] < sm["predicted_ms"]["searched"]
+    # the searched network was fine-tuned first, into a bundle of its own: what pruning has to beat
+    assert (out / "tuned" / "model.onnx").exists() and pruning["tuned"]["val_accuracy"] == sm["accuracy"]["tuned_fp32"]
+    verdict = pruning["verdict"]
+    if verdict is not None:  # pruned to the ratio this machine's table can reach, then judged against the tuned network
+        side, pruned_acc = pruning["side_by_side_ms"], json.loads((out / "pruned" / "model.json").read_text())["accuracy"]["fp32"]
+        assert (verdict["before_ms"], verdict["after_ms"]) == (side["tuned"], side["pruned"])
+        assert (verdict["before_accuracy"], verdict["after_accuracy"]) == (pruning["tuned"]["val_accuracy"], pruned_acc)
+        speedup, lost = side["tuned"] / side["pruned"], (pruning["tuned"]["val_accuracy"] - pruned_acc) * 100
+        assert verdict["speedup"] == pytest.approx(speedup) and verdict["loss_points"] == pytest.approx(lost, abs=0.01)
+        pruned_pays = speedup >= 1.15 and lost <= 0.3
+        assert verdict["pays"] == pruned_pays == sm["pruned"] and sm["pruning"] == verdict["why"]
+    if sm["pruned"]:
+        assert pruning["model"] == str(out / "pruned") and sm["predicted_ms"]["pruned"] < sm["predicted_ms"]["searched"]
         assert sm["macs"]["shipped"] < sm["macs"]["searched"] and sm["params"]["shipped"] <= sm["params"]["searched"]
-    else:  # the table gives pruning nothing to save: the searched network ships, and the record says why
-        assert pruning["why_not"] == "--prune-ratio 1" and not sm["pruned"]
+    else:  # pruning did not pay (or had nothing to save): the fine-tuned searched network ships, and the record says why
+        assert pruning["why_not"] == ("--prune-ratio 1" if verdict is None else verdict["why"]) and pruning["model"] == str(out / "tuned")
+        assert sm["pruning"].startswith("pruning skipped: it did not pay" if verdict else "--prune-ratio 1")
         assert sm["macs"]["shipped"] == sm["macs"]["searched"] and sm["predicted_ms"]["pruned"] == sm["predicted_ms"]["searched"]
     acc = sm["accuracy"]
     # better than chance (10 classes; one epoch of supernet training, then pruning without fine-tuning), and within the
@@ -135,7 +147,7 @@ def test_build_writes_every_output(built):
     # the artifact is sealed and is the one the summary names, with the accuracy and latency it was built with
     art = load_artifact(sm["artifact"])
     assert art.meta.accuracy["int8"] == acc["int8"] and sm["files_bytes"]["model.so"] == (art.path / "model.so").stat().st_size
-    for d in ("search", "fp32", "pruned", "int8"):
+    for d in ("search", "fp32", "tuned", "pruned" if sm["pruned"] else "tuned", "int8"):
         assert (out / d / ("best.json" if d == "search" else "model.onnx")).exists(), d
     report = (out / "report.md").read_text()
     for image in ("search/pareto.png", "latency.png"):

@@ -53,10 +53,9 @@ def figures(ctx) -> dict:
         "precision": q.precision, "int8_drop_points": q.drop_points, "fp32_accuracy": q.fp32_accuracy,
         "network": r["search"].encoding if "search" in r else p.model,
         "predicted_ms": r["search"].predicted_latency_ms if "search" in r else None,
-        "pruning": {"pruned": p.pruned, "why_not": p.why_not,
-                    "speedup_measured": (p.before.measured_ms / p.after.measured_ms
-                                         if p.pruned and p.before.measured_ms and p.after.measured_ms else None),
-                    "accuracy_points": round((p.after.val_accuracy - p.before.val_accuracy) * 100, 2)},
+        # what fine-tuning the searched network gave, then what pruning did against that (`compress.pays`)
+        "finetune_points": round((p.tuned.val_accuracy - p.before.val_accuracy) * 100, 2) if p.tuned else None,
+        "pruning": {"pruned": p.pruned, "why_not": p.why_not, "verdict": p.verdict, "side_by_side_ms": p.side_by_side_ms},
     }
 
 

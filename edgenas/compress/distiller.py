@@ -1,5 +1,6 @@
-"""Fine-tuning a pruned network by distillation from the supernet's largest network (`learning.distill_loss`, the
-loss supernet training gives its sub-networks), and scoring it on training images held out of the fine-tuning."""
+"""Fine-tuning a network of the space (the searched one, or a pruned one) by distillation from the supernet's largest
+network (`learning.distill_loss`, the loss supernet training gives its sub-networks), and scoring it on training images
+held out of the fine-tuning."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from torch import nn
 
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.data import Split, resize, to_input
-from edgenas.learning import distill_loss, optimizer, shift_augment
+from edgenas.learning import cosine_schedule, distill_loss, optimizer, shift_augment
+from edgenas.progress import bar
 from edgenas.supernet.evaluate import BN_CALIBRATION_IMAGES, recalibrate_bn
 from edgenas.supernet.train_config import TrainConfig
 
@@ -65,6 +67,26 @@ class Distiller:
 
     def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
         return optimizer(net.parameters(), self.cfg.lr)
+
+    def finetune(self, net: nn.Module, epochs: int, state: dict, checkpoint, label: str = "fine-tune") -> None:
+        """`epochs` of distillation, cosine learning rate to zero, resuming from `state["finetune"]`; `checkpoint()`
+        after every epoch (it saves `state`)."""
+        total = epochs * self.per_epoch
+        if not total:
+            return
+        opt = self.optimizer(net)
+        sched = cosine_schedule(opt, total)
+        done = 0
+        if state.get("finetune"):
+            opt.load_state_dict(state["finetune"]["optimizer"])
+            sched.load_state_dict(state["finetune"]["scheduler"])
+            done = state["finetune"]["epochs_done"]
+        with bar(total, label, initial=done * self.per_epoch, unit="step") as progress:
+            for epoch in range(done, epochs):
+                gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+                self.fit(net, self.batches(self.per_epoch, gen), opt, sched, progress)
+                state["finetune"] = {"epochs_done": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+                checkpoint()
 
     def score(self, net: nn.Module) -> tuple[float, float]:
         """Held-out accuracy and cross-entropy, after recalibrating BatchNorm (pruning shifts every statistic after

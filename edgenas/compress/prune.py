@@ -32,7 +32,6 @@ from edgenas.compress.prune_input import PruneInput
 from edgenas.compress.surgery import macs_params, mid_channels, prune_unit
 from edgenas.errors import BadInput, EdgenasError, Interrupted
 from edgenas.jsonio import exclusive_lock
-from edgenas.learning import cosine_schedule
 from edgenas.measure.onnx_export import to_onnx
 from edgenas.progress import bar
 from edgenas.search.search import measure_ms
@@ -101,6 +100,8 @@ class PruneReport:
 def _goal(latency: PrunedLatency, channels: dict[int, int], cfg: PruneConfig, source: Path) -> tuple[float, float, float]:
     """The unpruned prediction, the target, and the fastest any pruning reaches; fails before any work if out of reach."""
     start_ms = latency(channels)
+    if cfg.target_ms is None and cfg.ratio is None:
+        raise BadInput("give --target-ms or --prune-ratio: how far to prune")
     goal = cfg.target_ms if cfg.target_ms is not None else cfg.ratio * start_ms
     if goal >= start_ms:
         raise BadInput(f"--target-ms {goal:g}: {source} is already predicted at {start_ms:.4f} ms; nothing to prune")
@@ -172,7 +173,7 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
             while latency(mid_channels(net)) > goal:
                 net = _netadapt_step(net, latency, distiller, cfg, goal, step_ms, state["steps"], specs)
                 checkpoint()
-            _finetune(net, distiller, cfg, state, checkpoint)
+            distiller.finetune(net, cfg.finetune_epochs, state, checkpoint)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted: {len(state['steps'])} pruning step(s) are saved in {state_path}; "
                               f"run the same command to resume") from None
@@ -223,23 +224,3 @@ def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: Prune
                   "candidates": [{n: t[n] for n in ("layer", "channels", "predicted_ms", "holdout_accuracy", "holdout_loss")}
                                  for t in tried]})
     return chosen["net"]
-
-
-def _finetune(net: nn.Module, distiller: Distiller, cfg: PruneConfig, state: dict, checkpoint) -> None:
-    """The final distillation, cosine learning rate to zero; a checkpoint after every epoch."""
-    total = cfg.finetune_epochs * distiller.per_epoch
-    if not total:
-        return
-    opt = distiller.optimizer(net)
-    sched = cosine_schedule(opt, total)
-    done = 0
-    if state["finetune"]:
-        opt.load_state_dict(state["finetune"]["optimizer"])
-        sched.load_state_dict(state["finetune"]["scheduler"])
-        done = state["finetune"]["epochs_done"]
-    with bar(total, "fine-tune", initial=done * distiller.per_epoch, unit="step") as progress:
-        for epoch in range(done, cfg.finetune_epochs):
-            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-            distiller.fit(net, distiller.batches(distiller.per_epoch, gen), opt, sched, progress)
-            state["finetune"] = {"epochs_done": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
-            checkpoint()

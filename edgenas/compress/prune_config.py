@@ -11,7 +11,7 @@ from edgenas.errors import BadInput
 @dataclass(frozen=True)
 class PruneConfig:
     target_ms: float | None = None  # predicted latency to reach, or
-    ratio: float | None = None  # that as a fraction of the model's predicted latency
+    ratio: float | None = None  # that as a fraction of the model's predicted latency (neither: fine-tuning only)
     step_ms: float | None = None  # latency each NetAdapt step removes [default: (start - target) / steps]
     steps: int = 5  # or the way from the start to the target in this many equal reductions
     finetune_epochs: int = 3  # the final distillation, over the training split (a build's time allows this much)
@@ -25,8 +25,8 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if (self.target_ms is None) == (self.ratio is None):
-            raise BadInput("give exactly one of --target-ms and --prune-ratio")
+        if self.target_ms is not None and self.ratio is not None:
+            raise BadInput("give one of --target-ms and --prune-ratio, not both")
         if self.ratio is not None and not 0 < self.ratio < 1:
             raise BadInput(f"--prune-ratio {self.ratio:g} must be between 0 and 1 (a fraction of the predicted latency)")
         if self.target_ms is not None and self.target_ms <= 0:

@@ -88,16 +88,20 @@ class NetworkFigures(Product):
 
 @dataclass(frozen=True)
 class PrunedProduct(Product):
-    """prune: the fp32 model bundle that goes on to quantization (the searched network when pruning is skipped)."""
+    """prune: the fp32 model bundle that goes on to quantization: the searched network fine-tuned, and pruned when
+    pruning paid (`compress.pays`)."""
     KIND: ClassVar[str] = "pruned"
-    NESTED: ClassVar[dict[str, type]] = {"before": NetworkFigures, "after": NetworkFigures}
+    NESTED: ClassVar[dict[str, type]] = {"before": NetworkFigures, "after": NetworkFigures, "tuned": NetworkFigures}
     model: str  # the bundle's directory
     pruned: bool
-    before: NetworkFigures
-    after: NetworkFigures
+    before: NetworkFigures  # the searched network as exported, with the supernet's weights
+    after: NetworkFigures  # the network that goes on
     units: list  # per prunable unit: layer, unit key, channels before and after ([] when not pruned)
     seconds: float | None
     why_not: str | None  # why the searched network ships unpruned
+    tuned: NetworkFigures | None = None  # the searched network fine-tuned (None: no fine-tuning)
+    verdict: dict | None = None  # `compress.pays.Verdict` of the pruned network against the tuned one
+    side_by_side_ms: dict | None = None  # "tuned" and "pruned", measured side by side (None: not measured)
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,16 @@ def summarize(results: dict, out: Path, target: str) -> dict:
         "artifact_readings_ms": [r[b.statistic] for r in (b.runs.get(b.checked_on), b.recheck) if r is not None],
         "within_budget": b.within_budget,
         # `artifact`: the shipped library's own, run here; `int8`: the gate's, measured with `int8_judged_by`
-        "accuracy": {"artifact": c.accuracy, "searched_fp32": before.val_accuracy, "pruned_fp32": q.fp32_accuracy,
+        "accuracy": {"artifact": c.accuracy, "searched_fp32": before.val_accuracy,
+                     "tuned_fp32": p.tuned.val_accuracy if p.tuned else None, "pruned_fp32": q.fp32_accuracy,
                      "int8": q.int8_accuracy, "int8_drop_points": q.drop_points, "quantize_remedy": q.remedy,
                      "int8_judged_by": (q.report or {}).get("evaluated_with", {}).get("runtime")},
         "macs": {"searched": before.macs, "shipped": after.macs},
         "params": {"searched": before.params, "shipped": after.params},
         "files_bytes": c.files_bytes,
         "network": s.encoding, "pruned": p.pruned,
+        # whether pruning was kept, and why: `compress.pays`'s line, or why it did not run
+        "pruning": p.verdict["why"] if p.verdict else (p.why_not or "pruned"), "pruning_side_by_side_ms": p.side_by_side_ms,
         "artifact": c.artifact, "report": str(Path(out) / REPORT),
     }
 
@@ -63,10 +66,13 @@ def rows(sm: dict) -> list[tuple[str, str]]:
                             pruned(f"pruned {_ms(pr['pruned'])} predicted, {_ms(me['pruned'])} measured")),
         ("accuracy (validation)", (f"artifact {acc['artifact']:.4f} ({prec}, the library itself); "
                                    if acc.get("artifact") is not None else "artifact not measured here; ") +
-                                  f"searched fp32 {acc['searched_fp32']:.4f}" + pruned(f"pruned fp32 {acc['pruned_fp32']:.4f}") +
+                                  f"searched fp32 {acc['searched_fp32']:.4f}" +
+                                  (f", fine-tuned fp32 {acc['tuned_fp32']:.4f}" if acc.get("tuned_fp32") is not None else "") +
+                                  pruned(f"pruned fp32 {acc['pruned_fp32']:.4f}") +
                                   (f", int8 gate {acc['int8']:.4f} on {acc.get('int8_judged_by') or 'ort'} "
                                    f"({0.0 - acc['int8_drop_points']:+.2f} points; remedy {acc['quantize_remedy']})"
                                    if acc["int8"] is not None else "")),
+        ("pruning", sm.get("pruning") or ("pruned" if sm["pruned"] else "not pruned")),
         ("MACs", f"{sm['macs']['searched']:,}" + pruned(f"{sm['macs']['shipped']:,} after pruning")),
         ("parameters", f"{sm['params']['searched']:,}" + pruned(f"{sm['params']['shipped']:,} after pruning")),
         ("size", ", ".join(f"{name} {n / 1024:.1f} KiB" for name, n in sm["files_bytes"].items())),

@@ -26,8 +26,10 @@ from edgenas.tables.key import TableKey
 from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.targets import Target
 
-#: NetAdapt steps of the build's pruning: its default 10% is a short way (5 steps, prune's default, took 5 min here)
+#: NetAdapt steps of the build's pruning: its default 20% is a short way (5 steps, prune's default, took 5 min here)
 PRUNE_STEPS = 2
+#: the pruned network's own distillation, after it was pruned from the fine-tuned one (NetAdapt's long-term fine-tune)
+RECOVERY_EPOCHS = 1
 
 
 @dataclass
@@ -191,40 +193,65 @@ def _search(ctx: Context):
                cfg=ctx.measure_config(c.backend))
 
 
-# ---- prune (after exporting the searched network) --------------------------------------------------------------
+# ---- prune (after exporting and fine-tuning the searched network) -----------------------------------------------
 def _prune_inputs(ctx: Context) -> dict:
-    return {"ratio": ctx.cfg.prune_ratio, "steps": PRUNE_STEPS, "finetune_epochs": ctx.cfg.finetune_epochs}
+    from edgenas.compress.pays import MAX_LOSS_POINTS, MIN_SPEEDUP
+
+    return {"ratio": ctx.cfg.prune_ratio, "steps": PRUNE_STEPS, "finetune_epochs": ctx.cfg.finetune_epochs,
+            "recovery_epochs": RECOVERY_EPOCHS, "pays": [MIN_SPEEDUP, MAX_LOSS_POINTS]}
 
 
 def _prune(ctx: Context) -> PrunedProduct:
-    """The searched network exported, then pruned: built once and handed to both (`Context.searched`)."""
+    """The searched network exported and fine-tuned (`compress.finetune`), then pruned from there; the pruned network
+    goes on only when pruning paid against the fine-tuned one (`compress.pays`). Built once (`Context.searched`)."""
+    from edgenas.compress.finetune import finetune
+    from edgenas.compress.prune_config import PruneConfig
+    from edgenas.compress.prune_input import PruneInput
+    from edgenas.compress.surgery import macs_params
     from edgenas.search.export import export
 
-    fp32, searched = ctx.out / "fp32", ctx.searched
+    fp32, searched, s = ctx.out / "fp32", ctx.searched, ctx.results["search"]
     onnx_model, info = export(searched, fp32)
-    why_not = "--prune-ratio 1"
-    if ctx.cfg.prune_ratio < 1:
-        from edgenas.compress.prune import OutOfReach, prune
-        from edgenas.compress.prune_input import PruneInput
-        from edgenas.compress.prune_config import PruneConfig
+    before = NetworkFigures(*macs_params(searched.net), s.predicted_latency_ms, s.measured_latency_ms, info.accuracy["fp32"])
+    measures = ctx.measures_here or ctx.rpc is not None
+    inp = PruneInput(searched, onnx_model, info, fp32 / "model.onnx", LatencyTable.load(ctx.table),
+                     ctx.key if measures else None, None if measures else f"target '{ctx.target.name}' is not measured here")
+    shipped, tuned_fig = str(fp32), None
+    if ctx.cfg.finetune_epochs:
+        tuned = finetune(inp, ctx.out / "tuned", ctx.cfg.finetune_epochs, PruneConfig())
+        inp = tuned.as_prune_input(inp, ctx.out / "tuned" / "model.onnx")
+        shipped, tuned_fig = str(ctx.out / "tuned"), replace(before, val_accuracy=tuned.info.accuracy["fp32"])
+    unpruned = PrunedProduct(shipped, False, before, tuned_fig or before, [], None, "--prune-ratio 1", tuned_fig)
+    if ctx.cfg.prune_ratio >= 1:
+        return unpruned
+    from edgenas.compress.pays import pruning_pays
+    from edgenas.compress.prune import OutOfReach, prune
 
-        cfg = PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS, finetune_epochs=ctx.cfg.finetune_epochs)
-        key = ctx.key if ctx.measures_here else None
-        inp = PruneInput(searched, onnx_model, info, fp32 / "model.onnx", LatencyTable.load(ctx.table), key,
-                         None if key else f"target '{ctx.target.name}' is not measured here")
-        try:
-            r = prune(inp, ctx.out / "pruned", cfg)
-            return PrunedProduct(str(ctx.out / "pruned"), True, NetworkFigures(**r.before), NetworkFigures(**r.after),
-                                 r.units, r.seconds, None)
-        except OutOfReach as e:  # the searched network already meets the budget: it ships as it is
-            warn(f"{e}; shipping the searched network unpruned")
-            why_not = str(e)
-    from edgenas.compress.surgery import macs_params
+    cfg = PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS,
+                      finetune_epochs=RECOVERY_EPOCHS if ctx.cfg.finetune_epochs else 0)
+    try:
+        r = prune(inp, ctx.out / "pruned", cfg)
+    except OutOfReach as e:  # the searched network already meets the budget: it ships as it is
+        warn(f"{e}; shipping the searched network unpruned")
+        return replace(unpruned, why_not=str(e))
+    unpruned_fig, after = tuned_fig or before, NetworkFigures(**r.after)
+    side = _side_by_side(ctx, {"tuned": inp.onnx_model, "pruned": (ctx.out / "pruned" / "model.onnx").read_bytes()},
+                         info.input_shape) if measures else None
+    v = (pruning_pays(side["tuned"], side["pruned"], unpruned_fig.val_accuracy, after.val_accuracy, True) if side else
+         pruning_pays(unpruned_fig.predicted_ms, after.predicted_ms, unpruned_fig.val_accuracy, after.val_accuracy, False))
+    if not v.pays:
+        warn(f"{v.why}; shipping the searched network fine-tuned, unpruned")
+        return replace(unpruned, why_not=v.why, verdict=v.to_dict(), side_by_side_ms=side, seconds=r.seconds)
+    return PrunedProduct(str(ctx.out / "pruned"), True, before, after, r.units, r.seconds, None, tuned_fig, v.to_dict(), side)
 
-    s = ctx.results["search"]
-    macs, params = macs_params(searched.net)
-    same = NetworkFigures(macs, params, s.predicted_latency_ms, s.measured_latency_ms, info.accuracy["fp32"])
-    return PrunedProduct(str(fp32), False, same, same, [], None, why_not)
+
+def _side_by_side(ctx: Context, fp32_models: dict[str, bytes], shape: tuple[int, ...]) -> dict[str, float]:
+    """The fp32 models as they ship at the table's precision, measured side by side with the backend that ships."""
+    from edgenas.measure.onnx_export import shipped_onnx
+    from edgenas.tables.precision import measure_side_by_side
+
+    models = {n: shipped_onnx(m, shape, ctx.key.precision, ctx.target) for n, m in fp32_models.items()}
+    return measure_side_by_side(ctx.key, ctx.measure_config(ctx.cfg.backend), models, shape)
 
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
@@ -349,7 +376,7 @@ STAGES = (
     Stage("profile", ("precision",), _profile_inputs, _profile, TableProduct),
     Stage("train", (), _train_inputs, _train, SupernetProduct),
     Stage("search", ("profile", "train"), _search_inputs, _search, SearchReport, ("search",)),
-    Stage("prune", ("search",), _prune_inputs, _prune, PrunedProduct, ("fp32", "pruned")),
+    Stage("prune", ("search",), _prune_inputs, _prune, PrunedProduct, ("fp32", "tuned", "pruned")),
     Stage("quantize", ("prune",), _quantize_inputs, _quantize, QuantizedProduct, ("int8",)),
     Stage("compile", ("quantize",), _compile_inputs, _compile, CompiledProduct, ("artifact",)),
     Stage("bench", ("compile",), _bench_inputs, _bench, BenchProduct),

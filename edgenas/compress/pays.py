@@ -1,0 +1,42 @@
+"""Whether pruning paid: the pruned network against the one it was pruned from, fine-tuned as long.
+
+NetAdapt reaches any latency it is asked for; whether the trade was worth making is a question about the two networks,
+measured together. A build ships the pruned network only when it runs at least `MIN_SPEEDUP` times as fast, measured
+side by side with the backend that ships (`tables.precision.measure_side_by_side`: one machine state for both), and
+loses at most `MAX_LOSS_POINTS` of validation accuracy; otherwise it ships the fine-tuned searched network and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+#: what pruning must give to be kept: a speed-up the user feels, at an accuracy cost within one run's noise
+MIN_SPEEDUP, MAX_LOSS_POINTS = 1.15, 0.3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    pays: bool
+    before_ms: float  # the network pruning started from (fine-tuned as long)
+    after_ms: float  # the pruned network
+    before_accuracy: float  # validation, fp32
+    after_accuracy: float
+    speedup: float  # the unpruned network's latency over the pruned one's
+    loss_points: float  # validation accuracy lost by pruning, in points (negative: gained)
+    measured: bool  # the speed-up was measured side by side (False: from the table's predictions)
+    why: str  # one line, for the summary
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pruning_pays(before_ms: float, after_ms: float, before_acc: float, after_acc: float, measured: bool) -> Verdict:
+    speedup, loss = before_ms / after_ms, round((before_acc - after_acc) * 100, 2)
+    v = lambda pays, why: Verdict(pays, before_ms, after_ms, before_acc, after_acc, speedup, loss, measured, why)  # noqa: E731
+    how = "measured side by side" if measured else "predicted (not measurable here)"
+    figures = f"{speedup:.2f}x {how}, {loss:+.2f} points of accuracy lost"
+    if speedup < MIN_SPEEDUP:
+        return v(False, f"pruning skipped: it did not pay ({figures}; it must give {MIN_SPEEDUP:g}x)")
+    if loss > MAX_LOSS_POINTS:
+        return v(False, f"pruning skipped: it did not pay ({figures}; at most {MAX_LOSS_POINTS:g} may be lost)")
+    return v(True, f"pruned: {figures}")
