@@ -22,11 +22,11 @@ from edgenas.bundle import ModelInfo, write_bundle
 from edgenas.compress.distiller import Distiller
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.prune_input import PruneInput
-from edgenas.errors import BadInput, Interrupted
+from edgenas.errors import Interrupted
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.onnx_export import to_onnx
 from edgenas.supernet.evaluate import recalibrate_bn
-from edgenas.supernet.train import load_checkpoint, save_checkpoint
+from edgenas.supernet.train import resume_checkpoint, save_checkpoint
 
 STATE = "finetune-state.pt"
 
@@ -37,8 +37,6 @@ class Tuned:
     net: nn.Module
     onnx_model: bytes
     info: ModelInfo
-    epochs: int
-    seconds: float
 
     def as_prune_input(self, inp: PruneInput, source: Path) -> PruneInput:
         """What pruning starts from when it starts from this network: everything else as `inp` had it."""
@@ -60,12 +58,10 @@ def finetune(inp: PruneInput, out: Path, epochs: int, cfg: PruneConfig, threads:
     out = Path(out)
     state_path, ident = out / STATE, _identity(inp, epochs, cfg)
     with exclusive_lock(state_path):
-        state = {"identity": ident, "finetune": None, "seconds": 0.0}
-        if state_path.exists():
-            saved = load_checkpoint(state_path, ("identity", "model"), "delete it to fine-tune from the start")
-            if saved["identity"] != ident:
-                raise BadInput(f"{state_path}: holds a fine-tuning of another network or with other settings; delete it")
-            state = saved
+        state = resume_checkpoint(state_path, ident, ("model",), "fine-tuning", "delete it to fine-tune from the start")
+        if state is None:
+            state = {"identity": ident, "finetune": None, "seconds": 0.0}
+        else:
             net.load_state_dict(state["model"])
         distiller = Distiller(evaluator.network(evaluator.supernet.space.largest()), evaluator.split, cfg,
                               net.arch.resolution)
@@ -91,4 +87,4 @@ def finetune(inp: PruneInput, out: Path, epochs: int, cfg: PruneConfig, threads:
         tuned = info.then("finetune", accuracy={"fp32": ort_accuracy(onnx_model, info, evaluator.split, threads)},
                           record={"epochs": epochs, "teacher": "the supernet's largest network", "seconds": seconds})
         write_bundle(out, onnx_model, tuned)
-    return Tuned(net, onnx_model, tuned, epochs, seconds)
+    return Tuned(net, onnx_model, tuned)

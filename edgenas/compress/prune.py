@@ -37,7 +37,7 @@ from edgenas.progress import bar
 from edgenas.search.search import measure_ms
 from edgenas.space.space import LayerSpec
 from edgenas.supernet.evaluate import recalibrate_bn
-from edgenas.supernet.train import load_checkpoint, save_checkpoint
+from edgenas.supernet.train import resume_checkpoint, save_checkpoint
 from edgenas.tables.pruned_latency import PrunedLatency, fastest_channels
 
 STATE = "prune-state.pt"
@@ -113,17 +113,6 @@ def _goal(latency: PrunedLatency, channels: dict[int, int], cfg: PruneConfig, so
     return start_ms, goal, fastest
 
 
-def _open_state(state_path: Path, ident: dict) -> dict | None:
-    """The checkpoint of an interrupted pruning of the same input and settings, if there is one."""
-    if not state_path.exists():
-        return None
-    state = load_checkpoint(state_path, ("identity", "steps", "channels", "model"), "delete it to prune from the start")
-    if state["identity"] != ident:
-        diff = next(k for k in ident if state["identity"].get(k) != ident[k])
-        raise BadInput(f"{state_path}: holds a pruning with another {diff}; use a new --out or delete it")
-    return state
-
-
 def _figures(inp: PruneInput, net: nn.Module, onnx_model: bytes, predicted_ms: float, threads: int,
              measured_ms: float | None = None) -> dict:
     """A network's MACs, parameters, predicted and measured latency (measured as the table measures, when it can be
@@ -151,7 +140,8 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
     out = Path(out)
     state_path = out / STATE
     with exclusive_lock(state_path):
-        state = _open_state(state_path, _identity(inp.onnx_model, cfg))
+        state = resume_checkpoint(state_path, _identity(inp.onnx_model, cfg), ("steps", "channels", "model"), "pruning",
+                                  "delete it to prune from the start")
         if state is not None:
             net = _rebuild(net, state)
         else:  # the search measured this network with this table's backend, as `_figures` would: not again

@@ -139,6 +139,18 @@ def load_checkpoint(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
     return state
 
 
+def resume_checkpoint(path: Path, identity: dict, keys: tuple[str, ...], what: str, remedy: str) -> dict | None:
+    """The checkpoint of an interrupted `what` (a pruning, a fine-tuning) with the same `identity`, if there is one; one
+    with another identity is refused, naming the setting that differs."""
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, ("identity", *keys), remedy)
+    if state["identity"] != identity:
+        diff = next((k for k in identity if state["identity"].get(k) != identity[k]), "setting")
+        raise BadInput(f"{path}: holds a {what} with another {diff}; use a new --out or delete it")
+    return state
+
+
 def check_data_fits(channels: int, classes: int, source: str, space: SearchSpace) -> None:
     """The data's images and classes are what the space's networks take and tell apart (build checks it first)."""
     if channels != space.in_channels:
