@@ -32,3 +32,6 @@ def test_every_arm_is_built_trained_and_measured_by_the_build_s_own_stages(tmp_p
     assert meta["model"]["history"][0]["baseline"].startswith("MobileNetV2") and meta["accuracy"]["artifact"] is not None
     assert row["edgenas_vs_best_other_points"] is not None and (work / "value.png").stat().st_size > 0
     assert out["accuracy_predictor_held_out"]["n"] == 4
+    lead = row["evolution_vs_random_points"]
+    assert lead["artifact_accuracy"] == round((row["evolution"]["artifact_accuracy"] - row["random"]["artifact_accuracy"]) * 100, 2)
+    assert 0 < row["evolution"]["supernet_accuracy"] <= 1 and lead["supernet_accuracy"] is not None

@@ -53,6 +53,9 @@ def figures(ctx) -> dict:
         "precision": q.precision, "int8_drop_points": q.drop_points, "fp32_accuracy": q.fp32_accuracy,
         "network": r["search"].encoding if "search" in r else p.model,
         "predicted_ms": r["search"].predicted_latency_ms if "search" in r else None,
+        # the search's view of its pick: the predictor's accuracy and the supernet's (before any fine-tuning)
+        "predicted_accuracy": r["search"].predicted_accuracy if "search" in r else None,
+        "supernet_accuracy": r["search"].val_accuracy if "search" in r else None,
         # what fine-tuning the searched network gave, then what pruning did against that (`compress.pays`)
         "finetune_points": round((p.tuned.val_accuracy - p.before.val_accuracy) * 100, 2) if p.tuned else None,
         "pruning": {"pruned": p.pruned, "why_not": p.why_not, "verdict": p.verdict, "side_by_side_ms": p.side_by_side_ms},
@@ -170,6 +173,11 @@ def main() -> None:
                                                if best and ours.get("artifact_accuracy") is not None else None)
         row["edgenas_not_slower"] = (ours["measured_ms"] <= best["measured_ms"]
                                      if best and ours.get("measured_ms") is not None else None)
+        # evolution's lead over random search as the search saw it (in the supernet) and as it shipped
+        rnd = row["random"]
+        row["evolution_vs_random_points"] = {
+            k: round((ours[k] - rnd[k]) * 100, 2) if ours.get(k) is not None and rnd.get(k) is not None else None
+            for k in ("predicted_accuracy", "supernet_accuracy", "artifact_accuracy")}
         rows.append(row)
     plot(rows, args.work / "value.png")
     print(json.dumps({
