@@ -55,3 +55,22 @@ def test_the_digits_space_follows_the_data(channels, size, classes, resolutions)
     assert (fitted.in_channels, fitted.num_classes, fitted.resolutions) == (channels, classes, resolutions)
     assert fitted.stages == digits.stages and fitted.kernel_sizes == digits.kernel_sizes
     assert (fitted is digits) == (fitted.hash == digits.hash) == ((channels, size, classes) == (1, 28, 10))
+
+
+@pytest.mark.parametrize("channels, size, classes", [(3, 32, 10), (3, 96, 2), (1, 16, 10)])
+def test_a_fitted_space_is_named_back_by_the_name_the_build_prints(channels, size, classes):
+    """`edgenas profile --space <that name>` measures the tables a build on such images budgets against."""
+    fitted = follow_data(get_space("digits"), channels, size, classes)
+    again = get_space(fitted.name)
+    assert again == fitted and again.hash == fitted.hash
+
+
+@pytest.mark.parametrize("name, says", [
+    ("digits-c1-r28-n10", "name it 'digits'"),  # the template as it is
+    ("digits-c3-r32-n1", "2 classes"),
+    ("nospace-c3-r32-n10", "unknown search space 'nospace-c3-r32-n10'"),
+])
+def test_a_bad_fitted_name_is_one_line(name, says):
+    proc = run_cli("profile", "--space", name, "--backend", "ort", check=None)
+    assert proc.returncode != 0 and says in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -9,8 +9,11 @@ is returned unchanged, with its name and its tables.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from typing import Callable
 
+from edgenas.errors import BadInput
 from edgenas.space.space import SearchSpace
 
 #: resolutions scaled to another image size are rounded to a multiple of this (and kept at least this large)
@@ -26,6 +29,26 @@ def scaled_resolutions(space: SearchSpace, size: int) -> tuple[int, ...]:
         return space.resolutions
     scaled = {max(RESOLUTION_STEP, round(r * size / top / RESOLUTION_STEP) * RESOLUTION_STEP) for r in space.resolutions}
     return tuple(sorted(scaled - {max(scaled)} | {size}))
+
+
+#: the name `follow_data` gives: the template's, then what the data set (channels, image side, classes)
+FITTED_NAME = re.compile(r"^(?P<template>.+)-c(?P<channels>\d+)-r(?P<size>\d+)-n(?P<classes>\d+)$")
+
+
+def fitted_by_name(name: str, registry: dict[str, Callable[[], SearchSpace]]) -> SearchSpace | None:
+    """The space `follow_data` named `name`, made again from its registered template (None: not such a name)."""
+    m = FITTED_NAME.match(name)
+    if m is None or m["template"] not in registry:
+        return None
+    channels, size, classes = int(m["channels"]), int(m["size"]), int(m["classes"])
+    if min(channels, size) < 1 or classes < 2:
+        raise BadInput(f"space '{name}': {channels} channel(s), {size}px images and {classes} classes cannot be fitted "
+                       f"(at least 1 channel, 1 pixel and 2 classes)")
+    fitted = follow_data(registry[m["template"]](), channels, size, classes)
+    if fitted.name != name:  # e.g. digits-c1-r28-n10 is the digits space itself
+        raise BadInput(f"space '{name}': '{m['template']}' fits {channels}-channel {size}px images of {classes} classes "
+                       f"as it is; name it '{fitted.name}'")
+    return fitted
 
 
 def follow_data(space: SearchSpace, channels: int, size: int, classes: int) -> SearchSpace:
@@ -48,4 +71,4 @@ def follow_dataset(space: SearchSpace, data) -> tuple[SearchSpace, str | None]:
         return space, None
     return fitted, (f"space '{space.name}' made to fit {data.source}: {fitted.in_channels} channel(s), "
                     f"{fitted.num_classes} classes, resolutions {', '.join(map(str, fitted.resolutions))} "
-                    f"(its tables: '{fitted.name}')")
+                    f"(its tables, and its name for --space: '{fitted.name}')")

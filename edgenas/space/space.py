@@ -268,9 +268,16 @@ def space_from_dict(d: dict, source: str = "search space") -> SearchSpace:
 
 
 def get_space(name_or_path: str) -> SearchSpace:
-    """A registered space by name, or a JSON file holding `SearchSpace` fields."""
+    """A registered space by name, a registered space made to fit data by the name a build gave it (`space.fit`:
+    `digits-c3-r32-n10`, so that `edgenas profile` can measure the tables of a build on RGB images), or a JSON file
+    holding `SearchSpace` fields."""
     if name_or_path in _REGISTRY:
         return _REGISTRY[name_or_path]()
+    from edgenas.space.fit import fitted_by_name
+
+    fitted = fitted_by_name(name_or_path, _REGISTRY)
+    if fitted is not None:
+        return fitted
     if name_or_path.endswith(".json") or Path(name_or_path).is_file():
         from edgenas.jsonio import read_json
 
