@@ -15,7 +15,7 @@ budget:
 Every accuracy is the artifact's, on the held-out validation split; every latency is measured, 1 thread. Also: the
 accuracy predictor's Kendall tau on held-out sub-networks, each artifact's int8 drop, and what pruning gave.
 
-    .venv/bin/python tools/bench_value.py --limit 10000 --epochs 8 --budgets 3      # ~1 h on 2 cores
+    .venv/bin/python tools/bench_value.py --limit 10000 --epochs 16 --budgets 3     # the README's run
 """
 
 import argparse
