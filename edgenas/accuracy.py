@@ -57,7 +57,8 @@ def vm_logits(executable, x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Evaluator:
-    """Who judges a model: `runtime` ("tvm": the library compile makes; "ort": ONNX Runtime as it ships; "reference":
+    """Who judges a model: `runtime` ("tvm": the library compile makes; "ort": ONNX Runtime as it ships; "openvino":
+    OpenVINO as it ships; "reference":
     the QDQ model in float) for `target`, with compile's `layout` and `tuning_db`."""
 
     runtime: str
@@ -71,9 +72,14 @@ class Evaluator:
     @classmethod
     def for_backend(cls, backend: str, target: Target, layout: str = "NHWC", tuning_db: Path | None = None,
                     threads: int = 1) -> "Evaluator":
-        """The judge of a model that ships to `target` on `backend` (tvm or ort)."""
+        """The judge of a model that ships to `target` on `backend` (tvm, ort or openvino)."""
         if backend not in BACKENDS:
             raise BadInput(f"--backend {backend}: one of {', '.join(BACKENDS)}")
+        if backend == "openvino" and target.runs_here:
+            from edgenas.measure.openvino import missing
+
+            if why := missing():
+                raise BadInput(f"--backend openvino: {why}")
         if not target.runs_here:
             return cls("reference", target, layout, tuning_db, threads,
                        f"target '{target.name}' does not run here; the QDQ model in float stands in "
@@ -85,6 +91,10 @@ class Evaluator:
             from edgenas.measure.tvm import compile_onnx
 
             return vm_logits(compile_onnx(onnx_model, self.target, self.layout, self.tuning_db).executable, x)
+        if self.runtime == "openvino":
+            from edgenas.measure.openvino import logits
+
+            return logits(onnx_model, x, self.threads)
         return ort_logits(onnx_model, x, self.threads, exact=self.runtime == "reference")
 
     def accuracy(self, onnx_model: bytes, info: ModelInfo, split: Split) -> float:

@@ -87,8 +87,12 @@ def _key(target, backend, precision, space, threads, rpc, layout, tuning_db):
 def _backends(choice: str, target, rpc) -> list[str]:
     if choice != "all":
         return [choice]
-    # ONNX Runtime can only measure on the machine it runs on
-    return ["tvm"] if rpc or not target.runs_here else ["ort", "tvm"]
+    from edgenas.measure.backends import reachable_backends
+
+    found, passed = reachable_backends(target, rpc)  # ONNX Runtime and OpenVINO measure only the machine they run on
+    if passed and rpc is None and target.runs_here:
+        click.echo("edgenas: passed over " + "; ".join(passed), err=True)
+    return found
 
 
 @cli.command("profile")
@@ -229,7 +233,8 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 @cli.command("build")
 @options(*[o for o in TARGET if o != "precision"])
 @option("precision", auto_precision=True, default=BuildConfig.precision)
-@options("budget-ms", "data", "backend")
+@options("budget-ms", "data")
+@option("backend", auto_backend=True, default=BuildConfig.backend)
 @option("out", default=BuildConfig.out, show_default=True)
 @options("epochs", "limit", "subnets", "strategy", "generations", "population", "margin-pct", "prune-ratio")
 @options("finetune-epochs")

@@ -110,19 +110,30 @@ def _shape(_ctx, _param, value):
 
 @click.command("compile")
 @click.argument("model", type=click.Path(path_type=Path))
-@options("target", "out", *TUNE, "layout", "tuning-db")
+@options("target", "out", "backend", *TUNE, "layout", "tuning-db")
 @click.option("--input-shape", callback=_shape, default=None, metavar="N,C,H,W", help="Fix a model's dynamic input shape.")
 @options(*MEASURE, "json")
-def compile_cmd(model, target, out, tune_trials, tune_minutes, layout, tuning_db, input_shape, threads, rpc_tracker, repeat,
-                rpc_key, as_json):
-    """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it."""
-    from edgenas.artifact.package import package
+def compile_cmd(model, target, out, backend, tune_trials, tune_minutes, layout, tuning_db, input_shape, threads, rpc_tracker,
+                repeat, rpc_key, as_json):
+    """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it;
+    with --backend ort or openvino, package a model bundle for that runtime instead (it compiles when it loads)."""
+    from edgenas.artifact.package import package, package_onnx
     from edgenas.measure.rpc import RPCSettings
     from edgenas.targets import get_target
 
     tgt = get_target(target)
     rpc = RPCSettings.parse(rpc_tracker, rpc_key)
     ensure_writable_dir(out, "--out")
+    if backend != "tvm":
+        if rpc is not None:
+            raise BadInput(f"--backend {backend} runs on this machine only; a board over RPC needs --backend tvm")
+        art = package_onnx(model, tgt, out, backend, MeasureConfig.for_backend(backend, repeat), threads or tgt.thread_count())
+        if as_json:
+            return _echo_json({"artifact": str(art.path), **art.meta.to_dict()})
+        m = art.meta.latency.measured
+        click.echo(f"{art.path}: {backend} artifact for {tgt.name}: latency {m['median_ms']:.4f} ms median on {m['where']}, "
+                   f"validation accuracy {art.meta.accuracy.get('artifact', float('nan')):.4f} (run with {backend})")
+        return
     cfg = CompileConfig(tune_trials, layout, tuning_db, input_shape, tune_minutes, rpc)
     art = package(model, tgt, out, cfg, MeasureConfig.for_backend("tvm", repeat),
                   threads or tgt.thread_count(), rpc)
@@ -145,7 +156,7 @@ def compile_cmd(model, target, out, tune_trials, tune_minutes, layout, tuning_db
               help="An image, a uint8 image array (.npy), or a preprocessed float .npy.")
 @options("json")
 def run_cmd(artifact, input_path, as_json):
-    """Check an artifact's files, load its library with the TVM runtime, and print the prediction."""
+    """Check an artifact's files, load it with its runtime (TVM, ONNX Runtime or OpenVINO), and print the prediction."""
     import numpy as np
 
     from edgenas.artifact.artifact import load_artifact
@@ -165,13 +176,13 @@ def run_cmd(artifact, input_path, as_json):
 @click.argument("artifact", type=click.Path(path_type=Path))
 @options(*MEASURE, "json")
 def bench_cmd(artifact, threads, rpc_tracker, repeat, rpc_key, as_json):
-    """Measure an artifact's latency here, or on a board over TVM RPC (the library is uploaded)."""
+    """Measure an artifact's latency here with its runtime, or a TVM library's on a board over TVM RPC (uploaded)."""
     from edgenas.artifact.artifact import load_artifact
     from edgenas.artifact.runtime import bench
     from edgenas.measure.rpc import RPCSettings
 
     art = load_artifact(artifact)
-    r = bench(art, MeasureConfig.for_backend("tvm", repeat), threads, RPCSettings.parse(rpc_tracker, rpc_key))
+    r = bench(art, MeasureConfig.for_backend(art.meta.runtime, repeat), threads, RPCSettings.parse(rpc_tracker, rpc_key))
     if as_json:
         return _echo_json(r)
     click.echo(f"{art.path}: {r['median_ms']:.4f} ms median (min {r['min_ms']:.4f}, {r['count']} samples) on {r['where']}")

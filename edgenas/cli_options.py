@@ -15,12 +15,12 @@ import click
 from edgenas.compile.build import LAYOUTS, CompileConfig
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.compress.quantize import QuantizeConfig
-from edgenas.measure.backends import BACKENDS
+from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import STRATEGIES, EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import PRECISIONS
-from edgenas.tables.precision import AUTO
+from edgenas.tables.deployment import AUTO
 
 #: the extra --backend choice of the verbs that measure tables: every backend this machine can measure
 ALL_BACKENDS = "all"
@@ -81,9 +81,13 @@ _SHARED = [
     _opt("--space", default="digits", show_default=True, help="Search space name, or path to a space .json."),
     _opt("--tables", type=click.Path(path_type=Path), default=None,
          help="Latency table directory [default: latency_tables/ of the checkout, or $EDGENAS_TABLES]."),
-    _opt("--backend", "-b", type=click.Choice(BACKENDS), default=BuildConfig.backend, show_default=True,
-         help="The runtime that ships, whose latency and accuracy count: tvm, the compiled library, or ort, ONNX "
-              f"Runtime (`profile` and `validate` also take {ALL_BACKENDS}: every one this machine can measure)."),
+    _opt("--backend", "-b", type=click.Choice(BACKENDS), default=BACKENDS[0], show_default=True,
+         varying_default=f"`build` measures which runtime ships fastest on the target ({AUTO_BACKEND}); the other verbs "
+                         f"name a table",
+         help="The runtime that ships, whose latency and accuracy count: tvm, the compiled library; ort, ONNX Runtime; "
+              f"openvino, OpenVINO (the optional extra) (`profile` and `validate` also take {ALL_BACKENDS}: every one "
+              f"this machine can measure; `build` also takes {AUTO_BACKEND}: every one that runs the target, "
+              f"measured, and the fastest ships)."),
     _opt("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
          varying_default="`build` measures which precision pays on the target (auto); the other verbs name a table",
          help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does; "
@@ -163,13 +167,17 @@ def shared_options() -> dict[str, SharedOption]:
 def option(name: str, **override):
     """The click option for a shared flag; only a flag with a varying default may change its default (and whether it
     is required), --backend may add `all` to its choices (with all_backends=True) and --precision `auto` (with
-    auto_precision=True)."""
+    auto_precision=True), --backend `auto` (with auto_backend=True)."""
     spec = SHARED[name]
     settings = dict(spec.settings)
     if override.pop("all_backends", False):
         if name != "backend":
             raise TypeError("only --backend takes all_backends")
         settings["type"] = click.Choice([*BACKENDS, ALL_BACKENDS])
+    if override.pop("auto_backend", False):
+        if name != "backend":
+            raise TypeError("only --backend takes auto_backend")
+        settings["type"] = click.Choice([*BACKENDS, AUTO_BACKEND])
     if override.pop("auto_precision", False):
         if name != "precision":
             raise TypeError("only --precision takes auto_precision")

@@ -2,7 +2,7 @@
 
 from importlib import metadata
 
-PACKAGES = ("edgenas", "torch", "onnx", "onnxruntime", "apache-tvm")
+PACKAGES = ("edgenas", "torch", "onnx", "onnxruntime", "apache-tvm", "openvino")
 
 
 def versions() -> dict[str, str]:

@@ -25,7 +25,7 @@ def test_every_arm_is_built_trained_and_measured_by_the_build_s_own_stages(tmp_p
     for arm in ("evolution", "random", "uniform", "mobilenetv2"):
         r = row[arm]
         assert 0 <= r["artifact_accuracy"] <= 1 and r["measured_ms"] > 0 and r["precision"] == "int8", (arm, r)
-        assert (work / "0.6ms" / arm / "artifact" / "model.so").exists()
+        assert (work / "0.6ms" / arm / "artifact" / "model.onnx").exists()  # an ONNX Runtime artifact (--backend ort)
     # the baseline was scaled to the budget by measurement, and trained for the supernet's epochs and the fine-tuning's
     assert row["mobilenetv2"]["scaled"]["measured_ms"] <= 0.6 and out["mobilenetv2_epochs"] == 2
     meta = json.loads((work / "0.6ms" / "mobilenetv2" / "artifact" / "metadata.json").read_text())

@@ -13,12 +13,12 @@ import pytest
 from edgenas.cli import cli
 from edgenas.cli_options import ALL_BACKENDS, shared_options
 from edgenas.compress.quantize import QuantizeConfig
-from edgenas.measure.backends import BACKENDS
+from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import PRECISIONS
-from edgenas.tables.precision import AUTO
+from edgenas.tables.deployment import AUTO
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_options()
@@ -75,6 +75,8 @@ def test_shared_flag_agrees_in_every_verb(name):
             want_type = (want_type[0], (*BACKENDS, ALL_BACKENDS), *want_type[2:])
         if name == "precision" and verb == "build":
             want_type = (want_type[0], (*PRECISIONS, AUTO), *want_type[2:])
+        if name == "backend" and verb == "build":
+            want_type = (want_type[0], (*BACKENDS, AUTO_BACKEND), *want_type[2:])
         assert got_type == want_type, (verb, got_type, want_type)
         if not spec.varying_default:
             assert (p.default, p.required) == (want.default, want.required), (verb, p.default, p.required)
@@ -82,10 +84,13 @@ def test_shared_flag_agrees_in_every_verb(name):
 
 
 def test_backend():
-    """The same default (what ships) everywhere; `all` only where a run can measure several."""
+    """tvm everywhere a verb names a table; `build` measures which runtime ships (auto); `all` only where a run can
+    measure several."""
     for verb, p in TAKERS["--backend"].items():
-        assert p.default == "tvm" == BuildConfig.backend, verb
+        assert p.default == ("auto" if verb == "build" else "tvm"), verb
         assert (ALL_BACKENDS in p.type.choices) == (verb in ALL_BACKEND_VERBS), verb
+        assert (AUTO_BACKEND in p.type.choices) == (verb == "build"), verb
+    assert BuildConfig.backend == AUTO_BACKEND and set(BACKENDS) == {"tvm", "ort", "openvino"}
 
 
 def test_layout_is_nhwc_everywhere():
@@ -108,6 +113,7 @@ def test_the_varying_defaults_are_these():
                for name, spec in SHARED.items() if spec.varying_default}
     assert varying == {
         "precision": {"build": AUTO, **dict.fromkeys(("profile", "search", "validate"), PRECISIONS[0])},
+        "backend": {"build": AUTO_BACKEND, **dict.fromkeys(("compile", "profile", "quantize", "search", "validate"), BACKENDS[0])},
         "out": {"build": BuildConfig.out, "search": None, **dict.fromkeys(("train", "export", "prune", "quantize", "compile"))},
     }
     assert [v for v, p in TAKERS["--out"].items() if p.required] == ["train", "export", "prune", "quantize", "compile"]
@@ -122,7 +128,8 @@ def test_defaults_agree_with_the_settings_they_fill():
     assert (default["generations"], default["population"]) == (EvolutionConfig.generations, EvolutionConfig.population)
     assert default["epochs"] == TrainConfig.epochs == BuildConfig.epochs
     assert BuildConfig.precision == AUTO and default["precision"] == PRECISIONS[0]
-    for name in ("target", "data", "space", "limit", "layout", "tune-trials", "backend"):
+    assert BuildConfig.backend == AUTO_BACKEND and default["backend"] == BACKENDS[0]
+    for name in ("target", "data", "space", "limit", "layout", "tune-trials"):
         assert default[name] == getattr(BuildConfig, name.replace("-", "_")), name
 
 

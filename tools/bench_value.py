@@ -73,7 +73,7 @@ def mobilenet_arm(base: BuildConfig, supernet: Path, budget: float, epochs: int,
     ctx.results["precision"] = STAGE["precision"].run(ctx)
     run = load_run(supernet)
     split = run_split(run, supernet)
-    measure = lambda onnx, shape: measure_ms(onnx, shape, ctx.key, ctx.measure_config(cfg.backend))  # noqa: E731
+    measure = lambda onnx, shape: measure_ms(onnx, shape, ctx.key, ctx.measure_config(ctx.backend))  # noqa: E731
     widths, sizes = grid
     res = tuple(sorted({r for r in sizes if r <= min(split.image_shape[1:])}, reverse=True))
     pick, tried = scale_to_fit(budget, ctx.space.in_channels, ctx.space.num_classes, widths, res, measure, tried)

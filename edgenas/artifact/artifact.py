@@ -1,4 +1,5 @@
-"""The shipped artifact: a directory with the compiled library, the ONNX model, metadata.json and a README.
+"""The shipped artifact: a directory with the model for the runtime that ships it (TVM's compiled library, or the
+ONNX model that ONNX Runtime or OpenVINO runs), metadata.json and a README.
 
 Every file's sha256 is in metadata.json, and every reader checks them first, so a tampered or half-copied
 artifact is refused before anything loads it (schema in docs/schemas.md).
@@ -18,6 +19,9 @@ from edgenas.targets import Target
 
 SCHEMA, SCHEMA_VERSION = "edgenas.artifact", 1
 METADATA, LIBRARY, ONNX_FILE, README = "metadata.json", "model.so", "model.onnx", "README.md"
+#: the runtimes an artifact is made for, and the file each one loads
+RUNTIME_FILE = {"tvm": LIBRARY, "ort": ONNX_FILE, "openvino": ONNX_FILE}
+RUNTIME_NAME = {"tvm": "the TVM runtime", "ort": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 def sha256(path: Path) -> str:
@@ -97,18 +101,19 @@ class ArtifactMeta:
     classes: tuple[str, ...] | None  # in output order; None when unknown
     target: ArtifactTarget
     versions: dict  # of edgenas, torch, onnx, onnxruntime and apache-tvm
-    compile: CompileRecord
+    compile: CompileRecord | None  # None: nothing was compiled (an ONNX Runtime or OpenVINO artifact)
     #: validation accuracy by precision, from model.json, and `artifact`: the library's own, run here when it could
     #: be; {} for a bare ONNX file
     accuracy: dict
     latency: ArtifactLatency
     model: dict  # the ONNX file it came from, its `arch` and model.json's history
     files: dict = field(default_factory=dict)  # sha256 of every file; filled in when the artifact is sealed
+    runtime: str = "tvm"  # what runs it: tvm (`model.so`), ort or openvino (`model.onnx`)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("input", "target", "compile", "latency"):
-            d[name] = d[name].to_dict()
+            d[name] = d[name].to_dict() if d[name] is not None else None
         d["classes"] = list(self.classes) if self.classes is not None else None
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **d}
 
@@ -127,7 +132,8 @@ class ArtifactMeta:
                 **kw, "input": ArtifactInput(**{**inp, "shape": tuple(int(v) for v in inp["shape"]),
                                                 "normalization": Normalization.from_dict(norm) if norm else None}),
                 "classes": tuple(kw["classes"]) if kw["classes"] is not None else None,
-                "target": ArtifactTarget(**part(ArtifactTarget, "target")), "compile": CompileRecord(**part(CompileRecord, "compile")),
+                "target": ArtifactTarget(**part(ArtifactTarget, "target")),
+                "compile": CompileRecord(**part(CompileRecord, "compile")) if kw["compile"] is not None else None,
                 "latency": ArtifactLatency(**part(ArtifactLatency, "latency"))})
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise BadInput(f"{where}: {what}: {e}") from None
@@ -143,19 +149,28 @@ class Artifact:
         return self.path / LIBRARY
 
     @property
+    def model_file(self) -> Path:
+        """What its runtime loads."""
+        return self.path / RUNTIME_FILE[self.meta.runtime]
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return self.meta.input.shape
 
 
-def write_artifact(out: Path, library: Path, onnx_model: bytes, meta: ArtifactMeta) -> Artifact:
-    """Move the linked library into `out`, add the ONNX model and README, then seal them in metadata.json."""
+def write_artifact(out: Path, library: Path | None, onnx_model: bytes, meta: ArtifactMeta) -> Artifact:
+    """Move the linked library (TVM's; None for the other runtimes) into `out`, add the ONNX model and README, then
+    seal them in metadata.json."""
     out = Path(out)
     with exclusive_lock(out / METADATA):
         (out / METADATA).unlink(missing_ok=True)  # an unsealed directory is never mistaken for an artifact
-        Path(library).replace(out / LIBRARY)
+        (out / LIBRARY).unlink(missing_ok=True)  # a library left by an artifact of another runtime
+        if library is not None:
+            Path(library).replace(out / LIBRARY)
         atomic_write_bytes(out / ONNX_FILE, onnx_model)
         atomic_write_bytes(out / README, readme(meta).encode())
-        meta = replace(meta, files={name: sha256(out / name) for name in (LIBRARY, ONNX_FILE, README)})
+        names = (LIBRARY, ONNX_FILE, README) if library is not None else (ONNX_FILE, README)
+        meta = replace(meta, files={name: sha256(out / name) for name in names})
         atomic_write_json(out / METADATA, meta.to_dict())
     return Artifact(out, meta)
 
@@ -168,10 +183,12 @@ def load_artifact(path: Path) -> Artifact:
     redo = f"compile the model again into {path} (or copy the artifact again)"
     d = read_json(path / METADATA, remedy=redo)
     check_schema(d, path / METADATA, SCHEMA, SCHEMA_VERSION, "artifact", redo)
-    files = d.get("files")
-    if not isinstance(files, dict) or LIBRARY not in files:
-        raise BadInput(f"{path / METADATA}: field 'files' must list the sha256 of {LIBRARY} and the other files")
     meta = ArtifactMeta.from_dict(d, path / METADATA, redo)
+    if meta.runtime not in RUNTIME_FILE:
+        raise BadInput(f"{path / METADATA}: field 'runtime' must be one of {', '.join(RUNTIME_FILE)}, not {meta.runtime!r}")
+    files, needed = d.get("files"), RUNTIME_FILE[meta.runtime]
+    if not isinstance(files, dict) or needed not in files:
+        raise BadInput(f"{path / METADATA}: field 'files' must list the sha256 of {needed} and the other files")
     for name, digest in files.items():
         if not (path / name).is_file():
             raise BadInput(f"{path / name}: missing from the artifact")
@@ -185,6 +202,33 @@ def load_artifact(path: Path) -> Artifact:
 CUDA_LOAD = "import tvm.support.nvcc  # compiles the CUDA kernels with NVRTC when the library loads\n"
 
 
+def _load_code(meta: ArtifactMeta) -> str:
+    """How a user loads and runs it, with its runtime alone."""
+    inp, target = meta.input, meta.target
+    x = f'x = np.zeros({inp.shape}, dtype="{inp.dtype}")  # your preprocessed input'
+    if meta.runtime == "ort":
+        return f"""import numpy as np, onnxruntime as ort
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = 1  # the threads it was measured with: {(meta.latency.measured or {}).get('threads', 1)}
+sess = ort.InferenceSession("{ONNX_FILE}", opts, providers={list(target.definition.get('ort_providers', ['CPUExecutionProvider']))})
+{x}
+logits = sess.run(None, {{"{inp.name}": x}})[0]"""
+    if meta.runtime == "openvino":
+        return f"""import numpy as np, openvino as ov
+core = ov.Core()
+model = core.compile_model("{ONNX_FILE}", "CPU", {{"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY",
+                                                  "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}})
+{x}
+logits = model.create_infer_request().infer({{0: x}})[0]"""
+    return f"""import numpy as np, tvm
+from tvm import relax
+{CUDA_LOAD if target.device == 'cuda' else ''}
+lib = tvm.runtime.load_module("{LIBRARY}")
+vm = relax.VirtualMachine(lib, tvm.{'cuda' if target.device == 'cuda' else 'cpu'}(0))
+{x}
+logits = vm["main"](tvm.runtime.tensor(x)).numpy()"""
+
+
 def readme(meta: ArtifactMeta) -> str:
     inp, target = meta.input, meta.target
     norm = inp.normalization
@@ -192,27 +236,23 @@ def readme(meta: ArtifactMeta) -> str:
             f"then resize (bilinear, antialiased) to {inp.shape[2]}x{inp.shape[3]}" if norm else
             "the model's own preprocessing (not recorded: this model came without edgenas metadata)")
     acc, measured = meta.accuracy, meta.latency.measured
-    return f"""# {meta.name}: compiled by edgenas for `{target.name}`
+    tvm_files = (f"`{LIBRARY}` (TVM library for {target.arch}, {target.device}), `{ONNX_FILE}` (the same model for "
+                 f"ONNX Runtime)")
+    files = tvm_files if meta.runtime == "tvm" else f"`{ONNX_FILE}` (the model {RUNTIME_NAME[meta.runtime]} runs)"
+    version = meta.versions.get({"tvm": "apache-tvm", "ort": "onnxruntime", "openvino": "openvino"}[meta.runtime])
+    return f"""# {meta.name}: made by edgenas for `{target.name}`, to run with {RUNTIME_NAME[meta.runtime]}
 
-Files: `{LIBRARY}` (TVM library for {target.arch}, {target.device}), `{ONNX_FILE}` (the same model for
-ONNX Runtime), `{METADATA}` (input, classes, accuracy, latency, and the sha256 of every file).
+Files: {files}, `{METADATA}` (input, classes, accuracy, latency, and the sha256 of every file).
 
 Input `{inp.name}`: {inp.dtype} {inp.layout} of shape {list(inp.shape)}. Preprocessing: {prep}.
 Validation accuracy: {', '.join(f'{k} {v:.4f}' for k, v in acc.items()) or 'not measured'}.
 Latency: {f"{measured['median_ms']:.4f} ms (median, {measured['where']})" if measured else 'not measured'}.
 
-## Load it with only the TVM runtime (apache-tvm {meta.versions.get('apache-tvm')})
+## Load it with {RUNTIME_NAME[meta.runtime]} alone ({version or 'the version in metadata.json'})
 
 ```python
-import numpy as np, tvm
-from tvm import relax
-{CUDA_LOAD if target.device == 'cuda' else ''}
-lib = tvm.runtime.load_module("{LIBRARY}")
-vm = relax.VirtualMachine(lib, tvm.{'cuda' if target.device == 'cuda' else 'cpu'}(0))
-x = np.zeros({inp.shape}, dtype="{inp.dtype}")  # your preprocessed input
-logits = vm["main"](tvm.runtime.tensor(x)).numpy()
+{_load_code(meta)}
 ```
 
-Or with edgenas: `edgenas run . --input image.png` and `edgenas bench .` (add `--rpc-tracker HOST:PORT --rpc-key KEY`
-to measure on a board).
+Or with edgenas: `edgenas run . --input image.png` and `edgenas bench .`{" (add `--rpc-tracker HOST:PORT --rpc-key KEY` to measure on a board)" if meta.runtime == "tvm" else ""}.
 """

@@ -70,6 +70,26 @@ def artifact_accuracy(library: Path, info, target: Target, where: str) -> float 
     return top1(vm_logits(tvm.runtime.load_module(str(library)), model_inputs(info, split.val_x)), split.val_y)
 
 
+def _meta(info, onnx_path: Path, target: Target, inp: ArtifactInput, compile_record: CompileRecord | None, accuracy: dict,
+          measured: dict | None, can_measure: bool, runtime: str, tvm_target: str) -> ArtifactMeta:
+    return ArtifactMeta(
+        name=info.arch.encoding if info and info.arch else onnx_path.stem,
+        created=now(),
+        input=inp,
+        classes=tuple(info.classes) if info and info.classes else None,
+        target=ArtifactTarget(target.name, tvm_target, target.device, target.arch, target.to_dict()),
+        versions=versions(),
+        compile=compile_record,
+        accuracy=accuracy,
+        latency=ArtifactLatency(info.latency.to_dict() if info and info.latency else None, measured,
+                                None if can_measure else
+                                f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"),
+        model={"source": str(onnx_path.resolve()), "arch": info.arch.to_dict() if info and info.arch else None,
+               "history": [h.to_dict() for h in info.history] if info else []},
+        runtime=runtime,
+    )
+
+
 def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure: MeasureConfig, threads: int,
             rpc: RPCSettings | None = None) -> Artifact:
     onnx_path, _ = resolve(model)
@@ -85,22 +105,56 @@ def package(model: Path, target: Target, out: Path, cfg: CompileConfig, measure:
         can_measure = target.runs_here or rpc is not None
         measured = measure_artifact(library, target, compiled.input.shape, compiled.input.dtype, measure, threads, rpc) \
             if can_measure else None
-        meta = ArtifactMeta(
-            name=info.arch.encoding if info and info.arch else onnx_path.stem,
-            created=now(),
-            input=ArtifactInput(compiled.input.name, tuple(compiled.input.shape), compiled.input.dtype, "NCHW",
-                                info.normalization if info else None),
-            classes=tuple(info.classes) if info and info.classes else None,
-            target=ArtifactTarget(target.name, str(compile_target(target)), target.device, target.arch, target.to_dict()),
-            versions=versions(),
-            compile=CompileRecord(compiled.quantized, cfg.layout, compiled.ops, compiled.database,
-                                  compiled.tuning.to_dict() if compiled.tuning else None, compiled.seconds,
-                                  device_code(compiled.executable), compiled.pass_seconds),
-            accuracy=accuracy,
-            latency=ArtifactLatency(info.latency.to_dict() if info and info.latency else None, measured,
-                                    None if can_measure else
-                                    f"target '{target.name}' does not run here; measure with `edgenas bench --rpc-tracker`"),
-            model={"source": str(onnx_path.resolve()), "arch": info.arch.to_dict() if info and info.arch else None,
-                   "history": [h.to_dict() for h in info.history] if info else []},
-        )
+        meta = _meta(info, onnx_path, target,
+                     ArtifactInput(compiled.input.name, tuple(compiled.input.shape), compiled.input.dtype, "NCHW",
+                                   info.normalization if info else None),
+                     CompileRecord(compiled.quantized, cfg.layout, compiled.ops, compiled.database,
+                                   compiled.tuning.to_dict() if compiled.tuning else None, compiled.seconds,
+                                   device_code(compiled.executable), compiled.pass_seconds),
+                     accuracy, measured, can_measure, "tvm", str(compile_target(target)))
         return write_artifact(out, library, data, meta)
+
+
+def measure_onnx_artifact(onnx_model: bytes, runtime: str, target: Target, shape: tuple[int, ...], cfg: MeasureConfig,
+                          threads: int, where_file: Path) -> dict:
+    """An ONNX Runtime or OpenVINO artifact's latency here, with where and how it was taken (as `measure_artifact`)."""
+    from edgenas.measure.backends import make_backend
+
+    backend, load = make_backend(runtime, target, cfg, threads), LoadMeter()
+    try:
+        with load.timing():
+            m = backend.measure(onnx_model, shape)
+        described = backend.describe()
+    finally:
+        backend.close()
+    if note := busy_note(load.cores):
+        warn(f"{where_file}: {note} (`edgenas bench`)")
+    where = device_info(target, None)
+    return {**m.to_dict(), "where": f"{where['cpu']} ({where['hostname']})", "device": where, "threads": threads,
+            "how": {"timer": f"{runtime} in a Python loop", **cfg.to_dict()}, "runtime": described,
+            "other_load_cores": load.cores, "measured": now()}
+
+
+def package_onnx(model: Path, target: Target, out: Path, runtime: str, measure: MeasureConfig, threads: int) -> Artifact:
+    """An artifact that ONNX Runtime or OpenVINO runs: the bundle's ONNX model as it is (a QDQ model for int8), with
+    its accuracy and latency measured by that runtime here. Nothing is compiled: the runtime compiles when it loads."""
+    from edgenas.accuracy import Evaluator, bundle_split
+
+    onnx_path, _ = resolve(model)
+    data, info = load_bundle(model)
+    if info is None:
+        raise BadInput(f"{onnx_path}: an {runtime} artifact is made from a model bundle (model.onnx with its model.json)")
+    if not target.runs_here:
+        raise BadInput(f"target '{target.name}' does not run here: {runtime} artifacts are made and measured on the "
+                       f"machine that runs them; use --backend tvm for a board")
+    evaluator = Evaluator.for_backend(runtime, target)
+    accuracy = dict(info.accuracy)
+    if info.data is not None and info.normalization is not None:
+        accuracy["artifact"] = evaluator.accuracy(data, info, bundle_split(info, str(onnx_path)))
+    measured = measure_onnx_artifact(data, runtime, target, info.input_shape, measure, threads, onnx_path)
+    meta = _meta(info, onnx_path, target, ArtifactInput(info.input_name, tuple(info.input_shape), "float32", "NCHW",
+                                                        info.normalization),
+                 None, accuracy, measured, True, runtime, "")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_artifact(out, None, data, meta)

@@ -1,4 +1,5 @@
-"""`edgenas run` and `edgenas bench`: an artifact's prediction and latency, with the TVM runtime only."""
+"""`edgenas run` and `edgenas bench`: an artifact's prediction and latency, with its own runtime only (the TVM
+runtime for a library, ONNX Runtime or OpenVINO for their artifacts)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.artifact.artifact import Artifact
-from edgenas.artifact.package import measure_artifact
+from edgenas.artifact.package import measure_artifact, measure_onnx_artifact
 from edgenas.data import IMAGE_SUFFIXES, to_input
 from edgenas.errors import BadInput, EdgenasError
 from edgenas.measure.rpc import RPCSettings
@@ -69,14 +70,18 @@ def read_input(path: Path, art: Artifact) -> np.ndarray:
 
 
 def predict(art: Artifact, x: np.ndarray) -> np.ndarray:
+    target = art.meta.target
+    if not target.runs_here():
+        raise BadInput(f"{art.model_file}: made for {target.arch} ({target.device}, target '{target.name}'), "
+                       f"not this {platform.machine()} machine; run it on the board, or time it with `edgenas bench "
+                       f"--rpc-tracker`")
+    if art.meta.runtime != "tvm":
+        from edgenas.accuracy import Evaluator
+
+        return Evaluator.for_backend(art.meta.runtime, target.rebuilt()).logits(art.model_file.read_bytes(), x)
     import tvm
     from tvm import relax
 
-    target = art.meta.target
-    if not target.runs_here():
-        raise BadInput(f"{art.library}: built for {target.arch} ({target.device}, target '{target.name}'), "
-                       f"not this {platform.machine()} machine; run it on the board, or time it with `edgenas bench "
-                       f"--rpc-tracker`")
     try:
         lib = tvm.runtime.load_module(str(art.library))
     except Exception as e:  # TVMError from dlopen
@@ -86,7 +91,13 @@ def predict(art: Artifact, x: np.ndarray) -> np.ndarray:
 
 
 def bench(art: Artifact, cfg: MeasureConfig, threads: int | None, rpc: RPCSettings | None) -> dict:
-    """Latency of the artifact's library here, or on the board behind `rpc` (the library is uploaded)."""
+    """Latency of the artifact here with its runtime, or of its library on the board behind `rpc` (uploaded)."""
     target = art.meta.target.rebuilt()
     threads = threads or target.thread_count()
+    if art.meta.runtime != "tvm":
+        if rpc is not None:
+            raise BadInput(f"{art.path}: an {art.meta.runtime} artifact is measured on the machine that runs it, not "
+                           f"over TVM RPC; run `edgenas bench` there")
+        return measure_onnx_artifact(art.model_file.read_bytes(), art.meta.runtime, target, art.input_shape, cfg, threads,
+                                     art.model_file)
     return measure_artifact(art.library, target, art.input_shape, art.meta.input.dtype, cfg, threads, rpc)

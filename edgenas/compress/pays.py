@@ -2,7 +2,7 @@
 
 NetAdapt reaches any latency it is asked for; whether the trade was worth making is a question about the two networks,
 measured together. A build ships the pruned network only when it runs at least `MIN_SPEEDUP` times as fast, measured
-side by side with the backend that ships (`tables.precision.measure_side_by_side`: one machine state for both), and
+side by side with the backend that ships (`tables.deployment.measure_side_by_side`: one machine state for both), and
 loses at most `MAX_LOSS_POINTS` of validation accuracy; otherwise it ships the fine-tuned searched network and says why.
 """
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from edgenas.compile.build import LAYOUTS, CompileConfig
 from edgenas.compress.prune_config import PruneConfig
 from edgenas.errors import BadInput
-from edgenas.measure.backends import BACKENDS
+from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import check_precision
-from edgenas.tables.precision import AUTO
+from edgenas.tables.deployment import AUTO
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,9 @@ class BuildConfig:
     target: str = "host"
     budget_ms: float = 2.0
     data: str = "digits"
-    backend: str = "tvm"  # the table the search trusts and the runtime the budget is checked on
+    #: the runtime that ships, whose table the search trusts and on which the budget is checked; auto: every runtime
+    #: that can run the target, measured, and the fastest ships (`tables.deployment`)
+    backend: str = AUTO_BACKEND
     #: what ships, and so the table the search budgets against; auto: int8 where it runs faster than fp32, measured
     precision: str = AUTO
     out: Path = Path("runs/build")
@@ -56,14 +58,14 @@ class BuildConfig:
             raise BadInput(f"--budget-ms {self.budget_ms!r}: must be a positive number of milliseconds")
         if self.precision != AUTO:
             check_precision(self.precision)
-        if self.backend not in BACKENDS:
-            raise BadInput(f"--backend {self.backend}: one of {', '.join(BACKENDS)}")
+        if self.backend not in (*BACKENDS, AUTO_BACKEND):
+            raise BadInput(f"--backend {self.backend}: one of {', '.join((*BACKENDS, AUTO_BACKEND))}")
         if self.layout not in LAYOUTS:
             raise BadInput(f"--layout {self.layout}: one of {', '.join(LAYOUTS)}")
         if not 0 < self.prune_ratio <= 1:
             raise BadInput(f"--prune-ratio {self.prune_ratio:g}: must be in (0, 1]; 1 skips pruning")
-        if self.backend == "ort" and self.rpc_tracker:
-            raise BadInput("--backend ort measures on this machine only; a board over RPC needs --backend tvm")
+        if self.backend in ("ort", "openvino") and self.rpc_tracker:
+            raise BadInput(f"--backend {self.backend} measures on this machine only; a board over RPC needs --backend tvm")
         for name in ("epochs", "subnets", "calibration"):
             if getattr(self, name) < 1:
                 raise BadInput(f"--{name} {getattr(self, name)}: must be at least 1")

@@ -7,7 +7,7 @@ string-keyed dict to learn what an earlier one made.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 from edgenas.errors import BadInput
@@ -40,13 +40,16 @@ class Product:
 
 @dataclass(frozen=True)
 class PrecisionProduct(Product):
-    """precision: what the build ships (int8 or fp32) and why; `--precision auto` measures which pays here
-    (`tables.precision.choose_precision`)."""
+    """precision: the runtime and precision the build ships, and why; `--backend auto` and `--precision auto`
+    measure which is fastest here (`tables.deployment.choose_deployment`)."""
     KIND: ClassVar[str] = "precision"
     precision: str
     why: str  # one line, for the summary
-    measured_ms: dict  # per precision, the probe networks' latencies; {} when nothing was measured
-    probe: str | None  # the probe's file
+    #: backend -> precision -> the probe networks' latencies (ms); {} when nothing was measured
+    measured_ms: dict
+    probe: dict | None  # backend -> its probe's file
+    backend: str = "tvm"  # the runtime whose table the search budgets against (records before it: tvm)
+    passed_over: list = field(default_factory=list)  # one phrase per runtime that could not be measured, and why
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,12 @@ class QuantizedProduct(Product):
     #: why this precision ships when it is not the precision stage's choice: int8 failed the gate, or this
     #: network measured faster in fp32 (`--precision auto` only); None: the precision stage's reason stands
     why: str | None = None
-    #: per precision, this network's latency (ms) measured side by side with the backend that ships; None: not measured
+    #: backend -> precision -> this network's latency (ms) measured side by side with each runtime that may ship it;
+    #: None: not measured
     measured_ms: dict | None = None
+    backend: str = "tvm"  # the runtime that ships it
+    #: the runtime that judged `int8_accuracy`, when it is not the quantizer's judge (int8 ships on another runtime)
+    judged_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ def summarize(results: dict, out: Path, target: str) -> dict:
         "target": target,
         "budget_ms": s.budget_ms, "margin_pct": s.margin_pct, "backend": b.checked_on, "statistic": b.statistic,
         # every latency below is of the network at this precision, as it ships: the table's, the search's, the artifact's
-        "precision": q.precision, "precision_why": q.why or results["precision"].why, "table": results["profile"].table,
+        # what ships, on which runtime, and why, in one line with the figures measured (`tables.deployment`)
+        "runtime": q.backend, "precision": q.precision, "precision_why": q.why or results["precision"].why,
+        "passed_over": list(results["precision"].passed_over), "table": results["profile"].table,
+        "searched_with": results["precision"].backend,
         "searched_precision": searched_as, "side_by_side_ms": q.measured_ms,
         "predicted_ms": {"searched": s.predicted_latency_ms, "pruned": after.predicted_ms,
                          "artifact": after.predicted_ms if q.precision == searched_as else None},
@@ -32,7 +35,7 @@ def summarize(results: dict, out: Path, target: str) -> dict:
         "accuracy": {"artifact": c.accuracy, "searched_fp32": before.val_accuracy,
                      "tuned_fp32": p.tuned.val_accuracy if p.tuned else None, "pruned_fp32": q.fp32_accuracy,
                      "int8": q.int8_accuracy, "int8_drop_points": q.drop_points, "quantize_remedy": q.remedy,
-                     "int8_judged_by": (q.report or {}).get("evaluated_with", {}).get("runtime")},
+                     "int8_judged_by": q.judged_by or (q.report or {}).get("evaluated_with", {}).get("runtime")},
         "macs": {"searched": before.macs, "shipped": after.macs},
         "params": {"searched": before.params, "shipped": after.params},
         "files_bytes": c.files_bytes,
@@ -58,13 +61,13 @@ def rows(sm: dict) -> list[tuple[str, str]]:
     pruned = (lambda text: f", {text}") if sm["pruned"] else (lambda text: "")
     return [
         ("budget", f"{sm['budget_ms']:g} ms on {sm['target']} ({sm['backend']}), searched with a {sm['margin_pct']:.1f}% guard band"),
-        ("precision", sm.get("precision_why") or prec),
+        ("ships", sm.get("precision_why") or prec),
         ("artifact latency", f"{prec} {_ms(me['artifact'])} measured ({sm['statistic']}{_again(sm)}), " +
                              (f"{_ms(pr['artifact'])} predicted" if pr["artifact"] is not None else
                               f"not predicted (the table is {sm.get('searched_precision')})") + f": {verdict}"),
         (f"{sm.get('searched_precision', prec)} latency", f"searched {_ms(pr['searched'])} predicted, {_ms(me['searched'])} measured" +
                             pruned(f"pruned {_ms(pr['pruned'])} predicted, {_ms(me['pruned'])} measured")),
-        ("accuracy (validation)", (f"artifact {acc['artifact']:.4f} ({prec}, the library itself); "
+        ("accuracy (validation)", (f"artifact {acc['artifact']:.4f} ({prec}, the artifact itself on {sm.get('runtime', 'tvm')}); "
                                    if acc.get("artifact") is not None else "artifact not measured here; ") +
                                   f"searched fp32 {acc['searched_fp32']:.4f}" +
                                   (f", fine-tuned fp32 {acc['tuned_fp32']:.4f}" if acc.get("tuned_fp32") is not None else "") +

@@ -26,7 +26,7 @@ ADAPTED_SAMPLES = 16
 ADAPTED_MIN = {"within_10pct": 0.85, "kendall_tau": 0.8}
 #: Seconds a block takes to measure when no table of this kind says how long it took elsewhere: a rough guess for
 #: the estimate in the announcement; it decides nothing.
-GUESS_S_PER_BLOCK = {"ort": 0.3, "tvm": 2.5}
+GUESS_S_PER_BLOCK = {"ort": 0.3, "openvino": 0.5, "tvm": 2.5}
 #: A whole network of validation costs about this many blocks.
 BLOCKS_PER_NETWORK = 6
 
