@@ -226,7 +226,8 @@ def test_an_fp32_build_budgets_against_the_fp32_table_and_ships_fp32(built, tmp_
     assert sm["precision"] == "fp32" and sm["table"] == str(table_file(tables, precision="fp32"))
     assert sm["accuracy"]["int8"] is None and not (tmp_path / "run" / "int8").exists()
     art = load_artifact(sm["artifact"])
-    assert not art.meta.compile.quantized and sm["measured_ms"]["artifact"] <= sm["budget_ms"]
+    assert art.meta.runtime == "ort" and "int8" not in art.meta.accuracy and sm["measured_ms"]["artifact"] <= sm["budget_ms"]
+    assert {n.op_type for n in __import__("onnx").load(art.model_file).graph.node}.isdisjoint({"QuantizeLinear", "DequantizeLinear"})
 
 
 def test_a_pruning_target_out_of_reach_ships_the_searched_network(built, tmp_path):
@@ -241,7 +242,7 @@ def test_a_pruning_target_out_of_reach_ships_the_searched_network(built, tmp_pat
     assert not sm["pruned"] and sm["within_budget"] and not (run / "pruned" / "model.onnx").exists()
 
 
-def _quantize_stage(built, out, max_drop: float):
+def _quantize_stage(built, out, max_drop: float, backend: str = "ort"):
     """An auto build's quantize stage, run on the fixture's pruned network, the precision stage having chosen int8."""
     from edgenas.pipeline.build import open_context
     from edgenas.pipeline.config import BuildConfig
@@ -249,7 +250,7 @@ def _quantize_stage(built, out, max_drop: float):
     from edgenas.pipeline.stages import STAGES
 
     tables, run, *_ = built
-    ctx = open_context(BuildConfig(backend="ort", space=TINY_SPACE, tables=tables, out=out, threads=1, repeat=5,
+    ctx = open_context(BuildConfig(backend=backend, space=TINY_SPACE, tables=tables, out=out, threads=1, repeat=5,
                                    calibration=50, max_drop=max_drop))
     ctx.results["precision"] = PrecisionProduct("int8", "the probe's reason", {}, None, backend="ort")
     ctx.results["prune"] = PrunedProduct.from_dict(record(run)["stages"]["prune"]["result"])
@@ -265,6 +266,25 @@ def test_auto_ships_the_precision_in_which_the_shipped_network_itself_runs_faste
     assert q.why.startswith(f"ort {q.precision}: the shipped network ran in {min(i8, f32) if q.precision == 'int8' or f32 < i8 else f32:.4f}"[:40])
     shipped = (tmp_path / "run" / "int8") if q.precision == "int8" else Path(record(built[1])["stages"]["prune"]["result"]["model"])
     assert Path(q.model) == shipped and q.int8_accuracy is not None  # the gate's figures are kept either way
+
+
+def test_auto_backend_ships_the_runtime_in_which_the_shipped_network_runs_fastest(built, tmp_path):
+    """Every runtime that runs here measures the shipped network in both precisions side by side; int8 goes to another
+    runtime than the one whose gate it passed only after passing the gate there too."""
+    from edgenas.measure.backends import reachable_backends
+    from edgenas.tables.deployment import Deployment, fastest
+    from edgenas.targets import get_target
+
+    q = _quantize_stage(built, tmp_path / "run", 1.0, backend="auto")
+    runtimes = reachable_backends(get_target("host"), None)[0]
+    assert set(q.measured_ms) == set(runtimes) and all(set(v) == {"int8", "fp32"} for v in q.measured_ms.values())
+    flat = {Deployment(b, p): ms for b, by_p in q.measured_ms.items() for p, ms in by_p.items()}
+    if q.judged_by is None:  # nothing was refused: the rule's pick, from the very figures recorded
+        assert fastest(flat, "the shipped network", "here")[0] == Deployment(q.backend, q.precision)
+    assert q.why.startswith(f"{q.backend} {q.precision}: the shipped network ran in {flat[Deployment(q.backend, q.precision)]:.4f} ms")
+    if q.precision == "int8" and q.backend != "ort":  # gated on ONNX Runtime (the stage's probe), judged again where it ships
+        assert q.judged_by == q.backend and q.drop_points <= 1.0
+    assert q.int8_accuracy is not None
 
 
 def test_auto_ships_fp32_when_int8_fails_its_gate(built, tmp_path):

@@ -9,10 +9,13 @@ Prints JSON (median ms per engine; each TVM build as a ratio of ONNX Runtime int
 ratio of TVM fp32; the precision `build --precision auto` would ship by that ratio; and, for `main`, the artifact the
 build shipped) and draws one bar chart.
 
-CPU classes: the TVM int8 model is quantized as a build ships it for the class TVM compiles for (7-bit weights on x86
-without VNNI). ONNX Runtime and OpenVINO pick their kernels from this machine's CPUID, so with --llvm-cpu naming
-another class their figures, and the ratios against them, are this machine's class, not that one's: the JSON says
-so, and leaves those ratios out.
+CPU classes (--class avx2|avx-vnni|avx512-vnni|native): each class is timed natively on this machine, both engines at
+that class. TVM compiles for the class's LLVM CPU (haswell, alderlake, icelake-server; native: this CPU), and its int8
+model is quantized as a build ships it for that class (7-bit weights without VNNI). OpenVINO is capped to the class
+with ONEDNN_MAX_CPU_ISA, which must be set before the process starts: the tool starts itself again with it set, and
+reports the kernels that ran (the runtime model's primitiveType, e.g. jit_avx2_I8) so that the cap can be checked.
+ONNX Runtime cannot be capped: its figures stay this machine's class, and no ratio against them is given for another
+class. A class whose instructions this CPU lacks cannot be timed here, and the tool says so in one line.
 
 Models: `main`, the network the README's main command ships (give its run directory with --build: its pruned
 fp32 model and its int8 model), and MobileNetV2 1.0 at 96x96 and 224x224 (random weights, int8 calibrated on
@@ -20,7 +23,7 @@ random inputs by ONNX Runtime's quantizer, as `tools/bench_compile.py` makes the
 
     .venv/bin/python tools/bench_peers.py --build runs/build --chart peers.png
     .venv/bin/python tools/bench_peers.py --models mbv2-96 --tune-minutes 20     # tuned too, 20 minutes a build
-    .venv/bin/python tools/bench_peers.py --models mbv2-96 --llvm-cpu haswell    # TVM's kernels for an AVX2 CPU
+    .venv/bin/python tools/bench_peers.py --models mbv2-96,mbv2-224 --class avx2  # both engines as on an AVX2 CPU
 """
 
 import argparse
@@ -54,6 +57,22 @@ from edgenas.versions import versions  # noqa: E402
 
 MODELS = ("main", "mbv2-96", "mbv2-224")
 PEERS = ("ort_int8", "openvino_int8")
+#: --class: OpenVINO's ONEDNN_MAX_CPU_ISA cap and the LLVM CPU TVM compiles for (None: this machine's own)
+CLASSES = {"avx2": ("AVX2", "haswell"), "avx-vnni": ("AVX2_VNNI", "alderlake"),
+           "avx512-vnni": ("AVX512_CORE_VNNI", "icelake-server"), "native": (None, None)}
+ISA_VAR = "ONEDNN_MAX_CPU_ISA"
+
+
+def start_at_class(name: str) -> None:
+    """Start this tool again with OpenVINO capped to the class (oneDNN reads the cap once, when it loads)."""
+    isa = CLASSES[name][0]
+    if os.environ.get(ISA_VAR) == isa:
+        return
+    env = {k: v for k, v in os.environ.items() if k != ISA_VAR}
+    if isa:
+        env[ISA_VAR] = isa
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main_network(build: Path) -> tuple[bytes, bytes, dict]:
@@ -87,14 +106,13 @@ def quantized_for(fp32: bytes, shape: tuple, build: Path | None, seven_bit: bool
 
 
 def openvino_runner(model: bytes, x: np.ndarray):
-    try:
-        import openvino as ov
-    except ImportError:
+    """OpenVINO as a build ships it (`measure.openvino`), and the kernels that ran; None where it is not installed."""
+    from edgenas.measure import openvino
+
+    if openvino.missing():
         return None
-    core = ov.Core()
-    core.set_property("CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
-    request = core.compile_model(core.read_model(model=model), "CPU").create_infer_request()
-    return lambda: request.infer({0: x})
+    compiled = openvino.compile_model(model, threads=1)
+    return openvino.runner(compiled, x), {"kernels": openvino.kernels(compiled), "max_cpu_isa": openvino.isa_cap()}
 
 
 def tvm_runner(model: bytes, x: np.ndarray, cfg: CompileConfig, target):
@@ -138,9 +156,17 @@ def artifact_runner(build: Path, x: np.ndarray):
     from edgenas.artifact.artifact import load_artifact
 
     art = load_artifact(build / "artifact")
+    if art.meta.runtime == "ort":
+        sess = make_session(art.model_file.read_bytes(), threads=1)
+        feed = {sess.get_inputs()[0].name: x}
+        return (lambda: sess.run(None, feed)), {"runtime": "ort"}
+    if art.meta.runtime == "openvino":
+        from edgenas.measure import openvino
+
+        return openvino.runner(openvino.compile_model(art.model_file.read_bytes()), x), {"runtime": "openvino"}
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(art.library)), tvm.cpu())
     tx = tvm.runtime.tensor(x)
-    return (lambda: vm["main"](tx)), {"precision": "int8" if art.meta.compile.quantized else "fp32",
+    return (lambda: vm["main"](tx)), {"runtime": "tvm", "precision": "int8" if art.meta.compile.quantized else "fp32",
                                        "llvm_target": art.meta.target.tvm_target}
 
 
@@ -159,43 +185,63 @@ def bench_model(name: str, fp32: bytes, int8: bytes | None, shape: tuple, args, 
         runners[f"ort_{precision}"] = (lambda s=sess, f=feed: s.run(None, f))
         ov = openvino_runner(peer_model, x)
         if ov:
-            runners[f"openvino_{precision}"] = ov
+            runners[f"openvino_{precision}"], info[f"openvino_{precision}"] = ov
         runners[f"tvm_{precision}"], info[f"tvm_{precision}"] = tvm_runner(model, x, CompileConfig(tuning_db=work / "untuned"),
                                                                         compiled_for)
         if args.trials or args.tune_minutes:
             cfg = CompileConfig(trials=args.trials, tuning_db=work / f"tuned-{precision}", tune_minutes=args.tune_minutes)
             runners[f"tvm_{precision}_tuned"], info[f"tvm_{precision}_tuned"] = tvm_runner(model, x, cfg, compiled_for)
         print(f"{name} {precision}: built", file=sys.stderr)
-    if build is not None and (build / "artifact").exists() and not args.llvm_cpu:
-        runners["tvm_shipped"], info["tvm_shipped"] = artifact_runner(build, x)
+    if build is not None and (build / "artifact").exists() and args.cpu_class == "native" and not args.llvm_cpu:
+        runners["shipped"], info["shipped"] = artifact_runner(build, x)
     ms = time_interleaved(runners, args.rounds, args.calls, args.warmup)
-    same_class = not args.llvm_cpu or cpu_class(compile_target(compiled_for)) == cpu_class(compile_target(target))
+    # ONNX Runtime runs this machine's kernels whatever the class: a peer only at this machine's own class
+    ort_at_class = cpu_class(compile_target(compiled_for)) == cpu_class(compile_target(target))
+    at_class = [e for e in ms if e.startswith("openvino_") or (e.startswith("ort_") and ort_at_class)]
     ratios = {f"{tvm}/{peer}": round(ms[tvm] / ms[peer], 3)
-              for tvm in ms if tvm.startswith("tvm_") and same_class for peer in PEERS if peer in ms}
+              for tvm in ms if tvm.startswith("tvm_") for peer in PEERS if peer in at_class}
     ratios["tvm_int8/tvm_fp32"] = round(ms["tvm_int8"] / ms["tvm_fp32"], 3)
     ships = "int8" if ms["tvm_int8"] <= ms["tvm_fp32"] * (1 + TIE) else "fp32"
-    return {"median_ms": ms, "ratios": ratios, "auto_precision_ships": ships, "int8_weights": "7-bit" if seven else "8-bit",
-            "tvm": info}
+    tvm_best = min(("tvm_int8", "tvm_fp32"), key=ms.get)
+    peer_best = min(at_class, key=ms.get) if at_class else None
+    headline = {"fastest_tvm": tvm_best, "fastest_peer": peer_best,
+                "ratio": round(ms[tvm_best] / ms[peer_best], 3) if peer_best else None,
+                # what `build --backend auto` would ship of these, by the same rule
+                "auto_ships": min(("tvm_int8", "tvm_fp32", *at_class), key=ms.get)}
+    return {"median_ms": ms, "fastest_tvm_over_fastest_peer": headline, "ratios": ratios, "auto_precision_ships": ships,
+            "int8_weights": "7-bit" if seven else "8-bit", "engines_at_class": ["tvm_int8", "tvm_fp32", *at_class],
+            "engines": info}
 
 
-def chart(results: dict, path: Path) -> None:
+def chart(results: dict, path: Path, title: str) -> None:
+    """One chart per class: per model, the fastest TVM build against the fastest of each peer at that class, as a
+    ratio of the fastest peer (below 1: TVM is faster)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(results)
-    engines = sorted({e for r in results.values() for e in r["median_ms"]})
-    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        ms = results[model]["median_ms"]
-        names = [e for e in engines if e in ms]
-        colors = ["tab:green" if n.startswith("tvm") else "tab:gray" if n.startswith("ort") else "tab:blue" for n in names]
-        ax.barh(names, [ms[n] for n in names], color=colors)
-        ax.set_title(model)
-        ax.set_xlabel("median ms, 1 thread")
-        for i, n in enumerate(names):
-            ax.text(ms[n], i, f" {ms[n]:.3g}", va="center", fontsize=8)
+    groups = {"TVM (fastest precision)": "tvm_", "ONNX Runtime": "ort_", "OpenVINO": "openvino_"}
+    colors = {"TVM (fastest precision)": "tab:green", "ONNX Runtime": "tab:gray", "OpenVINO": "tab:blue"}
+    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(models), 4))
+    width = 0.8 / len(groups)
+    for g, (label, prefix) in enumerate(groups.items()):
+        xs, ys = [], []
+        for m, model in enumerate(models):
+            r = results[model]
+            ms = {e: v for e, v in r["median_ms"].items() if e in r["engines_at_class"] and e.startswith(prefix)}
+            peer = r["fastest_tvm_over_fastest_peer"]["fastest_peer"]
+            if ms and peer:
+                xs.append(m + (g - 1) * width)
+                ys.append(min(ms.values()) / r["median_ms"][peer])
+        bars = ax.bar(xs, ys, width, label=label, color=colors[label])
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylabel("median latency / fastest peer's (1 thread)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -209,26 +255,32 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--calls", type=int, default=50, help="timed calls per engine per round")
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--chart", type=Path, default=None, help="write the bar chart here (PNG)")
-    ap.add_argument("--llvm-cpu", default=None, help="compile TVM for this LLVM CPU, one this machine can run (e.g. "
-                    "haswell: AVX2, no AVX-512); ONNX Runtime and OpenVINO still use all of this machine's instructions")
+    ap.add_argument("--chart", type=Path, default=None, help="write the class's chart here (PNG)")
+    ap.add_argument("--class", dest="cpu_class", choices=list(CLASSES), default="native",
+                    help="time both engines as on a CPU of this class: OpenVINO capped with ONEDNN_MAX_CPU_ISA, TVM "
+                         "compiled for the class's LLVM CPU (ONNX Runtime stays this machine's)")
+    ap.add_argument("--llvm-cpu", default=None, help="compile TVM for this LLVM CPU instead of the class's")
     ap.add_argument("--work", type=Path, default=None, help="keep models and databases here [default: a temporary directory]")
     args = ap.parse_args()
+    start_at_class(args.cpu_class)
+    args.llvm_cpu = args.llvm_cpu or CLASSES[args.cpu_class][1]
+    compiled_for = tvm_target(args.llvm_cpu)
+    if not compiled_for.runs_here:
+        sys.exit(f"bench_peers: error: --class {args.cpu_class}: this CPU ({cpu_model()}) lacks the instructions of "
+                 f"LLVM's {args.llvm_cpu}, so that class cannot be timed here")
     host_class = cpu_class(compile_target(get_target("host")))
-    tvm_class = cpu_class(compile_target(tvm_target(args.llvm_cpu)))
-    out = {"cpu": cpu_model(), "llvm_cpu": str(compile_target(tvm_target(args.llvm_cpu)).mcpu),
-           "classes": {"tvm": tvm_class, "onnxruntime_openvino": host_class,
+    tvm_class = cpu_class(compile_target(compiled_for))
+    out = {"benchmark": "peers", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["tools/bench_peers.py", *sys.argv[1:]]),
+           "cpu": cpu_model(), "class": args.cpu_class, "llvm_cpu": str(compile_target(compiled_for).mcpu),
+           "classes": {"tvm": tvm_class, "openvino": os.environ.get(ISA_VAR) or f"native ({host_class})",
+                       "onnxruntime": host_class,
                        "note": None if tvm_class == host_class else
-                       f"ONNX Runtime and OpenVINO ran this machine's {host_class} kernels: their figures are not of "
-                       f"the {tvm_class} class, and no ratio against them is given"},
+                       f"ONNX Runtime ran this machine's {host_class} kernels: its figures are not of the {tvm_class} "
+                       f"class, and no ratio against them is given"},
            "threads": 1, "trials": args.trials,
            "tune_minutes": args.tune_minutes, "versions": versions(), "models": {}}
-    try:
-        import openvino
-
-        out["versions"]["openvino"] = openvino.__version__
-    except ImportError:
-        out["openvino"] = "not installed: pip install -e '.[bench]'"
+    if out["versions"].get("openvino") == "not installed":
+        out["openvino"] = "not installed: pip install -e '.[openvino]'"
     with tempfile.TemporaryDirectory(prefix="edgenas-peers-") as tmp:
         root = args.work or Path(tmp)
         for name in args.models.split(","):
@@ -241,7 +293,8 @@ def main() -> None:
                 fp32, int8, info = mobilenetv2(work, size)
             out["models"][name] = {**info, **bench_model(name, fp32, int8, tuple(info["input"]), args, work)}
     if args.chart:
-        chart(out["models"], args.chart)
+        chart(out["models"], args.chart, f"{args.cpu_class} class ({out['cpu']}; TVM {out['llvm_cpu']}, "
+                                         f"OpenVINO {out['classes']['openvino']}), {out['date']}")
         out["chart"] = str(args.chart)
     print(json.dumps(out, indent=1))
 

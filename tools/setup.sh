@@ -4,12 +4,13 @@
 # from PyPI alone the same pin would pull the CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extra=""
+# OpenVINO is an optional extra of the package, installed here so that `build --backend auto` can ship it too
+extra="[openvino]"
 [ "${1:-}" = "--test" ] && extra="[test]"
 links=()
 [ -d /opt/wheels ] && links=(--find-links /opt/wheels)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check "${links[@]}" -e ".${extra}"
 # the tests reproduce an AVX2 CPU under qemu-user (tests/test_cpu_classes.py) and read Fashion-MNIST (tests/test_data.py)
-if [ -n "$extra" ]; then bash tools/install-qemu.sh && bash tools/install-data.sh; fi
+if [ "$extra" = "[test]" ]; then bash tools/install-qemu.sh && bash tools/install-data.sh; fi
 exit 0
