@@ -184,3 +184,70 @@ def test_the_pipeline_ends_in_fused_kernels(after):
     irs, _ = after
     assert not _named(irs["f_zero_pipeline"], "relax.nn.conv2d", "relax.matmul")
     assert any(gv.name_hint.startswith("fused_") for gv in irs["f_zero_pipeline"].functions)
+
+
+def _anchor_blocks(mod) -> list[str]:
+    """The convolution and matmul update blocks of every kernel of `mod`, by name (one per kernel; a tensorized one is
+    `<anchor>_update_o`)."""
+    from tvm import s_tir, tirx
+
+    from edgenas.compile.schedules import ANCHORS, _blocks
+
+    found = []
+    for _gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc):
+            sch = s_tir.Schedule(func)
+            names = [sch.get(b).name_hint for b in _blocks(sch, sch.get_sblock("root"))]
+            found += [n for n in names if not n.endswith("_init")
+                      and n.removesuffix("_o").removesuffix("_update") in ANCHORS]
+    return found
+
+
+@pytest.mark.parametrize("cpu", ["host", "avx2", "alderlake"])
+def test_an_rgb_stem_reads_padded_channels_through_the_dot_product_and_computes_the_same_integers(cpu, tmp_path):
+    """An RGB stem's 3 input channels, padded to the dot product's depth with zeros against zero weights: the
+    convolution is tensorized like every other and its outputs are the exact reference's. Each class is compiled
+    here (its IR checked); its code runs only where this CPU can run it."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from conftest import assert_matches_the_exact_reference, output_step
+    import tvm
+
+    from edgenas.accuracy import ort_logits, vm_logits
+    from edgenas.compile.build import CompileConfig, compile_onnx_model, schedule
+    from edgenas.compile.frontend import to_relax
+    from edgenas.compile.passes import compile_pipeline
+    from edgenas.compile.schedules import padded_input_channels
+    from edgenas.compile.tune import compile_target
+    from edgenas.measure.onnx_export import shipped_onnx, to_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+                        nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(16, 10)).eval()
+    shape = (1, 3, 32, 32)
+    target = cpu_target(cpu, tmp_path, run=False)
+    data = shipped_onnx(to_onnx(net, shape), shape, "int8", target)
+    tgt, seen = compile_target(target), {}
+
+    @tvm.instrument.pass_instrument
+    class After:
+        def run_after_pass(self, mod, info):
+            seen[info.name] = mod
+
+    with tgt, tvm.transform.PassContext(instruments=[After()]):
+        lowered = compile_pipeline(tgt, "NHWC")(to_relax(data, "rgb")[0])
+    stem = [c for c in _dot_layers(seen["PadChannels"]) if int(c.args[1].ty.shape[1]) == 3]  # OHWI, 3x3
+    assert len(stem) == 1 and int(stem[0].args[1].ty.shape[3]) == padded_input_channels(tgt, 3) == 4
+    # every convolution and matmul kernel then multiplies through the dot product (a tensorized anchor is `<name>_o`)
+    scheduled, _ = schedule(lowered, tgt)
+    anchors = _anchor_blocks(scheduled)
+    assert len(anchors) == 3 and all(name.endswith("_o") for name in anchors), anchors
+    compiled = compile_onnx_model(data, "rgb", target, CompileConfig(tuning_db=tmp_path / "no-db"))
+    if not target.runs_here:
+        pytest.skip(f"this CPU cannot run {cpu} code: compiled and checked, not run")
+    x = np.random.default_rng(0).standard_normal((20, *shape[1:])).astype(np.float32)
+    ours, ref = vm_logits(compiled.executable, x), ort_logits(data, x, exact=True)
+    assert_matches_the_exact_reference(ours, ref, output_step(onnx.load_from_string(data)))

@@ -76,3 +76,26 @@ def test_a_damaged_table_gets_one_line(tiny_run, tmp_path):
                                       "--no-measure", "--out", tmp_path / "s"), str(path), needle)
     path.write_text(json.dumps(data)[: len(json.dumps(data)) // 2])
     assert_one_line_error(run_cli("validate", "--space", TINY_SPACE, "--backend", "ort", "--tables", tables), str(path))
+
+
+def test_an_rgb_int8_table_records_its_padded_stem_and_is_stale_without_it():
+    """The stem of an RGB space reads 4 channels where the CPU has an integer dot product (`passes.PadChannels`): a
+    table that measured it with 3 no longer describes what ships. A grey space's stem is not padded, so its tables
+    (the shipped ones) are unaffected; nor are fp32 tables, whose convolutions are not padded."""
+    from edgenas.compile.schedules import padded_input_channels
+    from edgenas.compile.tune import compile_target
+    from edgenas.space import get_space
+    from edgenas.tables.key import TableKey, schedules_differ
+    from edgenas.targets import get_target
+
+    host = get_target("host")
+    rgb, grey = get_space("mobilenetv3-224"), get_space("digits")
+    now = TableKey(host, "tvm", "int8", rgb, 1).schedules()
+    padded = padded_input_channels(compile_target(host), 3)
+    assert now.get("stem_channels") == (None if padded == 3 else "3->4")
+    assert "stem_channels" not in TableKey(host, "tvm", "int8", grey, 1).schedules()
+    assert "stem_channels" not in TableKey(host, "tvm", "fp32", rgb, 1).schedules()
+    before = {**now, "stem_channels": None}
+    assert schedules_differ(now, now) is None
+    if padded != 3:  # every x86 CPU with AVX2
+        assert "its stem read its own input channels, compile now reads 3->4" in schedules_differ(before, now)

@@ -48,8 +48,11 @@ def tvm_kind(name: str, args) -> str:
         data, weight = shapes[0], shapes[1] if len(shapes) > 1 else ()
         if data and data[-1] <= 4:
             return "stem"
-        # the weight as the default rules repack it: (o/lanes, kh, kw, i/depth, lanes[, depth]) or OHWI
-        return "pointwise" if len(weight) >= 4 and weight[1] == weight[2] == 1 else "conv_kxk"
+        # the weight as the default rules repack it: (o/lanes, kh, kw, i/depth, lanes[, depth]) or OHWI; a depthwise
+        # convolution (relax's conv2d with groups) reads one input channel per output channel
+        if len(weight) >= 4 and weight[1] == weight[2] == 1:
+            return "pointwise"
+        return "depthwise" if len(weight) >= 4 and weight[3] == 1 else "conv_kxk"
     if "matmul" in name or "dense" in name:
         return "head"
     return "other"
@@ -113,13 +116,13 @@ def profile_openvino(model: bytes, x: np.ndarray, runs: int) -> tuple[dict, list
     for op in compiled.get_runtime_model().get_ops():
         rt = op.get_rt_info()
         name = op.get_friendly_name()
-        shapes = {"exec": str(rt["primitiveType"]) if "primitiveType" in rt else ""}
+        shapes = {"exec": rt["primitiveType"].astype(str) if "primitiveType" in rt else ""}
         if op.get_input_size() > 1:
             data, weight = op.get_input_partial_shape(0), op.get_input_partial_shape(1)
             if data.rank.get_length() == 4 and weight.rank.is_static and weight.rank.get_length() >= 4:
                 shapes["in_channels"] = data[1].get_length()
                 shapes["k"] = weight[-1].get_length()
-        info[name] = (str(rt["layerType"]) if "layerType" in rt else op.get_type_name(), shapes)
+        info[name] = (rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name(), shapes)
     by_kind, per_layer = defaultdict(float), defaultdict(float)
     t0 = time.perf_counter()
     for _ in range(runs):

@@ -19,7 +19,7 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from edgenas.compile import int8
 from edgenas.compile.layout import QDQ_OPS, clip_as_arithmetic, qdq_as_arithmetic, transposed_constant
-from edgenas.compile.schedules import dot_products, exact_weight_bound
+from edgenas.compile.schedules import dot_products, exact_weight_bound, padded_input_channels
 
 
 class _Rules:
@@ -128,35 +128,44 @@ def _weight_calls():
 class PadChannels(_Rules):
     """Integer convolutions and matmuls whose output channels are not a multiple of `multiple`, computed with
     zero weights up to the next multiple and sliced back, so that the dot-product schedule takes them whole
-    instead of leaving them to the plain vector schedule. Only uint8 x int8 NHWC layers whose input channels
-    the intrinsic can take (a multiple of `depth`) are padded."""
+    instead of leaving them to the plain vector schedule. A convolution whose input channels are not a multiple of
+    the intrinsic's `depth` (an RGB stem's 3) also reads zero-padded input channels against zero weights, where
+    `input_channels` says so: the sums are the same integers, and the dot product applies. Only uint8 x int8 NHWC layers are padded; a matmul only
+    when its input features are a multiple of `depth` already."""
 
     patterns = staticmethod(_weight_calls)
 
-    def __init__(self, multiple: int, depth: int):
+    def __init__(self, multiple: int, depth: int, input_channels=None):
+        """`input_channels(k)`: the input channels a convolution with `k` reads (`schedules.padded_input_channels`)."""
         self.multiple, self.depth = multiple, depth
+        self.input_channels = input_channels or (lambda k: k)
         self.p = self.patterns()
         self.rules = [(self.p["conv"], self.conv), (self.p["matmul"], self.matmul)]
 
     def _eligible(self, x, w: np.ndarray, k: int) -> bool:
         return str(x.ty.dtype) == "uint8" and w.dtype == np.int8 and k % self.depth == 0
 
-    def _padded(self, out: int) -> int:
-        return -(-out // self.multiple) * self.multiple
+    @staticmethod
+    def _padded(n: int, multiple: int) -> int:
+        return -(-n // multiple) * multiple
 
     def conv(self, orig, m):
         attrs, x, w = orig.attrs, m[self.p["x"]], m[self.p["w"]].value.numpy()
-        if (attrs.data_layout != "NHWC" or attrs.kernel_layout != "OHWI" or int(attrs.groups) != 1
-                or str(attrs.out_dtype) != "int32" or not self._eligible(x, w, w.shape[3])
-                or w.shape[0] % self.multiple == 0):
+        if attrs.data_layout != "NHWC" or attrs.kernel_layout != "OHWI" or int(attrs.groups) != 1 \
+                or str(attrs.out_dtype) != "int32" or w.dtype != np.int8:
             return orig
-        out = w.shape[0]
-        padded = np.zeros((self._padded(out), *w.shape[1:]), np.int8)
-        padded[:out] = w
+        out, k = w.shape[0], w.shape[3]
+        po, pk = self._padded(out, self.multiple), self.input_channels(k)
+        if (po, pk) == (out, k) or str(x.ty.dtype) != "uint8":
+            return orig
+        padded = np.zeros((po, w.shape[1], w.shape[2], pk), np.int8)
+        padded[:out, :, :, :k] = w
+        if pk != k:  # zero input channels: against zero weights, any value adds nothing
+            x = relax.op.nn.pad(x, [0, 0, 0, 0, 0, 0, 0, pk - k], pad_value=0.0)
         y = relax.op.nn.conv2d(x, relax.const(padded), strides=attrs.strides, padding=attrs.padding,
                                dilation=attrs.dilation, groups=1, data_layout="NHWC", kernel_layout="OHWI",
                                out_dtype="int32")
-        return relax.op.strided_slice(y, axes=[3], begin=[0], end=[out])
+        return y if po == out else relax.op.strided_slice(y, axes=[3], begin=[0], end=[out])
 
     def matmul(self, orig, m):
         x, w = m[self.p["x"]], m[self.p["w"]].value.numpy()
@@ -164,7 +173,7 @@ class PadChannels(_Rules):
                 or w.shape[1] % self.multiple == 0:
             return orig
         out = w.shape[1]
-        padded = np.zeros((w.shape[0], self._padded(out)), np.int8)
+        padded = np.zeros((w.shape[0], self._padded(out, self.multiple)), np.int8)
         padded[:, :out] = w
         y = relax.op.matmul(x, relax.const(padded), out_dtype="int32")
         return relax.op.strided_slice(y, axes=[len(x.ty.shape) - 1], begin=[0], end=[out])
@@ -203,7 +212,7 @@ def compile_pipeline(target, layout: str) -> tvm.transform.Sequential:
     passes.append(RequantMultiplier())
     dots = dot_products(target)
     if dots and layout == "NHWC":
-        passes.append(PadChannels(dots[0].lanes, dots[0].depth))
+        passes.append(PadChannels(dots[0].lanes, dots[0].depth, lambda k: padded_input_channels(target, k)))
         if wide := next((d for d in dots if d.weight_dtype != "int8"), None):
             passes.append(WidenWeights(wide.weight_dtype, exact_weight_bound(target)))
     passes += [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),

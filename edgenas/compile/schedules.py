@@ -161,6 +161,17 @@ def dot_products(target) -> tuple[DotProduct, ...]:
     return dict(CLASSES).get(cpu_class(target), ())
 
 
+def padded_input_channels(target, channels: int) -> int:
+    """The input channels an int8 NHWC convolution with `channels` of them reads on this CPU: up to the dot product's
+    depth (`passes.PadChannels`) when that at most doubles them (an RGB stem's 3 become 4: the dot product then
+    applies; a grey stem's 1 would cost four times the work, and stays); else as many as it has."""
+    dots = dot_products(target)
+    if not dots or channels % dots[0].depth == 0:
+        return channels
+    padded = -(-channels // dots[0].depth) * dots[0].depth
+    return padded if padded <= 2 * channels else channels
+
+
 def exact_weight_bound(target) -> int | None:
     """The largest weight magnitude this CPU's fastest int8 kernels are exact for, when they are not exact for every
     int8 weight (x86 without VNNI: 64, 7-bit weights); None when they are."""

@@ -69,9 +69,9 @@ def kernels(compiled) -> list[str]:
     found = set()
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
-        layer = str(info["layerType"]) if "layerType" in info else ""
+        layer = info["layerType"].astype(str) if "layerType" in info else ""
         if "primitiveType" in info and layer in ("Convolution", "FullyConnected", "MatMul", "GroupConvolution"):
-            found.add(str(info["primitiveType"]))
+            found.add(info["primitiveType"].astype(str))
     return sorted(found)
 
 
