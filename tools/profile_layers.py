@@ -97,7 +97,7 @@ def profile_tvm(model: bytes, x: np.ndarray, target, runs: int) -> tuple[dict, l
     by_kind = defaultdict(float)
     for name, seconds in totals.items():
         by_kind[kinds[name]] += seconds / runs * 1e3
-    slowest = sorted(((n, s / runs * 1e3) for n, s in totals.items()), key=lambda kv: -kv[1])[:12]
+    slowest = sorted(((n, s / runs * 1e3) for n, s in totals.items()), key=lambda kv: -kv[1])[:40]
     return dict(by_kind), [{"kernel": n, "kind": kinds[n], "ms": round(ms, 4)} for n, ms in slowest], end_to_end
 
 
