@@ -78,13 +78,15 @@ def probe_networks(space) -> list:
 
 
 def probe_path(key: TableKey, tables: Path) -> Path:
-    layout = f"-{key.layout.lower()}" if key.is_tvm else ""
-    return key.path(tables).parent / f"precision-{key.backend}{layout}.json"
+    """Next to the device's tables, named as its tables are less the precision (`precision-tvm-nhwc.json`)."""
+    kind = key.name.removeprefix(f"{key.backend}-{key.precision}")
+    return key.path(tables).parent / f"precision-{key.backend}{kind}.json"
 
 
 def _identity(key: TableKey) -> dict:
     return {"backend": key.backend, "space": key.space.hash, "threads": key.threads,
-            "layout": key.layout if key.is_tvm else None, "schedules": key.schedules()}
+            "layout": key.layout if key.is_tvm else None, "schedules": key.schedules(),
+            **{k: v for k, v in key.identity().items() if k == "max_cpu_isa"}}
 
 
 def measure_probe(key: TableKey, cfg: MeasureConfig) -> dict:

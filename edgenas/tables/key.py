@@ -56,7 +56,14 @@ class TableKey:
         return self.backend == "tvm"
 
     def identity(self) -> dict:
-        """What the table's numbers depend on; a table with another identity is not this one's."""
+        """What the table's numbers depend on; a table with another identity is not this one's. OpenVINO's also
+        names the CPU class its kernels were capped to (`ONEDNN_MAX_CPU_ISA`, None: uncapped): the same CPU measured
+        with a cap is another device's table."""
+        capped = {}
+        if self.backend == "openvino":
+            from edgenas.measure.openvino import isa_cap
+
+            capped = {"max_cpu_isa": isa_cap()}
         return {
             "target": self.target.name,
             "tvm_target": str(self.target.tvm) if self.is_tvm else None,
@@ -68,11 +75,15 @@ class TableKey:
             "threads": self.threads,
             "measured_on": f"rpc:{self.rpc.key}" if self.rpc else "local",
             "device": self.device,
+            **capped,
         }
 
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.precision}" + (f"-{self.layout.lower()}" if self.is_tvm else "")
+        """`<backend>-<precision>`, then TVM's layout, or the ISA cap OpenVINO ran under (`openvino-int8-avx2`)."""
+        cap = self.identity().get("max_cpu_isa")
+        return f"{self.backend}-{self.precision}" + (f"-{self.layout.lower()}" if self.is_tvm else "") + \
+            (f"-{cap.lower()}" if cap else "")
 
     def target_dir(self, tables_dir: Path) -> Path:
         return Path(tables_dir) / self.target.name
