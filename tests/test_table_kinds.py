@@ -99,3 +99,22 @@ def test_an_rgb_int8_table_records_its_padded_stem_and_is_stale_without_it():
     assert schedules_differ(now, now) is None
     if padded != 3:  # every x86 CPU with AVX2
         assert "its stem read its own input channels, compile now reads 3->4" in schedules_differ(before, now)
+
+
+def test_an_openvino_table_is_named_by_the_isa_cap_its_kernels_ran_under(monkeypatch, tmp_path):
+    """OpenVINO capped to an older class (ONEDNN_MAX_CPU_ISA) runs other kernels on the same CPU: its own table."""
+    from edgenas.space import get_space
+    from edgenas.tables.deployment import probe_path
+    from edgenas.tables.key import TableKey
+    from edgenas.targets import get_target
+
+    host, space = get_target("host"), get_space("digits")
+    key = TableKey(host, "openvino", "int8", space, 1)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert key.name == "openvino-int8" and key.identity()["max_cpu_isa"] is None
+    assert probe_path(key, tmp_path).name == "precision-openvino.json"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert key.name == "openvino-int8-avx2" and key.identity()["max_cpu_isa"] == "AVX2"
+    assert probe_path(key, tmp_path).name == "precision-openvino-avx2.json"
+    assert "max_cpu_isa" not in TableKey(host, "ort", "int8", space, 1).identity()
+    assert TableKey(host, "tvm", "int8", space, 1).name == "tvm-int8-nhwc"
