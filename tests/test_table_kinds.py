@@ -78,7 +78,7 @@ def test_a_damaged_table_gets_one_line(tiny_run, tmp_path):
     assert_one_line_error(run_cli("validate", "--space", TINY_SPACE, "--backend", "ort", "--tables", tables), str(path))
 
 
-def test_an_rgb_int8_table_records_its_padded_stem_and_is_stale_without_it():
+def test_an_int8_table_records_its_tiles_and_padded_stem_and_is_stale_without_them():
     """The stem of an RGB space reads 4 channels where the CPU has an integer dot product (`passes.PadChannels`): a
     table that measured it with 3 no longer describes what ships. A grey space's stem is not padded, so its tables
     (the shipped ones) are unaffected; nor are fp32 tables, whose convolutions are not padded."""
@@ -99,6 +99,9 @@ def test_an_rgb_int8_table_records_its_padded_stem_and_is_stale_without_it():
     assert schedules_differ(now, now) is None
     if padded != 3:  # every x86 CPU with AVX2
         assert "its stem read its own input channels, compile now reads 3->4" in schedules_differ(before, now)
+        # and its int8 tiles: a table measured before the dot-product layers' tiles were sized by their reduction
+        assert now["int8_tiles"] and "int8 kernels had tiles 'None'" in schedules_differ({**now, "int8_tiles": None}, now)
+        assert "int8_tiles" not in TableKey(host, "tvm", "fp32", grey, 1).schedules()
 
 
 def test_an_openvino_table_is_named_by_the_isa_cap_its_kernels_ran_under(monkeypatch, tmp_path):

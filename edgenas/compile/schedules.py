@@ -39,6 +39,13 @@ ANCHORS = {
 TILE_PIXELS = (8, 7, 6, 5, 4, 3, 2, 1)
 #: registers left for the weights and the broadcast input; the rest of the register file holds accumulators
 SPARE_REGISTERS = 8
+#: int8 dot-product layers: the most output pixels a register tile takes, by the reduction's length (input channels x
+#: kernel taps), longest first. A short reduction does few dot products per tile, and a wide tile of them then costs
+#: more in its epilogue and stores than it saves (docs/results/peers-2026-12-06.md); a tile of one channel block
+#: takes the fewest pixels, as the shortest reductions do.
+DOT_TILE_PIXELS = ((64, 8), (32, 4), (0, 2))
+#: the version of that rule, recorded by int8 tables (`TableKey.schedules`): their kernels changed, fp32's did not
+INT8_TILES = "edgenas-int8-tiles-1"
 
 
 @dataclass(frozen=True)
@@ -292,7 +299,12 @@ class ChannelConv:
         _repack_weight(sch, anchor, w, name == "matmul", lanes, dot)
         # a tile of pixels x blocks accumulator registers, as large as the register file holds without spilling
         budget = self.registers - SPARE_REGISTERS
-        pixels = _largest_divisor(extent("x"), [p for p in TILE_PIXELS if p <= budget]) if "x" in loops else 1
+        most = budget
+        if dot:
+            reduction = depth * (extent("ry") * extent("rx") if "ry" in loops else 1)
+            one_block = all((channels // lanes) % b for b in (2, 3))
+            most = DOT_TILE_PIXELS[-1][1] if one_block else next(p for k, p in DOT_TILE_PIXELS if reduction >= k)
+        pixels = _largest_divisor(extent("x"), [p for p in TILE_PIXELS if p <= min(budget, most)]) if "x" in loops else 1
         blocks_per_tile = next(b for b in (2, 3, 1) if (channels // lanes) % b == 0 and pixels * b <= budget)
         f_o, f_b, f_i = sch.split(loops["f"], [None, blocks_per_tile, lanes])
         if "x" in loops:

@@ -111,17 +111,18 @@ class TableKey:
         changed), the table no longer describes what ships."""
         if not self.is_tvm:
             return None
-        from edgenas.compile.schedules import padded_input_channels, rules_version
+        from edgenas.compile.schedules import INT8_TILES, dot_products, padded_input_channels, rules_version
         from edgenas.compile.tune import compile_target, database_dir
 
         db = database_dir(self.target, self.tuning_db)
         records = db / "database_tuning_record.json"
         digest = hashlib.sha256(records.read_bytes()).hexdigest()[:16] if records.exists() else None
         found = {"default": rules_version(compile_target(self.target)), "database": str(db), "records": digest}
-        stem = self.space.in_channels
-        if self.precision == "int8" and self.layout == "NHWC" and \
-                (padded := padded_input_channels(compile_target(self.target), stem)) != stem:
-            found["stem_channels"] = f"{stem}->{padded}"  # since 2026-12-06: the stem's channels padded for the dot product
+        stem, tgt = self.space.in_channels, compile_target(self.target)
+        if self.precision == "int8" and self.layout == "NHWC" and dot_products(tgt):  # since 2026-12-06
+            found["int8_tiles"] = INT8_TILES  # the dot-product layers' tiles (`schedules.DOT_TILE_PIXELS`)
+            if (padded := padded_input_channels(tgt, stem)) != stem:
+                found["stem_channels"] = f"{stem}->{padded}"  # the stem's channels padded for the dot product
         return found
 
 
@@ -134,6 +135,8 @@ def schedules_differ(recorded: dict | None, now: dict | None) -> str | None:
         return f"its kernels had default schedules '{recorded.get('default')}', compile now applies '{now['default']}'"
     if recorded.get("records") != now["records"]:
         return f"the tuning database {now['database']} has changed since it was measured"
+    if recorded.get("int8_tiles") != now.get("int8_tiles"):
+        return f"its int8 kernels had tiles '{recorded.get('int8_tiles')}', compile now applies '{now.get('int8_tiles')}'"
     if recorded.get("stem_channels") != now.get("stem_channels"):
         return (f"its stem read {recorded.get('stem_channels') or 'its own'} input channels, compile now reads "
                 f"{now.get('stem_channels') or 'its own'}")
