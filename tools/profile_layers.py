@@ -58,7 +58,7 @@ def tvm_kind(name: str, args) -> str:
     return "other"
 
 
-def ov_kind(layer_type: str, name: str, shapes: dict) -> str:
+def ov_kind(layer_type: str, shapes: dict) -> str:
     t = layer_type.lower()
     if "groupconvolution" in t or "dw" in shapes.get("exec", ""):
         return "depthwise"
@@ -135,7 +135,7 @@ def profile_openvino(model: bytes, x: np.ndarray, runs: int) -> tuple[dict, list
                 continue
             layer, shapes = info.get(p.node_name, (p.node_type, {"exec": p.exec_type}))
             ms = p.real_time.total_seconds() * 1e3 / runs
-            by_kind[ov_kind(layer, p.node_name, shapes)] += ms
+            by_kind[ov_kind(layer, shapes)] += ms
             per_layer[(p.node_name, p.exec_type)] += ms
     slowest = sorted(per_layer.items(), key=lambda kv: -kv[1])[:12]
     return dict(by_kind), [{"layer": n, "kernel": e, "ms": round(ms, 4)} for (n, e), ms in slowest], end_to_end

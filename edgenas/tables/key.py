@@ -59,11 +59,7 @@ class TableKey:
         """What the table's numbers depend on; a table with another identity is not this one's. OpenVINO's also
         names the CPU class its kernels were capped to (`ONEDNN_MAX_CPU_ISA`, None: uncapped): the same CPU measured
         with a cap is another device's table."""
-        capped = {}
-        if self.backend == "openvino":
-            from edgenas.measure.openvino import isa_cap
-
-            capped = {"max_cpu_isa": isa_cap()}
+        capped = {"max_cpu_isa": self._isa_cap()} if self.backend == "openvino" else {}
         return {
             "target": self.target.name,
             "tvm_target": str(self.target.tvm) if self.is_tvm else None,
@@ -78,10 +74,16 @@ class TableKey:
             **capped,
         }
 
+    @staticmethod
+    def _isa_cap() -> str | None:
+        from edgenas.measure.openvino import isa_cap
+
+        return isa_cap()
+
     @property
     def name(self) -> str:
         """`<backend>-<precision>`, then TVM's layout, or the ISA cap OpenVINO ran under (`openvino-int8-avx2`)."""
-        cap = self.identity().get("max_cpu_isa")
+        cap = self._isa_cap() if self.backend == "openvino" else None
         return f"{self.backend}-{self.precision}" + (f"-{self.layout.lower()}" if self.is_tvm else "") + \
             (f"-{cap.lower()}" if cap else "")
 
