@@ -26,8 +26,9 @@ from dataclasses import dataclass
 #: 2: tiles sized to the target's vector registers (AVX2, SSE and NEON tiles no longer spill)
 VERSION = "edgenas-rules-2"
 #: the CPU classes whose kernels changed since, and how: their tables measured with VERSION are stale, the others'
-#: not (3: vpmaddubsw on 7-bit weights for x86 without VNNI, 256-bit vpdpbusd with AVX-VNNI)
-CLASS_VERSIONS = {"avxvnni": "edgenas-rules-3", "avx512bw": "edgenas-rules-3", "avx2": "edgenas-rules-3"}
+#: not (3: vpmaddubsw on 7-bit weights for x86 without VNNI, 256-bit vpdpbusd with AVX-VNNI; 4: the epilogue's
+#: pixels unrolled, which changed the code of x86 without AVX-512 only)
+CLASS_VERSIONS = {"avxvnni": "edgenas-rules-4", "avx512bw": "edgenas-rules-3", "avx2": "edgenas-rules-4"}
 
 #: the anchor blocks TOPI names, and for each the loop order (spatial, then reduction) of its iterators
 ANCHORS = {
@@ -336,6 +337,10 @@ class ChannelConv:
             sch.vectorize(sch.get_loops(init)[-1])
         out_loops = sch.get_loops(out)
         sch.vectorize(out_loops[-1])
+        # the epilogue's pixels unrolled here, not left to LLVM: without AVX-512's narrowing stores, LLVM vectorised a
+        # depthwise epilogue across pixels instead of channels and stored its uint8 outputs a byte at a time
+        if x_i is not None:
+            sch.unroll(out_loops[-2])
         if padding:
             _vector_padding(sch, pads[0])
 
