@@ -199,7 +199,7 @@ def train_cmd(data, space, epochs, out, batch_size, lr, seed, limit, resize, as_
               help="Share of each generation made by mutation; the rest after the parents is crossover.")
 @click.option("--mutate-prob", type=click.FloatRange(0, 1), default=EvolutionConfig.mutate_prob, show_default=True)
 @options("generations", "subnets", "margin-pct")
-@click.option("--no-measure", is_flag=True, help="Skip measuring the best network end to end.")
+@click.option("--no-measure", is_flag=True, help="Trust the table: search to the budget less its guard band, and measure nothing (else the most accurate network that measures within the budget wins).")
 @options(*TABLE, "json")
 def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_params, seed, strategy, population, parent_ratio,
                mutation_ratio, mutate_prob, generations, subnets, margin_pct, no_measure, precision, layout, tuning_db, as_json):
@@ -225,7 +225,7 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
     measured = "not measured" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.4f} ms measured"
     click.echo(f"best {r['encoding']}\n  {r['precision']} latency {r['predicted_latency_ms']:.4f} ms predicted, {measured} "
                f"(budget {r['budget_ms']:g} ms, searched to {r['search_budget_ms']:.4f} ms with a {r['margin_pct']:.1f}% "
-               f"guard band)\n  validation accuracy {r['val_accuracy']:.4f} (predicted {r['predicted_accuracy']:.4f}), "
+               f"band)\n  {r['fit']['why'] + chr(10) + '  ' if r['fit'] else ''}validation accuracy {r['val_accuracy']:.4f} (predicted {r['predicted_accuracy']:.4f}), "
                f"{r['params']} parameters\n  {r['evaluated']} candidates ({r['unique']} distinct) in {r['search_seconds']:.2f} s; "
                f"{r['seconds']:.1f} s in all; outputs in {r['out_dir']}")
 

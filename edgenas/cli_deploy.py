@@ -48,10 +48,12 @@ def export_cmd(search, out, eval_threads, as_json):
 def prune_cmd(model, out, target_ms, prune_ratio, step_ms, finetune_epochs, candidate_steps, eval_threads, as_json):
     """Prune a model bundle's channels toward a latency target (NetAdapt, distilled from the supernet); resumable."""
     given = click.get_current_context().get_parameter_source("prune_ratio") is not click.core.ParameterSource.DEFAULT
-    if target_ms is not None and not given:
-        prune_ratio = None  # --target-ms replaces the default ratio; both given is refused by PruneConfig
+    if not given:
+        prune_ratio = None  # the default (1) prunes nothing; both given is refused by PruneConfig
+        if target_ms is None:
+            raise BadInput("give --target-ms or --prune-ratio (below 1): how far to prune")
     if prune_ratio is not None and prune_ratio >= 1:
-        raise BadInput(f"--prune-ratio {prune_ratio:g}: `prune` needs a ratio below 1 (in `build`, 1 skips pruning)")
+        raise BadInput(f"--prune-ratio {prune_ratio:g}: `prune` needs a ratio below 1 (in `build`, 1 prunes only to fit)")
     cfg = PruneConfig(target_ms=target_ms, ratio=prune_ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
                       candidate_steps=candidate_steps)  # checks the flags before torch loads
     ensure_writable_dir(out, "--out")

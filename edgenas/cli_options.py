@@ -121,12 +121,14 @@ _SHARED = [
     _opt("--population", type=click.IntRange(min=2), default=EvolutionConfig.population, show_default=True,
          help="Networks in each generation of the evolutionary search."),
     _opt("--margin-pct", type=float, default=None,
-         help="Guard band: search up to budget / (1 + margin). [default: the table's 95th-percentile overrun "
-              "on held-out networks, from `edgenas validate`]"),
+         help="The table's error band: measured, the search looks up to budget x (1 + margin) and measures its "
+              "way down the front to the network that fits; with --no-measure, it searches up to budget / (1 + margin). "
+              "[default: the table's 95th-percentile overrun on held-out networks, from `edgenas validate`]"),
     # prune, quantize, compile
     _opt("--prune-ratio", "prune_ratio", type=float, default=BuildConfig.prune_ratio, show_default=True, old=("--ratio",),
-         help="Prune to this fraction of the network's predicted latency (`prune`: unless --target-ms is given; "
-              "`build`: 1 skips pruning, and the pruned network ships only if it runs 1.15x as fast, measured)."),
+         help="Prune to this fraction of the network's predicted latency; 1 prunes nothing by ratio (`build` then "
+              "prunes only a network that measured over the budget, to fit it; a pruned network that fitted before "
+              "ships only if it runs 1.15x as fast, measured)."),
     _opt("--finetune-epochs", type=click.IntRange(min=0), default=PruneConfig.finetune_epochs, show_default=True,
          help="Epochs of distillation from the supernet's largest network (`build`: of the searched network, "
               "before pruning; `prune`: after)."),

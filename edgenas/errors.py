@@ -1,5 +1,7 @@
 """Errors that the CLI turns into one line and an exit code, never a traceback."""
 
+import contextlib
+
 
 class EdgenasError(Exception):
     """A failure during a run (exit code 1)."""
@@ -25,8 +27,26 @@ def one_line(e: BaseException, last: bool = False) -> str:
     return (lines[-1] if last else lines[0]) if lines else type(e).__name__
 
 
+#: where warnings go while an attempt that may be thrown away runs (`held_warnings`): None prints them
+_held: list[list[str]] = []
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr: the run goes on, but the user should know."""
     import sys
 
+    if _held:
+        _held[-1].append(message)
+        return
     print(f"edgenas: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def held_warnings():
+    """Warnings of an attempt kept back, in the list this yields, instead of printed: an attempt that does not ship
+    prints nothing, and the caller says what the one that ships said (`warn` each again)."""
+    _held.append([])
+    try:
+        yield _held[-1]
+    finally:
+        _held.pop()

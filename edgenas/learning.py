@@ -10,7 +10,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from edgenas.supernet.train_config import TrainConfig
 
 
 def shift_augment(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
@@ -32,7 +31,7 @@ def distill_loss(logits: torch.Tensor, soft: torch.Tensor, labels: torch.Tensor 
     return loss if labels is None else loss + F.cross_entropy(logits, labels)
 
 
-def optimizer(params, lr: float, weight_decay: float = TrainConfig.weight_decay) -> torch.optim.Optimizer:
+def optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 

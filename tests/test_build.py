@@ -139,8 +139,12 @@ def test_build_writes_every_output(built):
         assert pruning["model"] == str(out / "pruned") and sm["predicted_ms"]["pruned"] < sm["predicted_ms"]["searched"]
         assert sm["macs"]["shipped"] < sm["macs"]["searched"] and sm["params"]["shipped"] <= sm["params"]["searched"]
     else:  # pruning did not pay (or had nothing to save): the fine-tuned searched network ships, and the record says why
-        assert pruning["why_not"] == ("--prune-ratio 1" if verdict is None else verdict["why"]) and pruning["model"] == str(out / "tuned")
-        assert sm["pruning"].startswith("pruning skipped: it did not pay" if verdict else "--prune-ratio 1")
+        fit = record(out)["stages"]["search"]["result"]["fit"]
+        assert pruning["why_not"] == (fit["why"] if verdict is None else verdict["why"]) and pruning["model"] == str(out / "tuned")
+        assert sm["pruning"] == (verdict["why"] if verdict else fit["why"])
+    # the network was chosen on the search's front by measurement, and the summary says how much of the budget it uses
+    assert sm["fit"] == record(out)["stages"]["search"]["result"]["fit"]["why"] and "measured within the budget" in sm["fit"]
+    assert sm["budget_used"] == round(measured["artifact"] / sm["budget_ms"], 4)
         assert sm["macs"]["shipped"] == sm["macs"]["searched"] and sm["predicted_ms"]["pruned"] == sm["predicted_ms"]["searched"]
     acc = sm["accuracy"]
     # better than chance (10 classes; one epoch of supernet training, then pruning without fine-tuning), and within the
@@ -230,6 +234,27 @@ def test_an_fp32_build_budgets_against_the_fp32_table_and_ships_fp32(built, tmp_
     assert {n.op_type for n in __import__("onnx").load(art.model_file).graph.node}.isdisjoint({"QuantizeLinear", "DequantizeLinear"})
 
 
+def test_a_build_with_the_default_precision_measures_both_and_ships_what_it_measured(built, tmp_path):
+    """`--precision auto` (the default): the precision stage probes both precisions, the search budgets against the
+    chosen precision's table, and the quantize stage's side-by-side measurement of the shipped network has the last word."""
+    tables, out, *_ = built
+    run = tmp_path / "run"
+    shutil.copytree(out, run)  # the supernet is reused: its training does not depend on the precision
+    proc = run_cli(*build_args(tables, run, 5, "--precision", "auto", "--json"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    sm, stages = r["summary"], record(run)["stages"]
+    assert stages["train"]["runs"] == 1 and stages["precision"]["runs"] >= 1
+    chosen = stages["precision"]["result"]
+    assert set(chosen["measured_ms"]["ort"]) == {"int8", "fp32"} and sm["searched_precision"] == chosen["precision"]
+    assert sm["table"] == str(table_file(tables, precision=chosen["precision"]))
+    side = sm["side_by_side_ms"]["ort"]
+    assert set(side) <= {"int8", "fp32"} and sm["precision"] in side and sm["precision_why"].startswith(f"ort {sm['precision']}")
+    if sm["precision"] == "int8":
+        assert sm["accuracy"]["int8"] is not None and (run / "int8" / "model.onnx").exists()
+    assert ("int8" in load_artifact(sm["artifact"]).meta.accuracy) == (sm["precision"] == "int8") and sm["within_budget"]
+
+
 def test_a_pruning_target_out_of_reach_ships_the_searched_network(built, tmp_path):
     """The searched network meets the budget already; pruning that cannot reach its own target must not fail the build."""
     tables, out, r, _, _ = built
@@ -240,6 +265,37 @@ def test_a_pruning_target_out_of_reach_ships_the_searched_network(built, tmp_pat
     assert "is out of reach" in proc.stderr and "shipping the searched network unpruned" in proc.stderr
     sm = json.loads(proc.stdout)["summary"]
     assert not sm["pruned"] and sm["within_budget"] and not (run / "pruned" / "model.onnx").exists()
+
+
+def test_a_searched_network_that_measured_over_the_budget_is_pruned_to_fit(built, tmp_path):
+    """The prune stage handed a search whose front had no network within the budget (here: a budget below what the
+    searched network measured) prunes it with NetAdapt toward the budget, its goal scaled by how far over it read, and
+    ships it pruned whatever it cost; pruning that cannot get there ships the network unpruned and says why."""
+    from dataclasses import replace
+
+    from edgenas.pipeline.build import open_context
+    from edgenas.pipeline.config import BuildConfig
+    from edgenas.pipeline.products import PrecisionProduct, TableProduct
+    from edgenas.pipeline.stages import STAGES
+    from edgenas.search.report import SearchReport
+
+    tables, run, r, *_ = built
+    stages = record(run)["stages"]
+    s = SearchReport.from_dict(stages["search"]["result"])
+    ratio = reachable_prune_ratio(s.arch, s.table) or 0.01  # 0.01: out of reach on any table
+    budget = round(s.measured_latency_ms * ratio, 6)
+    ctx = open_context(BuildConfig(backend="ort", precision="int8", space=TINY_SPACE, tables=tables, out=tmp_path / "run",
+                                   threads=1, repeat=5, budget_ms=budget, finetune_epochs=0))
+    ctx.results.update(precision=PrecisionProduct("int8", "asked for", {}, None, backend="ort"),
+                       profile=TableProduct.from_dict(stages["profile"]["result"]), train=None,
+                       search=replace(s, budget_ms=budget, within_budget=False))
+    p = next(st for st in STAGES if st.name == "prune").run(ctx)
+    if ratio == 0.01:
+        assert not p.pruned and "is out of reach" in p.why_not
+        return
+    assert p.pruned and p.fit.startswith("pruned to fit") and f"{s.measured_latency_ms:.4f} ms" in p.fit
+    assert p.after.predicted_ms <= s.predicted_latency_ms * ratio * 1.0001 and p.verdict is None
+    assert f"{p.after.measured_ms:.4f} ms" in p.fit
 
 
 def _quantize_stage(built, out, max_drop: float, backend: str = "ort"):

@@ -153,13 +153,13 @@ def test_readme_flag_table_is_the_clis():
     tool = _flag_table_tool()
     from edgenas.cli_options import flag_table
 
-    assert tool.readme_table((ROOT / "README.md").read_text()) == flag_table(cli), "run tools/flag_table.py"
+    assert tool.readme_table(tool.README.read_text()) == flag_table(cli), "run tools/flag_table.py"
 
 
 def test_flag_table_tool_checks_and_rewrites(tmp_path, monkeypatch, capsys):
     """--check fails on a README whose table is stale, and the tool writes the CLI's table back."""
     tool = _flag_table_tool()
-    text = (ROOT / "README.md").read_text()
+    text = tool.README.read_text()
     stale = text.replace(tool.readme_table(text), tool.readme_table(text).replace("`NHWC`", "`NCHW`"))
     assert stale != text
     readme = tmp_path / "README.md"

@@ -201,3 +201,34 @@ def test_the_baseline_strategies_pick_what_a_user_would():
     assert rnd.evaluated == EvolutionConfig(population=20, generations=30).candidates == make("evolution").search(budget).evaluated
     with pytest.raises(BadInput, match="--strategy"):
         EvolutionConfig("grid")
+
+
+def test_the_fit_takes_the_slowest_network_on_the_front_that_measures_within_the_budget():
+    """`search.fit` on a front whose networks read 10% under their predictions: it binary-searches the front, takes the
+    most accurate one that reads within the budget twice, and says what the next one up read."""
+    from edgenas.search.evolution import Candidate
+    from edgenas.search.fit import MAX_MEASURED, fit_to_budget
+
+    archs = list(itertools.islice(all_archs(SPACE), 40))
+    front = [Candidate(a, 0.1 + 0.01 * i, 0.5 + 0.01 * i) for i, a in enumerate(archs)]
+    ms = {a: round(0.9 * c.latency_ms, 6) for a, c in zip(archs, front)}
+    fit = fit_to_budget(front, 0.3, lambda a: ms[a])
+    chosen = front[fit.index]
+    assert fit.fits and ms[chosen.arch] <= 0.3 < ms[front[fit.index + 1].arch]
+    assert sum(len(t.readings_ms) for t in fit.tried) <= MAX_MEASURED and "the next one up the front measured" in fit.why
+    assert [t.readings_ms for t in fit.tried if t.encoding == chosen.arch.encoding] == [(ms[chosen.arch],) * 2]
+    # a second reading over the budget (noise, or load) moves the choice down to a network that read within it
+    reads = {}
+
+    def noisy(a):
+        reads[a] = reads.get(a, 0) + 1
+        return ms[a] * (1.2 if a == chosen.arch and reads[a] == 2 else 1)
+
+    again = fit_to_budget(front, 0.3, noisy)
+    assert again.fits and again.index < fit.index and all(max(t.readings_ms) <= 0.3 for t in again.tried
+                                                          if t.encoding == front[again.index].arch.encoding)
+    # nothing on the front fits: the fastest network measured is handed on, over the budget, to be pruned
+    over = fit_to_budget(front, 0.01, lambda a: ms[a])
+    assert not over.fits and over.index == 0 and "over the 0.01 ms budget" in over.why
+    # a budget above the whole front: its most accurate network
+    assert fit_to_budget(front, 100, lambda a: ms[a]).index == len(front) - 1

@@ -1,7 +1,7 @@
-"""Write the README's table of shared flags from the CLI itself (edgenas.cli_options.flag_table).
+"""Write docs/cli.md's table of shared flags from the CLI itself (edgenas.cli_options.flag_table).
 
     .venv/bin/python tools/flag_table.py            # rewrites the section between the flag-table markers
-    .venv/bin/python tools/flag_table.py --check    # exits 1 when the README's table differs from the CLI
+    .venv/bin/python tools/flag_table.py --check    # exits 1 when docs/cli.md's table differs from the CLI
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edgenas.cli import cli  # noqa: E402
 from edgenas.cli_options import flag_table  # noqa: E402
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "cli.md"  # the reference page of every verb and flag
 BEGIN, END = "<!-- flag-table: written by tools/flag_table.py -->", "<!-- /flag-table -->"
 
 
@@ -30,7 +30,7 @@ def readme_table(text: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="only compare; exit 1 when the README is out of date")
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 when docs/cli.md is out of date")
     text = README.read_text()
     old, new = readme_table(text), flag_table(cli)
     if ap.parse_args().check:

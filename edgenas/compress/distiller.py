@@ -66,7 +66,7 @@ class Distiller:
                 progress.update()
 
     def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
-        return optimizer(net.parameters(), self.cfg.lr)
+        return optimizer(net.parameters(), self.cfg.lr, TrainConfig.weight_decay)  # as the supernet was trained
 
     def finetune(self, net: nn.Module, epochs: int, state: dict, checkpoint, label: str = "fine-tune") -> None:
         """`epochs` of distillation, cosine learning rate to zero, resuming from `state["finetune"]`; `checkpoint()`

@@ -40,3 +40,9 @@ def pruning_pays(before_ms: float, after_ms: float, before_acc: float, after_acc
     if loss > MAX_LOSS_POINTS:
         return v(False, f"pruning skipped: it did not pay ({figures}; at most {MAX_LOSS_POINTS:g} may be lost)")
     return v(True, f"pruned: {figures}")
+
+
+def fit_goal(predicted_ms: float, measured_ms: float, budget_ms: float) -> float:
+    """The predicted latency pruning aims at to bring a network that measured over the budget within it: the table's
+    prediction scaled by how far over the budget it measured, so that the table's error on this network is undone."""
+    return predicted_ms * budget_ms / measured_ms

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgenas.accuracy import Evaluator, bundle_split, model_inputs, ort_accuracy
 from edgenas.bundle import load_bundle, resolve, write_bundle
-from edgenas.errors import BadInput, EdgenasError
+from edgenas.errors import BadInput, EdgenasError, held_warnings, warn
 from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -132,11 +132,14 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
     fp32 = ort_accuracy(data, info, split, threads)  # measured, not read from model.json: the file may have changed
     reader = Reader(info.input_name, model_inputs(info, split.train_x[: cfg.calibration]))
     attempts: list[tuple[float, Recipe, bytes]] = []
+    said: list[list[str]] = []  # each attempt's warnings, held back: only the kept attempt's are printed
 
     def attempt(work: Path, r: Recipe) -> bool:
-        q = quantize_qdq(work / "pre.onnx", work / "int8.onnx", reader, r.method, cfg.symmetric, list(r.excluded),
-                         r.reduce_range)
-        attempts.append((judge.accuracy(q, info, split), r, q))
+        with held_warnings() as held:
+            q = quantize_qdq(work / "pre.onnx", work / "int8.onnx", reader, r.method, cfg.symmetric, list(r.excluded),
+                             r.reduce_range)
+            attempts.append((judge.accuracy(q, info, split), r, q))
+        said.append(held)
         return (fp32 - attempts[-1][0]) * 100 <= cfg.max_drop
 
     tries = recipes(cfg, judge.runtime, judge.target)
@@ -152,6 +155,8 @@ def quantize(model: Path, out: Path, cfg: QuantizeConfig = QuantizeConfig(), thr
                                               tuple(dict.fromkeys(n for g in ranked[:k] for n in g))))
                          for k in EXCLUDE_STEPS if k <= len(ranked))
     chosen = attempts[-1] if passed else max(attempts, key=lambda a: a[0])
+    for message in dict.fromkeys(said[attempts.index(chosen)] if passed else []):  # a failed gate: its one line says it
+        warn(message)
     acc, recipe, q = chosen
     report = QuantizeReport(
         fp32, acc, round((fp32 - acc) * 100, 3), passed, recipe.remedy(tries[0]), recipe.method, list(recipe.excluded),

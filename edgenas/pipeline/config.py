@@ -40,9 +40,10 @@ class BuildConfig:
     subnets: int = 200
     margin_pct: float | None = None
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
-    # prune: to this fraction of the searched network's predicted latency (1: no pruning), kept only when it pays
-    # (`compress.pays`: 1.15x measured, so the ratio must ask for more than that)
-    prune_ratio: float = 0.8
+    # prune a searched network that fits to this fraction of its predicted latency, kept only when it pays
+    # (`compress.pays`: 1.15x measured, so the ratio must ask for more than that); 1: pruned only when it must be, to
+    # fit the budget (the search found no network on its front that measured within it)
+    prune_ratio: float = 1.0
     finetune_epochs: int = PruneConfig.finetune_epochs  # the searched network's distillation, before any pruning
     # quantize
     calibration: int = 300

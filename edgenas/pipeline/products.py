@@ -105,6 +105,7 @@ class PrunedProduct(Product):
     tuned: NetworkFigures | None = None  # the searched network fine-tuned (None: no fine-tuning)
     verdict: dict | None = None  # `compress.pays.Verdict` of the pruned network against the tuned one
     side_by_side_ms: dict | None = None  # "tuned" and "pruned", measured side by side (None: not measured)
+    fit: str | None = None  # pruned to fit the budget: why, with the figures (None: not pruned to fit)
 
 
 @dataclass(frozen=True)

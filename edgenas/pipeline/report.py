@@ -31,6 +31,10 @@ def summarize(results: dict, out: Path, target: str) -> dict:
         # the checked runtime's readings: two when the first was over the budget (the lower decides, above)
         "artifact_readings_ms": [r[b.statistic] for r in (b.runs.get(b.checked_on), b.recheck) if r is not None],
         "within_budget": b.within_budget,
+        # the share of the budget the artifact uses, and how the network was chosen (`search.fit`, or pruned to fit)
+        "budget_used": None if b.measured_ms is None else round(b.measured_ms / s.budget_ms, 4),
+        "fit": p.fit or (s.fit.why if s.fit is not None else None),
+        "search_on_noise": s.on_noise,  # one line when the supernet could not rank its networks
         # `artifact`: the shipped library's own, run here; `int8`: the gate's, measured with `int8_judged_by`
         "accuracy": {"artifact": c.accuracy, "searched_fp32": before.val_accuracy,
                      "tuned_fp32": p.tuned.val_accuracy if p.tuned else None, "pruned_fp32": q.fp32_accuracy,
@@ -41,7 +45,7 @@ def summarize(results: dict, out: Path, target: str) -> dict:
         "files_bytes": c.files_bytes,
         "network": s.encoding, "pruned": p.pruned,
         # whether pruning was kept, and why: `compress.pays`'s line, or why it did not run
-        "pruning": p.verdict["why"] if p.verdict else (p.why_not or "pruned"), "pruning_side_by_side_ms": p.side_by_side_ms,
+        "pruning": p.verdict["why"] if p.verdict else (p.fit or p.why_not or "pruned"), "pruning_side_by_side_ms": p.side_by_side_ms,
         "artifact": c.artifact, "report": str(Path(out) / REPORT),
     }
 
@@ -60,8 +64,11 @@ def rows(sm: dict) -> list[tuple[str, str]]:
     verdict = {True: "within budget", False: "OVER BUDGET", None: "not checked (target not measurable here)"}[sm["within_budget"]]
     pruned = (lambda text: f", {text}") if sm["pruned"] else (lambda text: "")
     return [
-        ("budget", f"{sm['budget_ms']:g} ms on {sm['target']} ({sm['backend']}), searched with a {sm['margin_pct']:.1f}% guard band"),
+        ("budget", f"{sm['budget_ms']:g} ms on {sm['target']} ({sm['backend']})" +
+                   (f": the artifact uses {sm['budget_used']:.0%} of it" if sm.get("budget_used") is not None else "") +
+                   (f"; {sm['fit']}" if sm.get("fit") else f", searched with a {sm['margin_pct']:.1f}% guard band")),
         ("ships", sm.get("precision_why") or prec),
+        *([("search", sm["search_on_noise"])] if sm.get("search_on_noise") else []),
         ("artifact latency", f"{prec} {_ms(me['artifact'])} measured ({sm['statistic']}{_again(sm)}), " +
                              (f"{_ms(pr['artifact'])} predicted" if pr["artifact"] is not None else
                               f"not predicted (the table is {sm.get('searched_precision')})") + f": {verdict}"),

@@ -222,12 +222,16 @@ def _prune_inputs(ctx: Context) -> dict:
     from edgenas.compress.pays import MAX_LOSS_POINTS, MIN_SPEEDUP
 
     return {"ratio": ctx.cfg.prune_ratio, "steps": PRUNE_STEPS, "finetune_epochs": ctx.cfg.finetune_epochs,
-            "recovery_epochs": RECOVERY_EPOCHS, "pays": [MIN_SPEEDUP, MAX_LOSS_POINTS]}
+            "recovery_epochs": RECOVERY_EPOCHS, "pays": [MIN_SPEEDUP, MAX_LOSS_POINTS], "budget_ms": ctx.cfg.budget_ms}
 
 
 def _prune(ctx: Context) -> PrunedProduct:
-    """The searched network exported and fine-tuned (`compress.finetune`), then pruned from there; the pruned network
-    goes on only when pruning paid against the fine-tuned one (`compress.pays`). Built once (`Context.searched`)."""
+    """The searched network exported and fine-tuned (`compress.finetune`), then pruned from there when it must or may:
+    - to fit, when the search's front had no network that measured within the budget (`search.fit`): NetAdapt to the
+      budget, its goal scaled by how far over it measured (`compress.pays.fit_goal`);
+    - by `--prune-ratio` below 1, latency-guided pruning of a network that fits, which goes on only when it paid
+      against the fine-tuned one (`compress.pays`).
+    Built once (`Context.searched`)."""
     from edgenas.compress.finetune import finetune
     from edgenas.compress.prune_config import PruneConfig
     from edgenas.compress.prune_input import PruneInput
@@ -245,20 +249,29 @@ def _prune(ctx: Context) -> PrunedProduct:
         tuned = finetune(inp, ctx.out / "tuned", ctx.cfg.finetune_epochs, PruneConfig())
         inp = tuned.as_prune_input(inp, ctx.out / "tuned" / "model.onnx")
         shipped, tuned_fig = str(ctx.out / "tuned"), replace(before, val_accuracy=tuned.info.accuracy["fp32"])
-    unpruned = PrunedProduct(shipped, False, before, tuned_fig or before, [], None, "--prune-ratio 1", tuned_fig)
-    if ctx.cfg.prune_ratio >= 1:
+    to_fit = s.within_budget is False and s.measured_latency_ms is not None
+    why = (s.fit.why if s.fit is not None else "--prune-ratio 1") if not to_fit else None
+    unpruned = PrunedProduct(shipped, False, before, tuned_fig or before, [], None, why, tuned_fig)
+    if not to_fit and ctx.cfg.prune_ratio >= 1:
         return unpruned
-    from edgenas.compress.pays import pruning_pays
+    from edgenas.compress.pays import fit_goal, pruning_pays
     from edgenas.compress.prune import OutOfReach, prune
 
-    cfg = PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS,
-                      finetune_epochs=RECOVERY_EPOCHS if ctx.cfg.finetune_epochs else 0)
+    recovery = RECOVERY_EPOCHS if ctx.cfg.finetune_epochs else 0
+    cfg = (PruneConfig(target_ms=fit_goal(s.predicted_latency_ms, s.measured_latency_ms, ctx.cfg.budget_ms),
+                       steps=PRUNE_STEPS, finetune_epochs=recovery) if to_fit else
+           PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS, finetune_epochs=recovery))
     try:
         r = prune(inp, ctx.out / "pruned", cfg)
-    except OutOfReach as e:  # the searched network already meets the budget: it ships as it is
+    except OutOfReach as e:  # nothing pruning can do: the searched network ships as it is, and the bench says over
         warn(f"{e}; shipping the searched network unpruned")
         return replace(unpruned, why_not=str(e))
     unpruned_fig, after = tuned_fig or before, NetworkFigures(**r.after)
+    pruned = PrunedProduct(str(ctx.out / "pruned"), True, before, after, r.units, r.seconds, None, tuned_fig)
+    if to_fit:  # fitting is what pruning is for here: it goes on whatever it cost
+        return replace(pruned, fit=f"pruned to fit: the fastest network measured on the search's front read "
+                                   f"{s.measured_latency_ms:.4f} ms, over the {ctx.cfg.budget_ms:g} ms budget; pruned, "
+                                   f"{_ms(after.measured_ms)}")
     side = _side_by_side(ctx, {"tuned": inp.onnx_model, "pruned": (ctx.out / "pruned" / "model.onnx").read_bytes()},
                          info.input_shape) if measures else None
     v = (pruning_pays(side["tuned"], side["pruned"], unpruned_fig.val_accuracy, after.val_accuracy, True) if side else
@@ -266,7 +279,11 @@ def _prune(ctx: Context) -> PrunedProduct:
     if not v.pays:
         warn(f"{v.why}; shipping the searched network fine-tuned, unpruned")
         return replace(unpruned, why_not=v.why, verdict=v.to_dict(), side_by_side_ms=side, seconds=r.seconds)
-    return PrunedProduct(str(ctx.out / "pruned"), True, before, after, r.units, r.seconds, None, tuned_fig, v.to_dict(), side)
+    return replace(pruned, verdict=v.to_dict(), side_by_side_ms=side)
+
+
+def _ms(v: float | None) -> str:
+    return "not measured" if v is None else f"{v:.4f} ms"
 
 
 def _side_by_side(ctx: Context, fp32_models: dict[str, bytes], shape: tuple[int, ...]) -> dict[str, float]:

@@ -35,6 +35,8 @@ from edgenas.tables.latency_table import STATISTIC, LatencyTable
 from edgenas.tables.ready import ready_table
 
 SUBNET_SAMPLES = "subnet_accuracy.json"
+#: the held-out Kendall's tau under which the accuracy predictor is said to rank networks on noise
+RANKS = 0.5
 RESULT_SCHEMA, RESULT_SCHEMA_VERSION = "edgenas.search-result", 1
 
 
@@ -145,6 +147,21 @@ class Searcher:
         self.predictor = AccuracyPredictor(self.space).fit(archs, accs, seed)  # all of them for the search
         return self.predictor_metrics
 
+    def on_noise(self) -> str | None:
+        """One line when the supernet cannot rank its networks, so that the search would choose on noise: its largest
+        network near chance (under a quarter of the way from chance to 100%), or the accuracy predictor ordering
+        held-out sub-networks at Kendall's tau under `RANKS`; None when it can."""
+        chance = 1 / self.space.num_classes
+        largest = self.evaluator(self.space.largest())
+        tau = (self.predictor_metrics or {}).get("kendall_tau")
+        why = ([f"its largest network scores {largest:.1%} on validation, near chance ({chance:.1%})"]
+               if largest < chance + (1 - chance) / 4 else [])
+        why += [f"the accuracy predictor orders held-out sub-networks at Kendall's tau {tau:.2f}"] if tau is not None and tau < RANKS else []
+        if not why:
+            return None
+        return (f"the supernet cannot rank its networks: {' and '.join(why)}; the search chooses on noise. Train it longer "
+                f"(--epochs), on more images (--limit 0, or more data), or with more sub-networks scored (--subnets)")
+
     def finder(self, config: EvolutionConfig, max_params: int | None = None) -> EvolutionFinder:
         limit = self.latency
         if max_params is not None:
@@ -172,26 +189,40 @@ def measure_ms(onnx_model: bytes, shape: tuple[int, ...], key: TableKey, cfg: Me
 def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out_dir: Path, *,
            config: EvolutionConfig = EvolutionConfig(), subnets: int = 200, max_params: int | None = None,
            measure: bool = True, margin_pct: float | None = None, cfg: MeasureConfig | None = None) -> SearchReport:
+    """Measured (`measure`), the search fits by measurement (`search.fit`): the evolution searches up to the budget
+    plus the guard band, and the most accurate network of its front that measures within the budget wins. Not
+    measured, it searches to the budget less the guard band and trusts the table."""
     start = time.perf_counter()
     target = key.target
     s = Searcher(run_dir, key, tables_dir, margin_pct, cfg)
-    search_budget = s.search_budget(budget_ms)  # before any costly step
+    guarded = s.search_budget(budget_ms)  # before any costly step
+    search_budget = budget_ms * (1 + s.margin_pct / 100) if measure else guarded
     s.fit_accuracy(subnets, config.seed)
+    noise = s.on_noise()
+    if noise:
+        warn(noise)
     finder = s.finder(config, max_params)
     result = finder.search(search_budget)
-    best = result.best.arch
+    chosen, fit, readings = result.best, None, []
+    if measure:
+        from edgenas.search.fit import fit_to_budget
+
+        # the front's part near the budget: a network predicted more than two bands under it is not the answer
+        front = [c for c in result.pareto if c.latency_ms >= guarded / (1 + s.margin_pct / 100)] or result.pareto[-1:]
+        fit = fit_to_budget(front, budget_ms, s.measure_latency)
+        chosen = front[fit.index]
+        readings = list(next(t.readings_ms for t in fit.tried if t.encoding == chosen.arch.encoding))
+        if not fit.fits:
+            warn(f"{fit.why} on {target.name}/{key.name} (predicted {chosen.latency_ms:.4f} ms)")
+    best = chosen.arch
     val_acc = s.evaluator(best)
-    readings = readings_against(budget_ms, lambda: s.measure_latency(best), float) if measure else []
     measured = min(readings, default=None)
-    if measured is not None and measured > budget_ms:
-        warn(f"the best network measured {' and '.join(f'{v:.4f}' for v in readings)} ms on {target.name}/{key.name}, over "
-             f"the {budget_ms:g} ms budget (predicted {result.best.latency_ms:.4f} ms)")
     report = SearchReport(
-        budget_ms, search_budget, s.margin_pct, result.best.latency_ms, measured,
-        None if measured is None else measured <= budget_ms, val_acc, result.best.accuracy, params(s.space, best),
+        budget_ms, search_budget, s.margin_pct, chosen.latency_ms, measured,
+        None if fit is None else fit.fits, val_acc, chosen.accuracy, params(s.space, best),
         result.evaluated, result.unique, round(result.seconds, 3), round(time.perf_counter() - start, 2), best.to_dict(),
         best.encoding, s.fastest_ms, s.predictor_metrics, str(s.path), str(Path(run_dir).resolve()), str(out_dir),
-        key.precision, readings,
+        key.precision, readings, fit, noise,
     )
     _write_outputs(Path(out_dir), report, result, config, s.table, s.run)
     return report
@@ -217,6 +248,9 @@ def _write_outputs(out: Path, report: SearchReport, result, config: EvolutionCon
         log.append(f"best {report.encoding}: predicted {report.predicted_latency_ms:.4f} ms, measured "
                    f"{report.measured_latency_ms} ms, val accuracy {report.val_accuracy:.4f}, {report.evaluated} candidates "
                    f"({report.unique} distinct) in {report.search_seconds:.2f} s")
+        if report.fit is not None:
+            log += [f"measured {t.encoding}: predicted {t.predicted_ms:.4f} ms, read {', '.join(f'{v:.4f}' for v in t.readings_ms)} ms"
+                    for t in report.fit.tried] + [f"chosen: {report.fit.why}"]
         atomic_write_bytes(out / "search.log", ("\n".join(log) + "\n").encode())
         _plot(out / "pareto.png", result, report)
 
@@ -225,8 +259,12 @@ def _plot(path: Path, result, report: SearchReport) -> None:
     fig, ax = new_figure(figsize=(6, 4.2), dpi=120)
     ax.plot([c.latency_ms for c in result.pareto], [c.accuracy for c in result.pareto], "o-", ms=3, label="Pareto front (predicted)")
     ax.axvline(report.budget_ms, color="tab:red", ls="--", label=f"budget {report.budget_ms:g} ms")
-    if report.search_budget_ms < report.budget_ms:
-        ax.axvline(report.search_budget_ms, color="tab:red", ls=":", lw=1, label=f"guard band {report.margin_pct:.1f}%")
+    if report.search_budget_ms != report.budget_ms:
+        ax.axvline(report.search_budget_ms, color="tab:red", ls=":", lw=1, label=f"searched to ({report.margin_pct:.1f}% band)")
+    if report.fit is not None:
+        tried = {t.encoding: t for t in report.fit.tried}
+        ax.scatter([min(t.readings_ms) for t in tried.values()], [t.predicted_accuracy for t in tried.values()],
+                   marker="+", color="0.3", zorder=3, label="measured on the way (predicted accuracy)")
     ax.scatter([report.predicted_latency_ms], [report.predicted_accuracy], color="tab:green", zorder=3, label="chosen (predicted)")
     if report.measured_latency_ms is not None:
         ax.scatter([report.measured_latency_ms], [report.val_accuracy], marker="x", color="k", zorder=3, label="chosen (measured)")

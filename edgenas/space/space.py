@@ -12,7 +12,6 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from itertools import product
-from pathlib import Path
 from typing import Callable
 
 from edgenas.errors import BadInput
@@ -265,24 +264,6 @@ def space_from_dict(d: dict, source: str = "search space") -> SearchSpace:
         raise BadInput(f"{source}: field {e} is missing") from None
     except TypeError as e:
         raise BadInput(f"{source}: {e}") from None
-
-
-def get_space(name_or_path: str) -> SearchSpace:
-    """A registered space by name, a registered space made to fit data by the name a build gave it (`space.fit`:
-    `digits-c3-r32-n10`, so that `edgenas profile` can measure the tables of a build on RGB images), or a JSON file
-    holding `SearchSpace` fields."""
-    if name_or_path in _REGISTRY:
-        return _REGISTRY[name_or_path]()
-    from edgenas.space.fit import fitted_by_name
-
-    fitted = fitted_by_name(name_or_path, _REGISTRY)
-    if fitted is not None:
-        return fitted
-    if name_or_path.endswith(".json") or Path(name_or_path).is_file():
-        from edgenas.jsonio import read_json
-
-        return space_from_dict(read_json(Path(name_or_path)), source=name_or_path)
-    raise BadInput(f"unknown search space '{name_or_path}'; known spaces: {', '.join(_REGISTRY)} (or give a path to a .json file)")
 
 
 @register_space

@@ -1,0 +1,88 @@
+"""The most accurate network that *measures* within the budget, found on the search's Pareto front.
+
+A table predicts a whole network within some percent, and the user's budget is a measured figure: a search that aims
+a guard band below the budget ships a network that uses the budget only partly, and one that aims at the budget ships
+one over it about half the time. So the evolution searches up to the budget plus the table's 95th-percentile overrun,
+and the front it found is measured: a binary search for the slowest (so most accurate) network on it that measures
+within the budget, a few compiles in all. The one chosen is read twice, and fits only if both readings are within
+the budget: the margin left for noise is the noise measured on it, not a fixed band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+#: networks measured at most (the chosen one's second reading included): the front is sorted by predicted latency, so
+#: a binary search over its part near the budget takes log2 of its length
+MAX_MEASURED = 7
+
+
+@dataclass(frozen=True)
+class FitTry:
+    encoding: str
+    predicted_ms: float
+    predicted_accuracy: float
+    readings_ms: tuple[float, ...]  # one, or two for the one chosen
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How the shipped network was chosen on the front: `index` into `front`, the networks measured, and why."""
+
+    index: int
+    fits: bool  # it measured within the budget; else it is the fastest network measured, and over
+    why: str
+    tried: list[FitTry] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "fits": self.fits, "why": self.why,
+                "tried": [{**asdict(t), "readings_ms": list(t.readings_ms)} for t in self.tried]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Fit":
+        return cls(d["index"], d["fits"], d["why"], [FitTry(t["encoding"], t["predicted_ms"], t["predicted_accuracy"],
+                                                             tuple(t["readings_ms"])) for t in d.get("tried", [])])
+
+
+def fit_to_budget(front: Sequence, budget_ms: float, measure: Callable[[object], float],
+                  max_measured: int = MAX_MEASURED) -> Fit:
+    """`front`: the candidates of the search's Pareto front (`.arch`, `.latency_ms`, `.accuracy`), fastest first, each
+    predicted within the window the evolution searched. `measure(arch) -> ms`, one reading."""
+    readings: dict[int, list[float]] = {}
+
+    def read(i: int) -> float:
+        readings.setdefault(i, []).append(measure(front[i].arch))
+        return readings[i][-1]
+
+    def tries() -> list[FitTry]:
+        return [FitTry(front[i].arch.encoding, round(front[i].latency_ms, 6), round(front[i].accuracy, 6),
+                       tuple(round(v, 6) for v in r)) for i, r in sorted(readings.items())]
+
+    def taken() -> int:
+        return sum(len(r) for r in readings.values())
+
+    # lo: the slowest index known to fit (-1: none yet); hi: the fastest known to be over (len: none yet)
+    lo, hi = -1, len(front)
+    while hi - lo > 1 and taken() < max_measured - 1:
+        mid = (lo + hi) // 2
+        if read(mid) <= budget_ms:
+            lo = mid
+        else:
+            hi = mid
+    # the one chosen is read again: it fits only when both readings do, else the next faster one measured in is taken
+    while lo >= 0 and taken() < max_measured and len(readings[lo]) < 2:
+        if read(lo) <= budget_ms:
+            break
+        lo = max((i for i in readings if i < lo and max(readings[i]) <= budget_ms), default=-1)
+    if lo < 0:
+        over = min(readings, default=0)
+        return Fit(over, False, f"the fastest network measured on the search's front, {min(readings.get(over, [0])):.4f} ms, "
+                                f"is over the {budget_ms:g} ms budget", tries())
+    above = min((i for i in readings if i > lo), default=None)
+    nxt = (f"; the next one up the front measured {min(readings[above]):.4f} ms" if above is not None else
+           "; it is the most accurate network the search found" if lo == len(front) - 1 else "")
+    used = max(readings[lo]) / budget_ms
+    return Fit(lo, True, f"the most accurate network on the search's front that measured within the budget: "
+                         f"{max(readings[lo]):.4f} ms, {used:.0%} of {budget_ms:g} ms ({len(readings)} measured){nxt}",
+               tries())
