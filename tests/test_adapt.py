@@ -8,7 +8,8 @@ from test_build import OTHER_CPU, tables_of_another_cpu
 
 from edgenas.space import get_space
 from edgenas.tables.adapt import ADAPTED, adapted_keys, probe_size
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.measure.timing import STATISTIC
+from edgenas.tables.latency_table import LatencyTable
 
 COMMON = ("--space", TINY_SPACE, "--backend", "ort", *FAST)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_SPACE, assert_one_line_error, reachable_prune_ratio, run_cli, start_cli, table_file
+from edgenas.compress.pays import FITS
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.artifact.artifact import load_artifact
 from edgenas.pipeline.rundir import RECORD, SCHEMA_VERSION
@@ -140,8 +141,8 @@ def test_build_writes_every_output(built):
         assert sm["macs"]["shipped"] < sm["macs"]["searched"] and sm["params"]["shipped"] <= sm["params"]["searched"]
     else:  # pruning did not pay (or had nothing to save): the fine-tuned searched network ships, and the record says why
         fit = record(out)["stages"]["search"]["result"]["fit"]
-        assert pruning["why_not"] == (fit["why"] if verdict is None else verdict["why"]) and pruning["model"] == str(out / "tuned")
-        assert sm["pruning"] == (verdict["why"] if verdict else fit["why"])
+        assert pruning["why_not"] == (verdict["why"] if verdict else FITS) and pruning["model"] == str(out / "tuned")
+        assert sm["pruning"] == (verdict["why"] if verdict else FITS) and fit["fits"]
         assert sm["macs"]["shipped"] == sm["macs"]["searched"] and sm["predicted_ms"]["pruned"] == sm["predicted_ms"]["searched"]
     # the network was chosen on the search's front by measurement, and the summary says how much of the budget it uses
     assert sm["fit"] == record(out)["stages"]["search"]["result"]["fit"]["why"] and "measured within the budget" in sm["fit"]

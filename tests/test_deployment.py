@@ -128,7 +128,7 @@ print(p.backend, sorted(p.measured_ms), p.passed_over)
 
 def test_side_by_side_compiles_and_times_the_models_as_they_ship_with_tvm():
     from edgenas.measure.batch import GraphJob
-    from edgenas.tables.deployment import measure_side_by_side
+    from edgenas.measure.shipped import measure_side_by_side
 
     key = TableKey(get_target("host"), "tvm", "int8", get_space(TINY_SPACE), 1)
     big = key.space.largest()

@@ -19,7 +19,8 @@ from edgenas.compress.prune_config import PruneConfig
 from edgenas.tables.latency_model import LatencyModel
 from edgenas.space import get_space
 from edgenas.space.blocks import make_divisible
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.measure.timing import STATISTIC
+from edgenas.tables.latency_table import LatencyTable
 
 # tiny fine-tuning: the defaults (50 steps per candidate, 10 epochs) are for real runs
 QUICK = ("--candidate-steps", 5, "--finetune-epochs", 1)

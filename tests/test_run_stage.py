@@ -7,6 +7,7 @@ inputs, re-run with everything downstream when an input changes, resumed (output
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -139,6 +140,19 @@ def test_every_build_stage_declares_a_product_that_round_trips():
     pruned = PrunedProduct("runs/x/fp32", False, figures, figures, [], None, "--prune-ratio 1")
     back = PrunedProduct.from_dict(json.loads(json.dumps(pruned.to_dict())))
     assert back == pruned and isinstance(back.after, NetworkFigures)
+    # nested records come back typed from their field types alone: a verdict, a fit and the networks it measured
+    from edgenas.compress.pays import Verdict, pruning_pays
+    from edgenas.search.fit import Fit, FitTry
+    from edgenas.search.report import SearchReport
+
+    judged = replace(pruned, verdict=pruning_pays(0.2, 0.1, 0.9, 0.9, True))
+    back = PrunedProduct.from_dict(json.loads(json.dumps(judged.to_dict())))
+    assert back == judged and isinstance(back.verdict, Verdict)
+    fit = Fit(0, True, "why", [FitTry("r28", 0.1, 0.9, (0.09, 0.095))])
+    report = SearchReport(1, 1.1, 10, 0.1, 0.09, True, 0.9, 0.9, 1, 1, 1, 0.1, 1, {}, "r28", 0.05, {}, "t", "s", "o",
+                          "int8", [0.09, 0.095], fit)
+    back = SearchReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert back == report and isinstance(back.fit.tried[0], FitTry) and back.fit.tried[0].readings_ms == (0.09, 0.095)
 
 
 def test_a_bench_product_recorded_before_rechecks_existed_still_reads():

@@ -36,11 +36,13 @@ def test_search_respects_budget_and_writes_outputs(setup, tmp_path):
     fit, readings = r["fit"], r["measured_readings_ms"]
     tried = {t["encoding"]: t for t in fit["tried"]}
     assert tried[r["encoding"]]["readings_ms"] == readings and r["measured_latency_ms"] == min(readings)
-    # the chosen network was read twice and fits only if both readings do; every network up the front measured over
-    assert r["within_budget"] == fit["fits"] == (len(readings) == 2 and max(readings) <= budget)
+    # the chosen network was read twice and fits only if its higher reading plus their spread does; every network up the
+    # front was measured over the budget, or read twice and not steady within it
+    assert r["within_budget"] == fit["fits"] == (len(readings) == 2 and 2 * max(readings) - min(readings) <= budget)
     if fit["fits"]:
-        up = [t for t in tried.values() if t["predicted_ms"] > r["predicted_latency_ms"]]
-        assert all(min(t["readings_ms"]) > budget for t in up) and "measured within the budget" in fit["why"]
+        up = [t["readings_ms"] for t in tried.values() if t["predicted_ms"] > r["predicted_latency_ms"]]
+        assert all(min(u) > budget or (len(u) == 2 and 2 * max(u) - min(u) > budget) for u in up)
+        assert "measured within the budget" in fit["why"]
         assert all(t["predicted_accuracy"] <= r["predicted_accuracy"] for t in tried.values() if t not in up)
     # the accuracy reported is the winner's on the validation split, with the supernet's weights (a range check would
     # hold for anything: near the fastest network, a 2-epoch supernet can sit at chance)

@@ -15,7 +15,7 @@ from edgenas.space import Arch, get_space
 from edgenas.space.blocks import Network
 from edgenas.tables.correction import apply_correction
 from edgenas.tables.latency_model import LatencyModel
-from edgenas.tables.latency_table import STATISTIC
+from edgenas.measure.timing import STATISTIC
 
 SPACE = get_space(TINY_SPACE)
 
@@ -215,9 +215,9 @@ def test_the_fit_takes_the_slowest_network_on_the_front_that_measures_within_the
     fit = fit_to_budget(front, 0.3, lambda a: ms[a])
     chosen = front[fit.index]
     assert fit.fits and ms[chosen.arch] <= 0.3 < ms[front[fit.index + 1].arch]
-    assert sum(len(t.readings_ms) for t in fit.tried) <= MAX_MEASURED and "the next one up the front measured" in fit.why
+    assert sum(len(t.readings_ms) for t in fit.tried) <= MAX_MEASURED + 1 and "the next one up the front measured" in fit.why
     assert [t.readings_ms for t in fit.tried if t.encoding == chosen.arch.encoding] == [(ms[chosen.arch],) * 2]
-    # a second reading over the budget (noise, or load) moves the choice down to a network that read within it
+    # a second reading over the budget (noise, or load) moves the choice down to a network read steady within it
     reads = {}
 
     def noisy(a):
@@ -225,8 +225,8 @@ def test_the_fit_takes_the_slowest_network_on_the_front_that_measures_within_the
         return ms[a] * (1.2 if a == chosen.arch and reads[a] == 2 else 1)
 
     again = fit_to_budget(front, 0.3, noisy)
-    assert again.fits and again.index < fit.index and all(max(t.readings_ms) <= 0.3 for t in again.tried
-                                                          if t.encoding == front[again.index].arch.encoding)
+    steady = [t.readings_ms for t in again.tried if t.encoding == front[again.index].arch.encoding]
+    assert again.fits and again.index < fit.index and len(steady[0]) == 2 and 2 * max(steady[0]) - min(steady[0]) <= 0.3
     # nothing on the front fits: the fastest network measured is handed on, over the budget, to be pruned
     over = fit_to_budget(front, 0.01, lambda a: ms[a])
     assert not over.fits and over.index == 0 and "over the 0.01 ms budget" in over.why

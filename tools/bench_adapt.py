@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgenas.measure.batch import GraphJob, measure_jobs  # noqa: E402
-from edgenas.measure.timing import MeasureConfig  # noqa: E402
+from edgenas.measure.timing import STATISTIC, MeasureConfig  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.space import Arch, get_space  # noqa: E402
 from edgenas.measure.backends import BACKENDS  # noqa: E402
@@ -39,7 +39,7 @@ from edgenas.tables.correction import apply_correction, fit_correction  # noqa: 
 from edgenas.tables.device import cpu_model, llvm_cpu  # noqa: E402
 from edgenas.tables.key import TableKey  # noqa: E402
 from edgenas.tables.latency_model import LatencyModel  # noqa: E402
-from edgenas.tables.latency_table import STATISTIC, LatencyTable  # noqa: E402
+from edgenas.tables.latency_table import LatencyTable  # noqa: E402
 from edgenas.tables.metrics import prediction_metrics  # noqa: E402
 from edgenas.tables.ready import ADAPTED_SAMPLES, ready_table  # noqa: E402
 from edgenas.tables.validate import search_like_archs, sample_archs  # noqa: E402

@@ -35,7 +35,8 @@ from edgenas.pipeline.config import BuildConfig  # noqa: E402
 from edgenas.pipeline.products import NetworkFigures, PrunedProduct  # noqa: E402
 from edgenas.pipeline.stages import STAGES  # noqa: E402
 from edgenas.search.evolution_config import EvolutionConfig  # noqa: E402
-from edgenas.search.search import Searcher, measure_ms, run_data, run_split  # noqa: E402
+from edgenas.measure.shipped import measure_ms  # noqa: E402
+from edgenas.search.search import Searcher, run_data, run_split  # noqa: E402
 from edgenas.supernet.train import load_run  # noqa: E402
 from edgenas.supernet.train_config import TrainConfig  # noqa: E402
 from edgenas.versions import versions  # noqa: E402

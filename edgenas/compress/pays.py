@@ -2,20 +2,22 @@
 
 NetAdapt reaches any latency it is asked for; whether the trade was worth making is a question about the two networks,
 measured together. A build ships the pruned network only when it runs at least `MIN_SPEEDUP` times as fast, measured
-side by side with the backend that ships (`tables.deployment.measure_side_by_side`: one machine state for both), and
+side by side with the backend that ships (`measure.shipped.measure_side_by_side`: one machine state for both), and
 loses at most `MAX_LOSS_POINTS` of validation accuracy; otherwise it ships the fine-tuned searched network and says why.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from edgenas.records import Record
 
 #: what pruning must give to be kept: a speed-up the user feels, at an accuracy cost within one run's noise
 MIN_SPEEDUP, MAX_LOSS_POINTS = 1.15, 0.3
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(Record):
     pays: bool
     before_ms: float  # the network pruning started from (fine-tuned as long)
     after_ms: float  # the pruned network
@@ -25,9 +27,6 @@ class Verdict:
     loss_points: float  # validation accuracy lost by pruning, in points (negative: gained)
     measured: bool  # the speed-up was measured side by side (False: from the table's predictions)
     why: str  # one line, for the summary
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def pruning_pays(before_ms: float, after_ms: float, before_acc: float, after_acc: float, measured: bool) -> Verdict:
@@ -46,3 +45,22 @@ def fit_goal(predicted_ms: float, measured_ms: float, budget_ms: float) -> float
     """The predicted latency pruning aims at to bring a network that measured over the budget within it: the table's
     prediction scaled by how far over the budget it measured, so that the table's error on this network is undone."""
     return predicted_ms * budget_ms / measured_ms
+
+
+#: why a build ships a network that fits unpruned
+FITS = "not pruned: the searched network measured within the budget (--prune-ratio below 1 prunes it further, kept when it pays)"
+
+
+def plan_pruning(searched, budget_ms: float, ratio: float, steps: int, recovery_epochs: int):
+    """What a build prunes, from the search's product (`search.report.SearchReport`): (to_fit, `PruneConfig` or None).
+    A network that measured over the budget is pruned to fit it; one that fits only when `ratio` asks (below 1), and
+    then only kept when it pays (`pruning_pays`); else nothing is pruned."""
+    from edgenas.compress.prune_config import PruneConfig
+
+    to_fit = searched.within_budget is False and searched.measured_latency_ms is not None
+    if to_fit:
+        return True, PruneConfig(target_ms=fit_goal(searched.predicted_latency_ms, searched.measured_latency_ms, budget_ms),
+                                 steps=steps, finetune_epochs=recovery_epochs)
+    if ratio < 1:
+        return False, PruneConfig(ratio=ratio, steps=steps, finetune_epochs=recovery_epochs)
+    return False, None

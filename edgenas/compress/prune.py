@@ -34,7 +34,7 @@ from edgenas.errors import BadInput, EdgenasError, Interrupted
 from edgenas.jsonio import exclusive_lock
 from edgenas.measure.onnx_export import to_onnx
 from edgenas.progress import bar
-from edgenas.search.search import measure_ms
+from edgenas.measure.shipped import measure_ms
 from edgenas.space.space import LayerSpec
 from edgenas.supernet.evaluate import recalibrate_bn
 from edgenas.supernet.train import resume_checkpoint, save_checkpoint

@@ -36,7 +36,7 @@ class PruneInput:
     not_measured: str | None
 
 
-def _search_of(info: ModelInfo | None, where: Path) -> tuple[dict, Path]:
+def _search_of(info: ModelInfo | None, where: Path):
     """The search result the bundle was exported from: its network is rebuilt with the supernet's weights."""
     record = next((h for h in info.history if h.stage == "export"), None) if info else None
     if record is None:
@@ -48,8 +48,8 @@ def _search_of(info: ModelInfo | None, where: Path) -> tuple[dict, Path]:
                        f"(prune comes before quantize)")
     best, best_path = load_search_result(Path(record.report["search"]))
     exported = info.arch.encoding if info.arch else None
-    if best["encoding"] != exported:
-        raise BadInput(f"{best_path}: holds {best['encoding']}, not the exported {exported}; "
+    if best.encoding != exported:
+        raise BadInput(f"{best_path}: holds {best.encoding}, not the exported {exported}; "
                        f"it changed since the export")
     return best, best_path
 

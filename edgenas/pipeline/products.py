@@ -10,32 +10,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
+from edgenas.compress.pays import Verdict
 from edgenas.errors import BadInput
-from edgenas.jsonio import dataclass_fields
+from edgenas.records import Record
 
 #: the version of every product below; a record holding another is refused by the run record, which names it
 PRODUCTS_VERSION = 1
 
 
 @dataclass(frozen=True)
-class Product:
+class Product(Record):
+    """A stage's product: a record that names its kind (a product nested in another, such as `NetworkFigures`,
+    is written without it)."""
     KIND: ClassVar[str] = ""
-    NESTED: ClassVar[dict[str, type]] = {}  # field -> the product type it holds
 
     def to_dict(self) -> dict:
         return {"product": self.KIND, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "build.json"):
-        if not isinstance(d, dict) or d.get("product") != cls.KIND:
+        if not isinstance(d, dict) or d.get("product", cls.KIND) != cls.KIND:
             raise BadInput(f"{where}: expected a '{cls.KIND}' product, found {d.get('product') if isinstance(d, dict) else d!r}")
-        kwargs = dataclass_fields(cls, d, where, f"the '{cls.KIND}' product")
-        return cls(**{name: cls._field(name, value, where) for name, value in kwargs.items()})
-
-    @classmethod
-    def _field(cls, name: str, value, where: str):
-        kind = cls.NESTED.get(name)
-        return value if kind is None or value is None else kind.from_dict({"product": kind.KIND, **value}, where)
+        return super().from_dict(d, where)
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,6 @@ class PrunedProduct(Product):
     """prune: the fp32 model bundle that goes on to quantization: the searched network fine-tuned, and pruned when
     pruning paid (`compress.pays`)."""
     KIND: ClassVar[str] = "pruned"
-    NESTED: ClassVar[dict[str, type]] = {"before": NetworkFigures, "after": NetworkFigures, "tuned": NetworkFigures}
     model: str  # the bundle's directory
     pruned: bool
     before: NetworkFigures  # the searched network as exported, with the supernet's weights
@@ -103,7 +98,7 @@ class PrunedProduct(Product):
     seconds: float | None
     why_not: str | None  # why the searched network ships unpruned
     tuned: NetworkFigures | None = None  # the searched network fine-tuned (None: no fine-tuning)
-    verdict: dict | None = None  # `compress.pays.Verdict` of the pruned network against the tuned one
+    verdict: Verdict | None = None  # the pruned network against the tuned one (`--prune-ratio` below 1 only)
     side_by_side_ms: dict | None = None  # "tuned" and "pruned", measured side by side (None: not measured)
     fit: str | None = None  # pruned to fit the budget: why, with the figures (None: not pruned to fit)
 

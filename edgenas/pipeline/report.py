@@ -45,7 +45,7 @@ def summarize(results: dict, out: Path, target: str) -> dict:
         "files_bytes": c.files_bytes,
         "network": s.encoding, "pruned": p.pruned,
         # whether pruning was kept, and why: `compress.pays`'s line, or why it did not run
-        "pruning": p.verdict["why"] if p.verdict else (p.fit or p.why_not or "pruned"), "pruning_side_by_side_ms": p.side_by_side_ms,
+        "pruning": p.verdict.why if p.verdict else (p.fit or p.why_not or "pruned"), "pruning_side_by_side_ms": p.side_by_side_ms,
         "artifact": c.artifact, "report": str(Path(out) / REPORT),
     }
 

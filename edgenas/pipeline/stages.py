@@ -13,7 +13,7 @@ from typing import Callable
 
 from edgenas.errors import BadInput, warn
 from edgenas.measure.rpc import RPCSettings
-from edgenas.measure.timing import MeasureConfig, readings_against
+from edgenas.measure.timing import STATISTIC, MeasureConfig, readings_against
 from edgenas.pipeline.config import BuildConfig
 from edgenas.pipeline.products import (BenchProduct, CompiledProduct, NetworkFigures, PrecisionProduct, PrunedProduct,
                                        QuantizedProduct,
@@ -23,7 +23,7 @@ from edgenas.qdq import symmetric_for
 from edgenas.search.report import SearchReport
 from edgenas.space import SearchSpace
 from edgenas.tables.key import TableKey
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.tables.latency_table import LatencyTable
 from edgenas.targets import Target
 
 #: NetAdapt steps of the build's pruning: its default 20% is a short way (5 steps, prune's default, took 5 min here)
@@ -109,7 +109,7 @@ class Context:
         from edgenas.search.export import searched_network
 
         s = self.results["search"]
-        return searched_network(s.to_dict(), Path(s.out_dir) / "best.json")
+        return searched_network(s, Path(s.out_dir) / "best.json")
 
 
 @dataclass(frozen=True)
@@ -249,18 +249,16 @@ def _prune(ctx: Context) -> PrunedProduct:
         tuned = finetune(inp, ctx.out / "tuned", ctx.cfg.finetune_epochs, PruneConfig())
         inp = tuned.as_prune_input(inp, ctx.out / "tuned" / "model.onnx")
         shipped, tuned_fig = str(ctx.out / "tuned"), replace(before, val_accuracy=tuned.info.accuracy["fp32"])
-    to_fit = s.within_budget is False and s.measured_latency_ms is not None
-    why = (s.fit.why if s.fit is not None else "--prune-ratio 1") if not to_fit else None
+    from edgenas.compress.pays import FITS, plan_pruning, pruning_pays
+
+    to_fit, cfg = plan_pruning(s, ctx.cfg.budget_ms, ctx.cfg.prune_ratio, PRUNE_STEPS,
+                               RECOVERY_EPOCHS if ctx.cfg.finetune_epochs else 0)
+    why = None if to_fit else (FITS if s.fit is not None else "--prune-ratio 1")
     unpruned = PrunedProduct(shipped, False, before, tuned_fig or before, [], None, why, tuned_fig)
-    if not to_fit and ctx.cfg.prune_ratio >= 1:
+    if cfg is None:
         return unpruned
-    from edgenas.compress.pays import fit_goal, pruning_pays
     from edgenas.compress.prune import OutOfReach, prune
 
-    recovery = RECOVERY_EPOCHS if ctx.cfg.finetune_epochs else 0
-    cfg = (PruneConfig(target_ms=fit_goal(s.predicted_latency_ms, s.measured_latency_ms, ctx.cfg.budget_ms),
-                       steps=PRUNE_STEPS, finetune_epochs=recovery) if to_fit else
-           PruneConfig(ratio=ctx.cfg.prune_ratio, steps=PRUNE_STEPS, finetune_epochs=recovery))
     try:
         r = prune(inp, ctx.out / "pruned", cfg)
     except OutOfReach as e:  # nothing pruning can do: the searched network ships as it is, and the bench says over
@@ -278,8 +276,8 @@ def _prune(ctx: Context) -> PrunedProduct:
          pruning_pays(unpruned_fig.predicted_ms, after.predicted_ms, unpruned_fig.val_accuracy, after.val_accuracy, False))
     if not v.pays:
         warn(f"{v.why}; shipping the searched network fine-tuned, unpruned")
-        return replace(unpruned, why_not=v.why, verdict=v.to_dict(), side_by_side_ms=side, seconds=r.seconds)
-    return replace(pruned, verdict=v.to_dict(), side_by_side_ms=side)
+        return replace(unpruned, why_not=v.why, verdict=v, side_by_side_ms=side, seconds=r.seconds)
+    return replace(pruned, verdict=v, side_by_side_ms=side)
 
 
 def _ms(v: float | None) -> str:
@@ -289,7 +287,7 @@ def _ms(v: float | None) -> str:
 def _side_by_side(ctx: Context, fp32_models: dict[str, bytes], shape: tuple[int, ...]) -> dict[str, float]:
     """The fp32 models as they ship at the table's precision, measured side by side with the backend that ships."""
     from edgenas.measure.onnx_export import shipped_onnx
-    from edgenas.tables.deployment import measure_side_by_side
+    from edgenas.measure.shipped import measure_side_by_side
 
     models = {n: shipped_onnx(m, shape, ctx.key.precision, ctx.target) for n, m in fp32_models.items()}
     return measure_side_by_side(ctx.key, ctx.measure_config(ctx.backend), models, shape)

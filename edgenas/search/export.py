@@ -12,17 +12,18 @@ from edgenas.accuracy import ort_accuracy
 from edgenas.bundle import LatencyRecord, ModelInfo, NetworkRecord, write_bundle
 from edgenas.jsonio import check_schema, read_json
 from edgenas.measure.onnx_export import INPUT_NAME, to_onnx
+from edgenas.search.report import SearchReport
 from edgenas.search.search import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, run_data, run_split
 from edgenas.space import Arch
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.train import load_supernet
 
 
-def load_search_result(path: Path) -> tuple[dict, Path]:
+def load_search_result(path: Path) -> tuple[SearchReport, Path]:
     path = Path(path)
     best_path = path / "best.json" if path.is_dir() else path
     best = check_schema(read_json(best_path), best_path, RESULT_SCHEMA, RESULT_SCHEMA_VERSION, "search result", "search again")
-    return best, best_path
+    return SearchReport.from_dict(best, str(best_path)), best_path
 
 
 @dataclass
@@ -36,22 +37,22 @@ class SearchedNetwork:
     supernet: str  # the supernet run directory
 
 
-def searched_network(best: dict, best_path: Path) -> SearchedNetwork:
+def searched_network(best: SearchReport, best_path: Path) -> SearchedNetwork:
     """The winner with the supernet's weights and recalibrated BatchNorm, and its model description."""
-    supernet, run = load_supernet(Path(best["supernet"]))
-    split = run_split(run, Path(best["supernet"]))
-    arch = Arch.from_dict(best["arch"])
+    supernet, run = load_supernet(Path(best.supernet))
+    split = run_split(run, Path(best.supernet))
+    arch = Arch.from_dict(best.arch)
     supernet.space.check_arch(arch)
     evaluator = SubnetEvaluator(supernet, split)
     net = evaluator.network(arch).to(memory_format=torch.contiguous_format)
     shape = (1, supernet.space.in_channels, arch.resolution, arch.resolution)
     info = ModelInfo(
         input_name=INPUT_NAME, input_shape=shape, normalization=split.normalization, classes=split.classes,
-        data=run_data(run, Path(best["supernet"])), arch=NetworkRecord(arch, best["encoding"]),
-        latency=LatencyRecord(best["predicted_latency_ms"], best["measured_latency_ms"], best["budget_ms"], best["table"],
-                              best.get("precision", "fp32")),
+        data=run_data(run, Path(best.supernet)), arch=NetworkRecord(arch, best.encoding),
+        latency=LatencyRecord(best.predicted_latency_ms, best.measured_latency_ms, best.budget_ms, best.table,
+                              best.precision),
     )
-    return SearchedNetwork(net, info, evaluator, Path(best_path).resolve(), best["supernet"])
+    return SearchedNetwork(net, info, evaluator, Path(best_path).resolve(), best.supernet)
 
 
 def export(searched: SearchedNetwork, out: Path, threads: int = 1) -> tuple[bytes, ModelInfo]:

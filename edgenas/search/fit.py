@@ -4,22 +4,24 @@ A table predicts a whole network within some percent, and the user's budget is a
 a guard band below the budget ships a network that uses the budget only partly, and one that aims at the budget ships
 one over it about half the time. So the evolution searches up to the budget plus the table's 95th-percentile overrun,
 and the front it found is measured: a binary search for the slowest (so most accurate) network on it that measures
-within the budget, a few compiles in all. The one chosen is read twice, and fits only if both readings are within
-the budget: the margin left for noise is the noise measured on it, not a fixed band.
+within the budget, a few compiles in all. The one chosen is read twice, and fits only if its higher reading plus the
+spread between the two is within the budget: the margin left for noise is the noise measured on it, not a fixed band.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-#: networks measured at most (the chosen one's second reading included): the front is sorted by predicted latency, so
-#: a binary search over its part near the budget takes log2 of its length
-MAX_MEASURED = 7
+from edgenas.records import Record
+
+#: readings the binary search takes at most (the front is sorted by predicted latency, so it needs about log2 of the
+#: length of its part near the budget); the chosen network's second reading, and any step down, come on top
+MAX_MEASURED = 6
 
 
 @dataclass(frozen=True)
-class FitTry:
+class FitTry(Record):
     encoding: str
     predicted_ms: float
     predicted_accuracy: float
@@ -27,22 +29,13 @@ class FitTry:
 
 
 @dataclass(frozen=True)
-class Fit:
+class Fit(Record):
     """How the shipped network was chosen on the front: `index` into `front`, the networks measured, and why."""
 
     index: int
     fits: bool  # it measured within the budget; else it is the fastest network measured, and over
     why: str
     tried: list[FitTry] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"index": self.index, "fits": self.fits, "why": self.why,
-                "tried": [{**asdict(t), "readings_ms": list(t.readings_ms)} for t in self.tried]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Fit":
-        return cls(d["index"], d["fits"], d["why"], [FitTry(t["encoding"], t["predicted_ms"], t["predicted_accuracy"],
-                                                             tuple(t["readings_ms"])) for t in d.get("tried", [])])
 
 
 def fit_to_budget(front: Sequence, budget_ms: float, measure: Callable[[object], float],
@@ -64,17 +57,24 @@ def fit_to_budget(front: Sequence, budget_ms: float, measure: Callable[[object],
 
     # lo: the slowest index known to fit (-1: none yet); hi: the fastest known to be over (len: none yet)
     lo, hi = -1, len(front)
-    while hi - lo > 1 and taken() < max_measured - 1:
+    while hi - lo > 1 and taken() < max_measured:
         mid = (lo + hi) // 2
         if read(mid) <= budget_ms:
             lo = mid
         else:
             hi = mid
-    # the one chosen is read again: it fits only when both readings do, else the next faster one measured in is taken
-    while lo >= 0 and taken() < max_measured and len(readings[lo]) < 2:
-        if read(lo) <= budget_ms:
-            break
-        lo = max((i for i in readings if i < lo and max(readings[i]) <= budget_ms), default=-1)
+    def steady(i: int) -> bool:
+        """Read twice, and within the budget by the spread between its readings: the noise measured on it."""
+        r = readings[i]
+        return len(r) >= 2 and 2 * max(r) - min(r) <= budget_ms
+
+    # the one chosen is read again, and fits only when steady; else the next faster one measured within is taken (each
+    # step goes down the networks already measured, so this ends)
+    while lo >= 0 and not steady(lo):
+        if len(readings[lo]) < 2:
+            read(lo)
+        else:
+            lo = max((i for i in readings if i < lo and max(readings[i]) <= budget_ms), default=-1)
     if lo < 0:
         over = min(readings, default=0)
         return Fit(over, False, f"the fastest network measured on the search's front, {min(readings.get(over, [0])):.4f} ms, "

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from edgenas.jsonio import dataclass_fields
+from edgenas.records import Record
 from edgenas.search.fit import Fit
 
 
 @dataclass(frozen=True)
-class SearchReport:
+class SearchReport(Record):
     budget_ms: float
     search_budget_ms: float  # the budget the evolution worked to: plus the guard band when measured, else less it
     margin_pct: float
@@ -30,20 +30,10 @@ class SearchReport:
     table: str
     supernet: str
     out_dir: str
-    precision: str  # the table's: what the predicted and measured latencies are of
+    precision: str = "fp32"  # the table's: what the predicted and measured latencies are of (results before it: fp32)
     # the winner's measurements: two when the first read over the budget (`measured_latency_ms` is the lower)
     measured_readings_ms: list = field(default_factory=list)
     #: how the network was chosen on the front by measurement (`search.fit`); None when nothing was measured
     fit: Fit | None = None
     #: one line when the supernet could not rank its networks (`Searcher.on_noise`); None when it could
     on_noise: str | None = None
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "fit": None if self.fit is None else self.fit.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "best.json") -> "SearchReport":
-        fields = dataclass_fields(cls, d, where, "the search result")
-        if isinstance(fields.get("fit"), dict):
-            fields["fit"] = Fit.from_dict(fields["fit"])
-        return cls(**fields)

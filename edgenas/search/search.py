@@ -17,8 +17,9 @@ from pathlib import Path
 from edgenas.data import DataRecord, load_split
 from edgenas.errors import BadInput, Interrupted, warn
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, now, read_json
-from edgenas.measure.onnx_export import shipped_onnx, to_onnx
-from edgenas.measure.timing import MeasureConfig, readings_against
+from edgenas.measure.onnx_export import to_onnx
+from edgenas.measure.shipped import measure_ms
+from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
 from edgenas.search.accuracy_predictor import AccuracyPredictor
@@ -31,7 +32,7 @@ from edgenas.supernet.threads import AdaptivePool
 from edgenas.supernet.train import load_supernet
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_model import LatencyModel
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.tables.latency_table import LatencyTable
 from edgenas.tables.ready import ready_table
 
 SUBNET_SAMPLES = "subnet_accuracy.json"
@@ -175,15 +176,6 @@ class Searcher:
         """End-to-end latency of the extracted sub-network as it would ship, as the table measures it."""
         shape = (1, self.space.in_channels, arch.resolution, arch.resolution)
         return measure_ms(to_onnx(self.evaluator.network(arch), shape), shape, self.key, self.cfg)
-
-
-def measure_ms(onnx_model: bytes, shape: tuple[int, ...], key: TableKey, cfg: MeasureConfig | None = None) -> float:
-    """An fp32 network's latency as it ships at the table's precision, measured as the table measures (its statistic)."""
-    b = key.make_backend(cfg or MeasureConfig.for_backend(key.backend))
-    try:
-        return getattr(b.measure(shipped_onnx(onnx_model, shape, key.precision, key.target), shape), STATISTIC)
-    finally:
-        b.close()
 
 
 def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out_dir: Path, *,

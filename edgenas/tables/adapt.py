@@ -26,7 +26,8 @@ from edgenas.errors import BadInput, warn
 from edgenas.space import SearchSpace
 from edgenas.space.space import LayerSpec
 from edgenas.tables.key import TableKey
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.measure.timing import STATISTIC
+from edgenas.tables.latency_table import LatencyTable
 
 #: Units measured on the new device: a tenth of the space, at most this many (enough to fit the two dozen
 #: coefficients below with room to spare) and at least `MIN_PROBE`

@@ -14,8 +14,6 @@ word, on the shipped network itself (`measure_deployments`).
 from __future__ import annotations
 
 import random
-import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,13 +21,11 @@ from typing import Callable
 from edgenas.errors import BadInput
 from edgenas.jsonio import atomic_write_json, now, read_json
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS, reachable_backends
-from edgenas.measure.timing import MeasureConfig
+from edgenas.measure.shipped import measure_side_by_side
+from edgenas.measure.timing import STATISTIC, MeasureConfig
 from edgenas.tables.key import PRECISIONS, TableKey, check_precision
-from edgenas.tables.latency_table import STATISTIC
 
 AUTO = "auto"
-#: ONNX Runtime and OpenVINO time one graph at a time: the models take turns this many times, each keeps its median
-ROUNDS = 3
 #: the first deployment in `preference` order is kept unless another runs faster by more than this share: closer
 #: than that, two probes of the same machine disagree
 TIE = 0.03
@@ -157,33 +153,6 @@ def fastest(measured: dict[Deployment, float], what: str, where: str) -> tuple[D
     others = ", ".join(f"{d.label} {ms:.4f}" for d, ms in measured.items() if d != pick)
     return pick, f"{pick.label}: {what} ran in {measured[pick]:.4f} ms with {pick.label} {where}" + \
         (f" (against {others} ms)" if others else "")
-
-
-def measure_side_by_side(key: TableKey, cfg: MeasureConfig, models: dict[str, bytes],
-                         shape: tuple[int, ...]) -> dict[str, float]:
-    """Each model's latency (ms, the tables' statistic) with `key`'s backend, in one run that gives every model the
-    same machine state: for TVM, compiled as `compile` compiles them into one library and timed in turns
-    (`time_functions`); for ONNX Runtime and OpenVINO, measured in alternation, `ROUNDS` times."""
-    names, backend = list(models), key.make_backend(cfg)
-    try:
-        if key.is_tvm:
-            from edgenas.compile.build import CompileConfig, compile_onnx_graphs, graph_function
-            from edgenas.measure.tvm import export_library
-
-            executable, inputs = compile_onnx_graphs([models[n] for n in names], key.target,
-                                                     CompileConfig(0, key.layout, key.tuning_db))
-            with tempfile.TemporaryDirectory(prefix="edgenas-side-by-side-") as tmp:
-                library = export_library(executable, Path(tmp) / "models.so", key.target)
-                found = backend.measure_functions(library, [(graph_function(i), shape, inp.dtype)
-                                                            for i, inp in enumerate(inputs)])
-            return {n: round(getattr(m, STATISTIC), 6) for n, m in zip(names, found)}
-        runs: dict[str, list[float]] = {n: [] for n in names}
-        for _ in range(ROUNDS):
-            for n in names:
-                runs[n].append(getattr(backend.measure(models[n], shape), STATISTIC))
-        return {n: round(statistics.median(v), 6) for n, v in runs.items()}
-    finally:
-        backend.close()
 
 
 def measure_deployments(keys: dict[str, TableKey], cfg_for: Callable[[str], MeasureConfig],

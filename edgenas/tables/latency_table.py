@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgenas.errors import BadInput, EdgenasError
 from edgenas.jsonio import atomic_write_json, check_schema, now, read_json
+from edgenas.measure.timing import STATISTIC
 from edgenas.space import SearchSpace
 from edgenas.space.space import LayerSpec
 from edgenas.tables.correction import Correction
@@ -16,9 +17,6 @@ SCHEMA = "edgenas.latency-table"
 #: 2: tables kept per device, with a precision and (TVM) the layout and schedules they were measured with
 SCHEMA_VERSION = 2
 
-#: The statistic predictions add up. On a shared machine, bursts of interference move the median of a
-#: 50 ms window by up to 40% while the fastest repeat moves by about 2% (tools/bench_tables.py).
-STATISTIC = "min_ms"
 
 #: Metadata fields that must match for a table to be used or extended: same meaning of every entry.
 IDENTITY_FIELDS = ("target", "tvm_target", "backend", "precision", "layout", "space_hash", "threads", "measured_on", "device")

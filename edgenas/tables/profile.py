@@ -11,12 +11,12 @@ from edgenas.errors import BadInput, warn
 from edgenas.jsonio import exclusive_lock, now
 from edgenas.measure.batch import GraphJob, measure_saving
 from edgenas.measure.load import busy_note
-from edgenas.measure.timing import MeasureConfig
+from edgenas.measure.timing import STATISTIC, MeasureConfig
 from edgenas.tables.adapt import (ADAPTED, ADAPTED_META, AdaptReport, adapt_entries, adapted_keys, find_sources,
                                   probe_layers, probe_size)
 from edgenas.tables.device import device_info
 from edgenas.tables.key import TableKey, schedules_differ
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.tables.latency_table import LatencyTable
 from edgenas.versions import versions
 
 

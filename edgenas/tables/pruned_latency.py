@@ -10,7 +10,8 @@ from dataclasses import replace
 from edgenas.space import SearchSpace
 from edgenas.space.space import LayerSpec, make_divisible
 from edgenas.tables.latency_model import LatencyModel
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.measure.timing import STATISTIC
+from edgenas.tables.latency_table import LatencyTable
 
 #: a unit's predicted latency never falls below this share of its smallest table entry
 FLOOR = 0.05

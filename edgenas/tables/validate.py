@@ -14,13 +14,13 @@ from edgenas.errors import BadInput, warn
 from edgenas.jsonio import atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.batch import GraphJob, measure_saving
 from edgenas.measure.load import busy_note
-from edgenas.measure.timing import MeasureConfig
+from edgenas.measure.timing import STATISTIC, MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.space import Arch, SearchSpace
 from edgenas.tables.correction import Correction, apply_correction, fit_correction
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_model import LatencyModel
-from edgenas.tables.latency_table import STATISTIC, LatencyTable
+from edgenas.tables.latency_table import LatencyTable
 from edgenas.tables.metrics import prediction_metrics
 
 MIN_SAMPLES = 6

@@ -1,0 +1,54 @@
+"""A whole network's latency as it ships, measured as the tables measure: one network, or several side by side.
+
+`key` is the table's `tables.key.TableKey`: its backend, precision and target say how the network ships.
+
+The build's decisions (whether pruning paid, which runtime and precision ship) compare networks measured here: side by
+side, in one run, so that every network sees the same machine state."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+from edgenas.measure.onnx_export import shipped_onnx
+from edgenas.measure.timing import STATISTIC, MeasureConfig
+
+#: ONNX Runtime and OpenVINO time one graph at a time: the models take turns this many times, each keeps its median
+ROUNDS = 3
+
+
+def measure_ms(onnx_model: bytes, shape: tuple[int, ...], key, cfg: MeasureConfig | None = None) -> float:
+    """An fp32 network's latency as it ships at the table's precision, measured as the table measures (its statistic)."""
+    b = key.make_backend(cfg or MeasureConfig.for_backend(key.backend))
+    try:
+        return getattr(b.measure(shipped_onnx(onnx_model, shape, key.precision, key.target), shape), STATISTIC)
+    finally:
+        b.close()
+
+
+def measure_side_by_side(key, cfg: MeasureConfig, models: dict[str, bytes],
+                         shape: tuple[int, ...]) -> dict[str, float]:
+    """Each model's latency (ms, the tables' statistic) with `key`'s backend, in one run that gives every model the
+    same machine state: for TVM, compiled as `compile` compiles them into one library and timed in turns
+    (`time_functions`); for ONNX Runtime and OpenVINO, measured in alternation, `ROUNDS` times."""
+    names, backend = list(models), key.make_backend(cfg)
+    try:
+        if key.is_tvm:
+            from edgenas.compile.build import CompileConfig, compile_onnx_graphs, graph_function
+            from edgenas.measure.tvm import export_library
+
+            executable, inputs = compile_onnx_graphs([models[n] for n in names], key.target,
+                                                     CompileConfig(0, key.layout, key.tuning_db))
+            with tempfile.TemporaryDirectory(prefix="edgenas-side-by-side-") as tmp:
+                library = export_library(executable, Path(tmp) / "models.so", key.target)
+                found = backend.measure_functions(library, [(graph_function(i), shape, inp.dtype)
+                                                            for i, inp in enumerate(inputs)])
+            return {n: round(getattr(m, STATISTIC), 6) for n, m in zip(names, found)}
+        runs: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(ROUNDS):
+            for n in names:
+                runs[n].append(getattr(backend.measure(models[n], shape), STATISTIC))
+        return {n: round(statistics.median(v), 6) for n, v in runs.items()}
+    finally:
+        backend.close()
