@@ -102,3 +102,25 @@ def test_concurrent_profile_is_locked_out(tables):
 def test_ort_refuses_a_board_it_cannot_run_on(tables):
     assert_one_line_error(run_cli("profile", "--target", "rasp4b64", "--backend", "ort", "--tables", tables), "aarch64", "board")
     assert_one_line_error(run_cli("profile", "--target", "rasp4b64", "--backend", "tvm", "--tables", tables), "--rpc-tracker")
+
+
+def test_a_space_with_no_table_anywhere_estimates_its_profile_from_a_table_of_the_same_kind(tables, tmp_path):
+    """A space fitted to the data has no table on any device: its profile's estimate takes the time per block of a
+    table of the same backend and precision measured for another space, not a fixed guess."""
+    import shutil
+
+    from edgenas.space import get_space
+    from edgenas.tables.key import TableKey
+    from edgenas.tables.ready import GUESS_S_PER_BLOCK, _seconds_per_block
+    from edgenas.targets import get_target
+
+    run_cli(*profile_args(tables), check=0)
+    stats = LatencyTable.load(table_file(tables)).meta["profile"]
+    fitted = TableKey(get_target("host"), "ort", "int8", get_space("digits-c3-r32-n10"), 1)
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert _seconds_per_block(fitted, empty) == GUESS_S_PER_BLOCK["ort"]
+    mine = tmp_path / "mine"
+    shutil.copytree(tables, mine)
+    assert not fitted.path(mine).exists()
+    assert _seconds_per_block(fitted, mine) == pytest.approx(stats["seconds"] / stats["measured"])

@@ -39,8 +39,12 @@ def say(message: str) -> None:
 
 
 def _seconds_per_block(key: TableKey, tables_dir: Path) -> float:
-    """From this table's own record, else from the same table on another device, else a guess."""
-    for path in [key.path(tables_dir), *key.siblings(tables_dir)]:
+    """From this table's own record, else from the same table on another device, else from a table of the same kind
+    (backend, precision, layout) of any space or target: a fitted space has no table of its own anywhere, and TVM's time
+    per block is mostly its compile, much the same for every space; else a guess."""
+    own = key.path(tables_dir)
+    kin = sorted(p for p in Path(tables_dir).rglob(own.name) if p != own) if Path(tables_dir).is_dir() else []
+    for path in dict.fromkeys([own, *key.siblings(tables_dir), *kin]):
         try:
             stats = LatencyTable.load(path).meta.get("profile") or {}
             if stats.get("measured"):
