@@ -239,22 +239,14 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 @options("epochs", "limit", "subnets", "strategy", "generations", "population", "margin-pct", "prune-ratio")
 @options("finetune-epochs")
 @options("calibration", "max-drop", *TUNE)
-def build_cmd(target, space, tables, threads, repeat, rpc_tracker, rpc_key, as_json, precision, layout, tuning_db, budget_ms, data,
-              backend, out, epochs, limit, subnets, strategy, generations, population, margin_pct, prune_ratio, finetune_epochs, calibration,
-              max_drop, tune_trials, tune_minutes):
+def build_cmd(as_json, **flags):
     """The whole journey: profile (if needed), train, search, prune, quantize, compile and bench, resumable.
 
     OUT is the run directory: the same command resumes it, and changed flags re-run only the stages they affect."""
     from edgenas.pipeline.build import build, check_budget_met
-    from edgenas.pipeline.config import BuildConfig as Config
     from edgenas.pipeline.report import table_text
 
-    cfg = Config(target=target, budget_ms=budget_ms, data=data, backend=backend, precision=precision, out=out, space=space, tables=tables,
-                 threads=threads, repeat=repeat, rpc_tracker=rpc_tracker, rpc_key=rpc_key, epochs=epochs, limit=limit,
-                 subnets=subnets, margin_pct=margin_pct, evolution=EvolutionConfig(strategy, population=population, generations=generations),
-                 prune_ratio=prune_ratio, finetune_epochs=finetune_epochs, calibration=calibration, max_drop=max_drop, tune_trials=tune_trials,
-                 tune_minutes=tune_minutes, layout=layout, tuning_db=tuning_db)
-    r = build(cfg)
+    r = build(BuildConfig.from_flags(**flags))
     if as_json:
         _print_json(r)
     else:

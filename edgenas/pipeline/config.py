@@ -76,6 +76,14 @@ class BuildConfig:
             if getattr(self, name) < 0:
                 raise BadInput(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 0")
 
+    @classmethod
+    def from_flags(cls, **flags) -> "BuildConfig":
+        """`build`'s flags, by the names `cli_options` gives them, as a config: the evolution's flags make its own
+        config, every other flag is the field of its name (a flag with no field is a programming error, at once)."""
+        evolution = EvolutionConfig(flags.pop("strategy"), population=flags.pop("population"),
+                                    generations=flags.pop("generations"))
+        return cls(evolution=evolution, **flags)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
