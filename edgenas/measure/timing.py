@@ -30,11 +30,11 @@ class MeasureConfig:
 
     @classmethod
     def for_backend(cls, backend: str, repeat: int | None = None) -> "MeasureConfig":
-        """Defaults chosen by measurement on a shared 2-core VM (60 networks, 30 held out):
-        - ONNX Runtime runs these graphs in 0.01-0.3 ms, and a pause leaves every sample starting cold:
-          back-to-back samples gave 100% within ±10% and τ 0.97, 10 ms pauses 90% and τ 0.82.
-        - TVM's untuned graphs take 0.03-3 ms, and bursts of interference (up to ~200 ms) covered whole
-          back-to-back windows: pauses that spread 30 samples over 1/3 s took it from 80% to 96% within ±10%.
+        """Defaults chosen by measurement on a shared 2-core VM (the figures: docs/results/tables-accuracy-*.md):
+        - ONNX Runtime's graphs take a fraction of a millisecond, and a pause leaves every sample starting cold:
+          samples back to back predicted held-out networks best.
+        - TVM's graphs take longer, and bursts of interference can cover a whole back-to-back window: pauses that
+          spread the samples over a third of a second predicted them best.
         """
         cfg = cls(repeat=30, min_repeat_ms=1.0, cooldown_ms=10.0) if backend == "tvm" else cls()
         return replace(cfg, repeat=repeat) if repeat else cfg

@@ -26,7 +26,7 @@ from edgenas.tables.key import TableKey
 from edgenas.tables.latency_table import LatencyTable
 from edgenas.targets import Target
 
-#: NetAdapt steps of the build's pruning: its default 20% is a short way (5 steps, prune's default, took 5 min here)
+#: NetAdapt steps of the build's pruning: a build prunes a short way (to fit, or by --prune-ratio), fewer than `prune`'s default
 PRUNE_STEPS = 2
 #: the pruned network's own distillation, after it was pruned from the fine-tuned one (NetAdapt's long-term fine-tune)
 RECOVERY_EPOCHS = 1

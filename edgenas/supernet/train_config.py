@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 16  # the bundled digits: as accurate as 20 epochs were, in a build that must fit 15 minutes
+    epochs: int = 16  # enough for the bundled digits within the main command's time (docs/results/main-command-*.md)
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-5
