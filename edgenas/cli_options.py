@@ -13,11 +13,12 @@ from pathlib import Path
 import click
 
 from edgenas.compile.build import LAYOUTS, CompileConfig
-from edgenas.compress.prune_config import PruneConfig
+from edgenas.compress.prune_config import CompressConfig, PruneConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import STRATEGIES, EvolutionConfig
+from edgenas.search.search_config import SearchConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import PRECISIONS
 from edgenas.tables.deployment import AUTO
@@ -110,7 +111,7 @@ _SHARED = [
     _opt("--seed", type=int, default=TrainConfig.seed, show_default=True, help="Random seed."),
     _opt("--supernet", "run_dir", type=click.Path(path_type=Path), required=True, help="Run directory of `edgenas train`."),
     _opt("--budget-ms", type=float, required=True, help="Latency budget on the target, in milliseconds."),
-    _opt("--subnets", type=click.IntRange(min=10), default=BuildConfig.subnets, show_default=True,
+    _opt("--subnets", type=click.IntRange(min=10), default=SearchConfig.subnets, show_default=True,
          help="Sub-networks evaluated to train the accuracy predictor (cached in the supernet's run directory)."),
     _opt("--strategy", type=click.Choice(STRATEGIES), default=EvolutionConfig.strategy, show_default=True,
          help="How the search picks its network: evolution, or a baseline to compare with (random: as many random "
@@ -125,7 +126,7 @@ _SHARED = [
               "way down the front to the network that fits; with --no-measure, it searches up to budget / (1 + margin). "
               "[default: the table's 95th-percentile overrun on held-out networks, from `edgenas validate`]"),
     # prune, quantize, compile
-    _opt("--prune-ratio", "prune_ratio", type=float, default=BuildConfig.prune_ratio, show_default=True, old=("--ratio",),
+    _opt("--prune-ratio", "prune_ratio", type=float, default=CompressConfig.prune_ratio, show_default=True, old=("--ratio",),
          help="Prune to this fraction of the network's predicted latency; 1 prunes nothing by ratio (`build` then "
               "prunes only a network that measured over the budget, to fit it; a pruned network that fitted before "
               "ships only if it runs 1.15x as fast, measured)."),
@@ -139,7 +140,7 @@ _SHARED = [
     _opt("--eval-threads", type=click.IntRange(min=1), default=1, show_default=True,
          help="Threads on this machine for the accuracy checks and prune's distillation (more pay off on a quiet "
               "machine only)."),
-    _opt("--tune-trials", type=click.IntRange(min=0), default=BuildConfig.tune_trials, show_default=True,
+    _opt("--tune-trials", type=click.IntRange(min=0), default=CompileConfig.trials, show_default=True,
          help="MetaSchedule trials for the tasks the tuning database lacks; 0: apply the database only "
               "(or, with --tune-minutes, as many as fit)."),
     _opt("--tune-minutes", type=click.FloatRange(min=0, min_open=True), default=None,

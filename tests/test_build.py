@@ -11,6 +11,7 @@ import pytest
 
 from conftest import TINY_SPACE, assert_one_line_error, reachable_prune_ratio, run_cli, start_cli, table_file
 from edgenas.compress.pays import FITS
+from edgenas.compress.prune_config import CompressConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.artifact.artifact import load_artifact
 from edgenas.pipeline.rundir import RECORD, SCHEMA_VERSION
@@ -288,7 +289,7 @@ def test_a_searched_network_that_measured_over_the_budget_is_pruned_to_fit(built
     ratio = reachable_prune_ratio(s.arch, s.table) or 0.01  # 0.01: out of reach on any table
     budget = round(s.measured_latency_ms * ratio, 6)
     ctx = open_context(BuildConfig(backend="ort", precision="int8", space=TINY_SPACE, tables=tables, out=tmp_path / "run",
-                                   threads=1, repeat=5, budget_ms=budget, finetune_epochs=0))
+                                   threads=1, repeat=5, budget_ms=budget, compress=CompressConfig(finetune_epochs=0)))
     ctx.results.update(precision=PrecisionProduct("int8", "asked for", {}, None, backend="ort"),
                        profile=TableProduct.from_dict(stages["profile"]["result"]), train=None,
                        search=replace(s, budget_ms=budget, within_budget=False))
@@ -310,7 +311,7 @@ def _quantize_stage(built, out, max_drop: float, backend: str = "ort"):
 
     tables, run, *_ = built
     ctx = open_context(BuildConfig(backend=backend, space=TINY_SPACE, tables=tables, out=out, threads=1, repeat=5,
-                                   calibration=50, max_drop=max_drop))
+                                   quantize=QuantizeConfig(calibration=50, max_drop=max_drop)))
     ctx.results["precision"] = PrecisionProduct("int8", "the probe's reason", {}, None, backend="ort")
     ctx.results["prune"] = PrunedProduct.from_dict(record(run)["stages"]["prune"]["result"])
     return next(s for s in STAGES if s.name == "quantize").run(ctx)

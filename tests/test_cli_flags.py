@@ -12,10 +12,13 @@ import pytest
 
 from edgenas.cli import cli
 from edgenas.cli_options import ALL_BACKENDS, shared_options
+from edgenas.compile.build import CompileConfig
+from edgenas.compress.prune_config import CompressConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import EvolutionConfig
+from edgenas.search.search_config import SearchConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import PRECISIONS
 from edgenas.tables.deployment import AUTO
@@ -123,20 +126,37 @@ def test_defaults_agree_with_the_settings_they_fill():
     """The CLI default of a flag is the default of the settings object it fills, in every verb."""
     default = {name: spec.default for name, spec in SHARED.items()}
     assert default["seed"] == TrainConfig.seed == EvolutionConfig.seed
-    assert default["calibration"] == QuantizeConfig.calibration == BuildConfig.calibration
-    assert default["subnets"] == BuildConfig.subnets
+    build = BuildConfig()  # composed of the stage configs: each default lives in the stage's own config
+    assert default["calibration"] == QuantizeConfig.calibration == build.quantize.calibration
+    assert default["max-drop"] == QuantizeConfig.max_drop == build.quantize.max_drop
+    assert default["subnets"] == SearchConfig.subnets == build.search.subnets
     assert (default["generations"], default["population"]) == (EvolutionConfig.generations, EvolutionConfig.population)
-    assert default["epochs"] == TrainConfig.epochs == BuildConfig.epochs
+    assert default["epochs"] == TrainConfig.epochs == build.train.epochs and default["limit"] == build.train.limit
+    assert default["prune-ratio"] == CompressConfig.prune_ratio == build.compress.prune_ratio
+    assert default["finetune-epochs"] == build.compress.finetune_epochs
+    assert default["tune-trials"] == CompileConfig.trials == build.compile.trials
     assert BuildConfig.precision == AUTO and default["precision"] == PRECISIONS[0]
     assert BuildConfig.backend == AUTO_BACKEND and default["backend"] == BACKENDS[0]
-    for name in ("target", "data", "space", "limit", "layout", "tune-trials"):
+    for name in ("target", "data", "space", "layout"):
         assert default[name] == getattr(BuildConfig, name.replace("-", "_")), name
+    # every flag of `build` lands in the config: its deployment's field of that name, or its stage's config (FLAGS)
+    from edgenas.pipeline.config import FLAGS
+
+    params = {p.name for p in cli.commands["build"].params} - {"as_json"}
+    staged = {flag for _, names in FLAGS.values() for flag in names}
+    assert params - staged <= {f.name for f in __import__("dataclasses").fields(BuildConfig)}, params - staged
+    args = ["--budget-ms", "1", "--epochs", "3", "--subnets", "20", "--strategy", "random", "--prune-ratio", "0.7",
+            "--calibration", "9", "--max-drop", "2", "--tune-minutes", "1"]
+    flags = {k: v for k, v in cli.commands["build"].make_context("build", args).params.items() if k != "as_json"}
+    cfg = BuildConfig.from_flags(**flags)
+    assert (cfg.train.epochs, cfg.search.subnets, cfg.search.evolution.strategy, cfg.compress.prune_ratio) == (3, 20, "random", 0.7)
+    assert (cfg.quantize.calibration, cfg.quantize.max_drop, cfg.compile.tune_minutes, cfg.budget_ms) == (9, 2, 1, 1)
 
 
 def test_old_ratio_spelling_still_works():
     """prune's old --ratio still parses into --prune-ratio, and --help shows only the new name."""
     for verb, args in (("prune", ["m", "--out", "o", "--ratio", "0.7"]), ("build", ["--budget-ms", "1", "--ratio", "0.7"])):
-        assert cli.commands[verb].make_context(verb, args).params["prune_ratio"] == 0.7 != BuildConfig.prune_ratio
+        assert cli.commands[verb].make_context(verb, args).params["prune_ratio"] == 0.7 != CompressConfig.prune_ratio
     help_text = cli.commands["prune"].get_help(click.Context(cli.commands["prune"], info_name="prune"))
     assert "--prune-ratio" in help_text and "--ratio" not in help_text
 

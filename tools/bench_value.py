@@ -31,6 +31,8 @@ from edgenas.baselines.mobilenet import WIDTHS  # noqa: E402
 from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.pipeline.build import after_training, open_context  # noqa: E402
+from edgenas.compress.prune_config import CompressConfig  # noqa: E402
+from edgenas.compress.quantize import QuantizeConfig  # noqa: E402
 from edgenas.pipeline.config import BuildConfig  # noqa: E402
 from edgenas.pipeline.products import NetworkFigures, PrunedProduct  # noqa: E402
 from edgenas.pipeline.stages import STAGES  # noqa: E402
@@ -59,7 +61,7 @@ def figures(ctx) -> dict:
         "supernet_accuracy": r["search"].val_accuracy if "search" in r else None,
         # what fine-tuning the searched network gave, then what pruning did against that (`compress.pays`)
         "finetune_points": round((p.tuned.val_accuracy - p.before.val_accuracy) * 100, 2) if p.tuned else None,
-        "pruning": {"pruned": p.pruned, "why_not": p.why_not, "verdict": p.verdict, "side_by_side_ms": p.side_by_side_ms},
+        "pruning": {"pruned": p.pruned, "why_not": p.why_not, "verdict": p.verdict.to_dict() if p.verdict else None, "side_by_side_ms": p.side_by_side_ms},
     }
 
 
@@ -81,7 +83,7 @@ def mobilenet_arm(base: BuildConfig, supernet: Path, budget: float, epochs: int,
     if pick is None:
         return {"error": f"no MobileNetV2 of widths x{min(t.width for t in tried.values()):g}.. fits {budget:g} ms"}
     net = train_from_scratch(MobileNetV2(pick.width, ctx.space.in_channels, ctx.space.num_classes, pick.resolution), split,
-                             epochs, TrainConfig(epochs=epochs, limit=cfg.limit))
+                             epochs, replace(cfg.train, epochs=epochs))
     info = export_baseline(net, split, run_data(run, supernet), out / "fp32", {"scaled": pick.to_dict(), "epochs": epochs})
     fig = NetworkFigures(*macs_params(net), pick.measured_ms, pick.measured_ms, info.accuracy["fp32"])
     ctx.results["prune"] = PrunedProduct(str(out / "fp32"), False, fig, fig, [], None, "a baseline: not pruned")
@@ -120,9 +122,9 @@ def main() -> None:
     ap.add_argument("--space", default="digits", help="the space, made to fit the data as a build makes it")
     ap.add_argument("--population", type=int, default=EvolutionConfig.population)
     ap.add_argument("--generations", type=int, default=EvolutionConfig.generations)
-    ap.add_argument("--finetune-epochs", type=int, default=BuildConfig.finetune_epochs)
-    ap.add_argument("--prune-ratio", type=float, default=BuildConfig.prune_ratio)
-    ap.add_argument("--calibration", type=int, default=BuildConfig.calibration)
+    ap.add_argument("--finetune-epochs", type=int, default=CompressConfig.finetune_epochs)
+    ap.add_argument("--prune-ratio", type=float, default=CompressConfig.prune_ratio)
+    ap.add_argument("--calibration", type=int, default=QuantizeConfig.calibration)
     ap.add_argument("--repeat", type=int, default=None, help="latency samples (default: the backend's)")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="MobileNetV2's width multipliers to try")
     ap.add_argument("--resolutions", default="12,16,20,24,28", help="MobileNetV2's input sizes to try (up to the images')")
@@ -131,11 +133,11 @@ def main() -> None:
     args = ap.parse_args()
 
     started = time.perf_counter()
-    evolution = dict(population=args.population, generations=args.generations)
-    base = BuildConfig(target="host", budget_ms=1.0, data=args.data, backend=args.backend, precision=args.precision,
-                       tables=args.tables, epochs=args.epochs, limit=args.limit, subnets=args.subnets, space=args.space,
-                       finetune_epochs=args.finetune_epochs, prune_ratio=args.prune_ratio, calibration=args.calibration, repeat=args.repeat,
-                       evolution=EvolutionConfig(**evolution), out=args.work / "train")
+    base = BuildConfig.from_flags(
+        target="host", budget_ms=1.0, data=args.data, backend=args.backend, precision=args.precision, tables=args.tables,
+        epochs=args.epochs, limit=args.limit, subnets=args.subnets, space=args.space, finetune_epochs=args.finetune_epochs,
+        prune_ratio=args.prune_ratio, calibration=args.calibration, repeat=args.repeat, strategy="evolution",
+        population=args.population, generations=args.generations, out=args.work / "train")
     ctx = open_context(base)
     for name in ("precision", "profile", "train"):  # the table (adapted or profiled when missing), then the supernet
         ctx.results[name] = STAGE[name].run(ctx)
@@ -152,7 +154,8 @@ def main() -> None:
         row = {"budget_ms": budget}
         for strategy in SEARCHED:
             t0 = time.perf_counter()
-            cfg = replace(base, budget_ms=budget, evolution=EvolutionConfig(strategy, **evolution), out=args.work / f"{budget:g}ms" / strategy)
+            search = replace(base.search, evolution=replace(base.search.evolution, strategy=strategy))
+            cfg = replace(base, budget_ms=budget, search=search, out=args.work / f"{budget:g}ms" / strategy)
             try:
                 row[strategy] = figures(after_training(cfg, supernet))
             except EdgenasError as e:

@@ -41,3 +41,23 @@ class PruneConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """How a build brings the searched network to what ships: fine-tuned by distillation, then pruned only to fit a
+    network that measured over the budget, or also by `prune_ratio` (kept only when it pays, `compress.pays`)."""
+
+    finetune_epochs: int = PruneConfig.finetune_epochs  # the searched network's distillation, before any pruning
+    prune_ratio: float = 1.0  # prune a network that fits to this fraction of its predicted latency; 1: only to fit
+    steps: int = 2  # NetAdapt steps: a build prunes a short way, fewer than `prune`'s default
+    recovery_epochs: int = 1  # the pruned network's own distillation after pruning (NetAdapt's long-term fine-tune)
+
+    def __post_init__(self):
+        if not 0 < self.prune_ratio <= 1:
+            raise BadInput(f"--prune-ratio {self.prune_ratio:g}: must be in (0, 1]; 1 prunes only to fit the budget")
+        if self.finetune_epochs < 0:
+            raise BadInput(f"--finetune-epochs {self.finetune_epochs}: must be at least 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from edgenas.compile.build import LAYOUTS, CompileConfig
-from edgenas.compress.prune_config import PruneConfig
+from edgenas.compress.prune_config import CompressConfig
+from edgenas.compress.quantize import QuantizeConfig
 from edgenas.errors import BadInput
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.search.evolution_config import EvolutionConfig
+from edgenas.search.search_config import SearchConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import check_precision
 from edgenas.tables.deployment import AUTO
@@ -33,26 +35,16 @@ class BuildConfig:
     repeat: int | None = None
     rpc_tracker: str | None = None
     rpc_key: str | None = None
-    # train
-    epochs: int = TrainConfig.epochs
-    limit: int = 0
-    # search
-    subnets: int = 200
-    margin_pct: float | None = None
-    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
-    # prune a searched network that fits to this fraction of its predicted latency, kept only when it pays
-    # (`compress.pays`: 1.15x measured, so the ratio must ask for more than that); 1: pruned only when it must be, to
-    # fit the budget (the search found no network on its front that measured within it)
-    prune_ratio: float = 1.0
-    finetune_epochs: int = PruneConfig.finetune_epochs  # the searched network's distillation, before any pruning
-    # quantize
-    calibration: int = 300
-    max_drop: float = 1.0  # accuracy points int8 may lose, measured with the runtime that ships
-    # compile
-    tune_trials: int = 0
-    tune_minutes: float | None = None
     layout: str = CompileConfig.layout
     tuning_db: Path | None = None
+    # each stage's own settings, in the configs the stages and their verbs take
+    train: TrainConfig = field(default_factory=TrainConfig)  # the supernet's training (`epochs`, `limit`)
+    search: SearchConfig = field(default_factory=SearchConfig)  # `subnets`, `margin_pct`, the evolution
+    compress: CompressConfig = field(default_factory=CompressConfig)  # fine-tuning, then pruning to fit
+    #: `calibration`, `max_drop` (its `symmetric` is the target's: `qdq.symmetric_for`)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    #: `trials`, `tune_minutes` (its layout, tuning database and RPC are the deployment's, above)
+    compile: CompileConfig = field(default_factory=CompileConfig)
 
     def __post_init__(self):
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
@@ -63,27 +55,49 @@ class BuildConfig:
             raise BadInput(f"--backend {self.backend}: one of {', '.join((*BACKENDS, AUTO_BACKEND))}")
         if self.layout not in LAYOUTS:
             raise BadInput(f"--layout {self.layout}: one of {', '.join(LAYOUTS)}")
-        if not 0 < self.prune_ratio <= 1:
-            raise BadInput(f"--prune-ratio {self.prune_ratio:g}: must be in (0, 1]; 1 skips pruning")
         if self.backend in ("ort", "openvino") and self.rpc_tracker:
             raise BadInput(f"--backend {self.backend} measures on this machine only; a board over RPC needs --backend tvm")
-        for name in ("epochs", "subnets", "calibration"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"--{name} {getattr(self, name)}: must be at least 1")
-        if self.tune_minutes is not None and not (math.isfinite(self.tune_minutes) and self.tune_minutes > 0):
-            raise BadInput(f"--tune-minutes {self.tune_minutes!r}: must be a positive number of minutes")
-        for name in ("limit", "finetune_epochs", "tune_trials"):
-            if getattr(self, name) < 0:
-                raise BadInput(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 0")
+        for flag, value, least in (("epochs", self.train.epochs, 1), ("calibration", self.quantize.calibration, 1),
+                                   ("limit", self.train.limit, 0), ("tune-trials", self.compile.trials, 0)):
+            if value < least:
+                raise BadInput(f"--{flag} {value}: must be at least {least}")
+        minutes = self.compile.tune_minutes
+        if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+            raise BadInput(f"--tune-minutes {minutes!r}: must be a positive number of minutes")
+
+    def compile_config(self, rpc=None) -> CompileConfig:
+        """The compile stage's config: its own settings, with the deployment's layout, database and board."""
+        return replace(self.compile, layout=self.layout, tuning_db=self.tuning_db, rpc=rpc)
 
     @classmethod
     def from_flags(cls, **flags) -> "BuildConfig":
-        """`build`'s flags, by the names `cli_options` gives them, as a config: the evolution's flags make its own
-        config, every other flag is the field of its name (a flag with no field is a programming error, at once)."""
-        evolution = EvolutionConfig(flags.pop("strategy"), population=flags.pop("population"),
-                                    generations=flags.pop("generations"))
-        return cls(evolution=evolution, **flags)
+        """`build`'s flags, by the names `cli_options` gives them, as a config: each stage's flags make its own config
+        (`FLAGS`), every other flag is the deployment's field of its name (a flag with neither is an error at once)."""
+        made = {}
+        for part, (kind, names) in FLAGS.items():
+            own = {field_name: flags.pop(flag) for flag, field_name in names.items() if flag in flags}
+            if part == "search":
+                evolution = {k: own.pop(k) for k in ("strategy", "population", "generations") if k in own}
+                own["evolution"] = EvolutionConfig(**evolution)
+            made[part] = kind(**own)
+        return cls(**made, **flags)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+        return _json(asdict(self))
+
+
+def _json(v):
+    if isinstance(v, dict):
+        return {k: _json(x) for k, x in v.items()}
+    return str(v) if isinstance(v, Path) else v
+
+
+#: which flag of `build` sets which field of which stage's config: config field -> (its type, {flag: field})
+FLAGS = {
+    "train": (TrainConfig, {"epochs": "epochs", "limit": "limit"}),
+    "search": (SearchConfig, {"subnets": "subnets", "margin_pct": "margin_pct", "strategy": "strategy",
+                              "population": "population", "generations": "generations"}),
+    "compress": (CompressConfig, {"finetune_epochs": "finetune_epochs", "prune_ratio": "prune_ratio"}),
+    "quantize": (QuantizeConfig, {"calibration": "calibration", "max_drop": "max_drop"}),
+    "compile": (CompileConfig, {"tune_trials": "trials", "tune_minutes": "tune_minutes"}),
+}

@@ -26,10 +26,6 @@ from edgenas.tables.key import TableKey
 from edgenas.tables.latency_table import LatencyTable
 from edgenas.targets import Target
 
-#: NetAdapt steps of the build's pruning: a build prunes a short way (to fit, or by --prune-ratio), fewer than `prune`'s default
-PRUNE_STEPS = 2
-#: the pruned network's own distillation, after it was pruned from the fine-tuned one (NetAdapt's long-term fine-tune)
-RECOVERY_EPOCHS = 1
 
 
 @dataclass
@@ -176,9 +172,7 @@ def check_reachable(ctx: Context) -> None:
 
 # ---- train: the supernet, shared by every build on the same data, space and settings ---------------------------
 def _train_config(ctx: Context):
-    from edgenas.supernet.train_config import TrainConfig
-
-    return TrainConfig(epochs=ctx.cfg.epochs, limit=ctx.cfg.limit)
+    return ctx.cfg.train
 
 
 def _train_inputs(ctx: Context) -> dict:
@@ -204,8 +198,8 @@ def _train(ctx: Context) -> SupernetProduct:
 # ---- search ---------------------------------------------------------------------------------------------------
 def _search_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"budget_ms": c.budget_ms, "table": ctx.key.identity(), "target": ctx.target.to_dict(), "subnets": c.subnets,
-            "margin_pct": c.margin_pct, "evolution": c.evolution.to_dict(), "measure": ctx.measures_here}
+    return {"budget_ms": c.budget_ms, "table": ctx.key.identity(), "target": ctx.target.to_dict(),
+            "search": c.search.to_dict(), "measure": ctx.measures_here}
 
 
 def _search(ctx: Context):
@@ -213,16 +207,15 @@ def _search(ctx: Context):
 
     c = ctx.cfg
     return search(Path(ctx.results["train"].run_dir), ctx.key, c.budget_ms, ctx.tables, ctx.out / "search",
-               config=c.evolution, subnets=c.subnets, measure=ctx.measures_here, margin_pct=c.margin_pct,
-               cfg=ctx.measure_config(ctx.backend))
+               config=c.search.evolution, subnets=c.search.subnets, measure=ctx.measures_here,
+               margin_pct=c.search.margin_pct, cfg=ctx.measure_config(ctx.backend))
 
 
 # ---- prune (after exporting and fine-tuning the searched network) -----------------------------------------------
 def _prune_inputs(ctx: Context) -> dict:
     from edgenas.compress.pays import MAX_LOSS_POINTS, MIN_SPEEDUP
 
-    return {"ratio": ctx.cfg.prune_ratio, "steps": PRUNE_STEPS, "finetune_epochs": ctx.cfg.finetune_epochs,
-            "recovery_epochs": RECOVERY_EPOCHS, "pays": [MIN_SPEEDUP, MAX_LOSS_POINTS], "budget_ms": ctx.cfg.budget_ms}
+    return {"compress": ctx.cfg.compress.to_dict(), "pays": [MIN_SPEEDUP, MAX_LOSS_POINTS], "budget_ms": ctx.cfg.budget_ms}
 
 
 def _prune(ctx: Context) -> PrunedProduct:
@@ -245,14 +238,14 @@ def _prune(ctx: Context) -> PrunedProduct:
     inp = PruneInput(searched, onnx_model, info, fp32 / "model.onnx", LatencyTable.load(ctx.table),
                      ctx.key if measures else None, None if measures else f"target '{ctx.target.name}' is not measured here")
     shipped, tuned_fig = str(fp32), None
-    if ctx.cfg.finetune_epochs:
-        tuned = finetune(inp, ctx.out / "tuned", ctx.cfg.finetune_epochs, PruneConfig())
+    c = ctx.cfg.compress
+    if c.finetune_epochs:
+        tuned = finetune(inp, ctx.out / "tuned", c.finetune_epochs, PruneConfig())
         inp = tuned.as_prune_input(inp, ctx.out / "tuned" / "model.onnx")
         shipped, tuned_fig = str(ctx.out / "tuned"), replace(before, val_accuracy=tuned.info.accuracy["fp32"])
     from edgenas.compress.pays import FITS, plan_pruning, pruning_pays
 
-    to_fit, cfg = plan_pruning(s, ctx.cfg.budget_ms, ctx.cfg.prune_ratio, PRUNE_STEPS,
-                               RECOVERY_EPOCHS if ctx.cfg.finetune_epochs else 0)
+    to_fit, cfg = plan_pruning(s, ctx.cfg.budget_ms, c.prune_ratio, c.steps, c.recovery_epochs if c.finetune_epochs else 0)
     why = None if to_fit else (FITS if s.fit is not None else "--prune-ratio 1")
     unpruned = PrunedProduct(shipped, False, before, tuned_fig or before, [], None, why, tuned_fig)
     if cfg is None:
@@ -297,9 +290,14 @@ def _side_by_side(ctx: Context, fp32_models: dict[str, bytes], shape: tuple[int,
 def _quantize_inputs(ctx: Context) -> dict:
     c = ctx.cfg
     return {"precision": ctx.precision, "asked": c.precision, "backend": ctx.backend, "backends": ctx.backends,
-            "calibration": c.calibration, "symmetric": symmetric_for(ctx.target), "max_drop": c.max_drop,
+            "quantize": _quantize_config(ctx).__dict__,
             "judge": {"backend": ctx.backend, "target": ctx.target.to_dict(), "layout": c.layout,
                       "tuning_db": str(c.tuning_db)}}
+
+
+def _quantize_config(ctx: Context):
+    """The build's quantize settings, symmetric where the target's runtime requires it."""
+    return replace(ctx.cfg.quantize, symmetric=symmetric_for(ctx.target))
 
 
 def _judge(ctx: Context, backend: str):
@@ -313,7 +311,7 @@ def _quantize(ctx: Context) -> QuantizedProduct:
     model in ONNX Runtime or OpenVINO), or for an fp32 build the pruned model handed on as it is. Under `auto` the
     build never ships something slower or worse than it could have: fp32 when int8 fails the gate, and the
     precision and runtime in which this network itself, measured side by side, runs fastest (`_fastest`)."""
-    from edgenas.compress.quantize import GateFailed, QuantizeConfig, quantize
+    from edgenas.compress.quantize import GateFailed, quantize
 
     c, pruned = ctx.cfg, ctx.results["prune"]
     fp32 = QuantizedProduct(pruned.model, "fp32", pruned.after.val_accuracy, None, None, "none (fp32 build)", None,
@@ -322,8 +320,7 @@ def _quantize(ctx: Context) -> QuantizedProduct:
     if ctx.precision == "int8":
         judge = _judge(ctx, ctx.backend)
         try:
-            r = quantize(Path(pruned.model), ctx.out / "int8", QuantizeConfig(
-                calibration=c.calibration, symmetric=symmetric_for(ctx.target), max_drop=c.max_drop), judge=judge)
+            r = quantize(Path(pruned.model), ctx.out / "int8", _quantize_config(ctx), judge=judge)
         except GateFailed as e:
             if c.precision != "auto":
                 raise
@@ -360,7 +357,7 @@ def _fastest(ctx: Context, made: dict[str, QuantizedProduct]) -> QuantizedProduc
         acc = _judge(ctx, d.backend).accuracy(data, info, bundle_split(info, q.model))
         judged[d.backend] = acc, round((q.fp32_accuracy - acc) * 100, 3)
         lost = judged[d.backend][1]
-        return None if lost <= ctx.cfg.max_drop else f"int8 lost {lost:.2f} points on it, more than --max-drop {ctx.cfg.max_drop:g}"
+        return None if lost <= ctx.cfg.quantize.max_drop else f"int8 lost {lost:.2f} points on it, more than --max-drop {ctx.cfg.quantize.max_drop:g}"
 
     where = "here" if ctx.rpc is None else f"on the board '{ctx.rpc.key}'"
     pick, why = last_word(measured, refuses, "the shipped network", where)
@@ -378,15 +375,14 @@ def _fastest(ctx: Context, made: dict[str, QuantizedProduct]) -> QuantizedProduc
 
 def _compile_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"target": ctx.target.to_dict(), "runtime": ctx.results["quantize"].backend, "tune_trials": c.tune_trials,
-            "tune_minutes": c.tune_minutes, "layout": c.layout, "tuning_db": str(c.tuning_db), "measure": ctx.can_measure}
+    return {"target": ctx.target.to_dict(), "runtime": ctx.results["quantize"].backend, "tune_trials": c.compile.trials,
+            "tune_minutes": c.compile.tune_minutes, "layout": c.layout, "tuning_db": str(c.tuning_db), "measure": ctx.can_measure}
 
 
 def _compile(ctx: Context) -> CompiledProduct:
     """The artifact for the runtime that ships: TVM's library compiled for the target, or the ONNX model that ONNX
     Runtime or OpenVINO runs."""
     from edgenas.artifact.package import package, package_onnx
-    from edgenas.compile.build import CompileConfig
 
     c, q = ctx.cfg, ctx.results["quantize"]
     if q.backend != "tvm":
@@ -394,9 +390,8 @@ def _compile(ctx: Context) -> CompiledProduct:
                            ctx.threads)
         record = {"runtime": q.backend}
     else:
-        art = package(Path(q.model), ctx.target, ctx.out / "artifact", CompileConfig(
-            c.tune_trials, c.layout, c.tuning_db, tune_minutes=c.tune_minutes, rpc=ctx.rpc), ctx.measure_config("tvm"),
-            ctx.threads, ctx.rpc)
+        art = package(Path(q.model), ctx.target, ctx.out / "artifact", c.compile_config(ctx.rpc), ctx.measure_config("tvm"),
+                      ctx.threads, ctx.rpc)
         m = art.meta.compile
         record = {"runtime": "tvm", "seconds": m.seconds, "tuning": m.tuning, "ops": m.ops, "kernel_layout": m.kernel_layout}
     files = {name: (art.path / name).stat().st_size for name in art.meta.files}
