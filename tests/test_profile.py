@@ -56,8 +56,10 @@ def test_existing_table_needs_resume_and_resume_measures_nothing_new(tables):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
 def test_killed_profile_keeps_entries_and_resumes(tables, sig, code):
+    # samples of 2 ms each: a profile of 100 per entry cannot finish all its entries between the poll and the signal
+    slow = ("--repeat", 100)
     path = table_file(tables)
-    proc = start_cli(*profile_args(tables), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_cli(*profile_args(tables, "ort", *slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (path.exists() and len(json.loads(path.read_text())["entries"]) >= 3):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -69,7 +71,7 @@ def test_killed_profile_keeps_entries_and_resumes(tables, sig, code):
         assert "--resume" in err and "Traceback" not in err
     kept = LatencyTable.load(path).entries
     assert 3 <= len(kept) < N_ENTRIES
-    out = json.loads(run_cli(*profile_args(tables), "--resume", "--json", check=0).stdout)
+    out = json.loads(run_cli(*profile_args(tables, "ort", *slow), "--resume", "--json", check=0).stdout)
     assert out[0]["reused"] == len(kept) and out[0]["measured"] == N_ENTRIES - len(kept)
     after = LatencyTable.load(path).entries
     assert len(after) == N_ENTRIES and all(after[k] == v for k, v in kept.items())
