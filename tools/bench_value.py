@@ -45,6 +45,7 @@ from edgenas.versions import versions  # noqa: E402
 
 STAGE = {s.name: s for s in STAGES}
 SEARCHED = ("evolution", "random", "uniform")
+ARMS = (*SEARCHED, "mobilenetv2")
 
 
 def figures(ctx) -> dict:
@@ -99,7 +100,7 @@ def plot(rows: list, path: Path) -> None:
     styles = {"evolution": ("o", "tab:green", "edgenas"), "random": ("s", "tab:blue", "random search"),
               "uniform": ("^", "tab:orange", "uniform network"), "mobilenetv2": ("D", "tab:red", "MobileNetV2, scaled")}
     for arm, (marker, color, label) in styles.items():
-        pts = [(r[arm]["measured_ms"], r[arm]["artifact_accuracy"]) for r in rows if r[arm].get("measured_ms")]
+        pts = [(r[arm]["measured_ms"], r[arm]["artifact_accuracy"]) for r in rows if r.get(arm, {}).get("measured_ms")]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=label, zorder=3)
     for r in rows:
         ax.axvline(r["budget_ms"], color="0.7", ls="--", lw=0.8)
@@ -128,9 +129,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=None, help="latency samples (default: the backend's)")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="MobileNetV2's width multipliers to try")
     ap.add_argument("--resolutions", default="12,16,20,24,28", help="MobileNetV2's input sizes to try (up to the images')")
+    ap.add_argument("--arms", default=",".join(ARMS), help="which arms to ship (comma-separated)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-value"))
     ap.add_argument("--tables", type=Path, default=tables_dir())
     args = ap.parse_args()
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    if unknown := sorted(set(arms) - set(ARMS)):
+        sys.exit(f"--arms: unknown arm {unknown[0]!r} (choose from {', '.join(ARMS)})")
 
     started = time.perf_counter()
     base = BuildConfig.from_flags(
@@ -152,7 +157,7 @@ def main() -> None:
     grid = tuple(float(w) for w in args.widths.split(",")), tuple(int(r) for r in args.resolutions.split(","))
     for budget in budgets:
         row = {"budget_ms": budget}
-        for strategy in SEARCHED:
+        for strategy in (a for a in SEARCHED if a in arms):
             t0 = time.perf_counter()
             search = replace(base.search, evolution=replace(base.search.evolution, strategy=strategy))
             cfg = replace(base, budget_ms=budget, search=search, out=args.work / f"{budget:g}ms" / strategy)
@@ -162,23 +167,24 @@ def main() -> None:
                 row[strategy] = {"error": one_line(e)}
             row[strategy]["seconds"] = round(time.perf_counter() - t0, 1)
             print(json.dumps({"budget_ms": budget, strategy: row[strategy]}), file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            row["mobilenetv2"] = mobilenet_arm(base, supernet, budget, epochs_mobilenet, grid, tried,
-                                               args.work / f"{budget:g}ms" / "mobilenetv2")
-        except EdgenasError as e:
-            row["mobilenetv2"] = {"error": one_line(e)}
-        row["mobilenetv2"]["seconds"] = round(time.perf_counter() - t0, 1)
-        print(json.dumps({"budget_ms": budget, "mobilenetv2": row["mobilenetv2"]}), file=sys.stderr, flush=True)
-        ours = row["evolution"]
-        others = [row[a] for a in ("random", "uniform", "mobilenetv2") if row[a].get("artifact_accuracy") is not None]
+        if "mobilenetv2" in arms:
+            t0 = time.perf_counter()
+            try:
+                row["mobilenetv2"] = mobilenet_arm(base, supernet, budget, epochs_mobilenet, grid, tried,
+                                                   args.work / f"{budget:g}ms" / "mobilenetv2")
+            except EdgenasError as e:
+                row["mobilenetv2"] = {"error": one_line(e)}
+            row["mobilenetv2"]["seconds"] = round(time.perf_counter() - t0, 1)
+            print(json.dumps({"budget_ms": budget, "mobilenetv2": row["mobilenetv2"]}), file=sys.stderr, flush=True)
+        ours = row.get("evolution", {})
+        others = [row[a] for a in ARMS[1:] if row.get(a, {}).get("artifact_accuracy") is not None]
         best = max(others, key=lambda r: r["artifact_accuracy"], default=None)
         row["edgenas_vs_best_other_points"] = (round((ours["artifact_accuracy"] - best["artifact_accuracy"]) * 100, 2)
                                                if best and ours.get("artifact_accuracy") is not None else None)
         row["edgenas_not_slower"] = (ours["measured_ms"] <= best["measured_ms"]
                                      if best and ours.get("measured_ms") is not None else None)
         # evolution's lead over random search as the search saw it (in the supernet) and as it shipped
-        rnd = row["random"]
+        rnd = row.get("random", {})
         row["evolution_vs_random_points"] = {
             k: round((ours[k] - rnd[k]) * 100, 2) if ours.get(k) is not None and rnd.get(k) is not None else None
             for k in ("predicted_accuracy", "supernet_accuracy", "artifact_accuracy")}
