@@ -17,7 +17,7 @@ from edgenas.cli_options import TABLE, TARGET, TUNE, option, options
 from edgenas.errors import EdgenasError
 from edgenas.jsonio import ensure_writable_dir
 from edgenas.measure.timing import MeasureConfig
-from edgenas.pipeline.config import BuildConfig
+from edgenas.pipeline.config import BuildConfig, DeployConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.ready import VALIDATE_SAMPLES
@@ -232,9 +232,9 @@ def search_cmd(target, backend, budget_ms, run_dir, tables, threads, out, max_pa
 
 @cli.command("build")
 @options(*[o for o in TARGET if o != "precision"])
-@option("precision", auto_precision=True, default=BuildConfig.precision)
+@option("precision", auto_precision=True, default=DeployConfig.precision)
 @options("budget-ms", "data")
-@option("backend", auto_backend=True, default=BuildConfig.backend)
+@option("backend", auto_backend=True, default=DeployConfig.backend)
 @option("out", default=BuildConfig.out, show_default=True)
 @options("epochs", "limit", "subnets", "strategy", "generations", "population", "margin-pct", "prune-ratio")
 @options("finetune-epochs")

@@ -9,7 +9,7 @@ import click
 
 from edgenas.cli_options import MEASURE, TUNE, options
 from edgenas.compile.build import CompileConfig
-from edgenas.compress.prune_config import PruneConfig
+from edgenas.compress.prune_config import DistillConfig, PruneConfig
 from edgenas.compress.quantize import METHODS, QuantizeConfig
 from edgenas.errors import BadInput
 from edgenas.jsonio import ensure_writable_dir
@@ -54,8 +54,8 @@ def prune_cmd(model, out, target_ms, prune_ratio, step_ms, finetune_epochs, cand
             raise BadInput("give --target-ms or --prune-ratio (below 1): how far to prune")
     if prune_ratio is not None and prune_ratio >= 1:
         raise BadInput(f"--prune-ratio {prune_ratio:g}: `prune` needs a ratio below 1 (in `build`, 1 prunes only to fit)")
-    cfg = PruneConfig(target_ms=target_ms, ratio=prune_ratio, step_ms=step_ms, finetune_epochs=finetune_epochs,
-                      candidate_steps=candidate_steps)  # checks the flags before torch loads
+    cfg = PruneConfig(target_ms=target_ms, ratio=prune_ratio, step_ms=step_ms, candidate_steps=candidate_steps,
+                      distill=DistillConfig(epochs=finetune_epochs))  # checks the flags before torch loads
     ensure_writable_dir(out, "--out")
     from edgenas.compress.prune import prune
     from edgenas.compress.prune_input import load_prune_input

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from edgenas.compile.build import LAYOUTS, CompileConfig
-from edgenas.compress.prune_config import CompressConfig, PruneConfig
+from edgenas.compress.prune_config import CompressConfig, DistillConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.pipeline.config import BuildConfig
@@ -130,7 +130,7 @@ _SHARED = [
          help="Prune to this fraction of the network's predicted latency; 1 prunes nothing by ratio (`build` then "
               "prunes only a network that measured over the budget, to fit it; a pruned network that fitted before "
               "ships only if it runs 1.15x as fast, measured)."),
-    _opt("--finetune-epochs", type=click.IntRange(min=0), default=PruneConfig.finetune_epochs, show_default=True,
+    _opt("--finetune-epochs", type=click.IntRange(min=0), default=DistillConfig.epochs, show_default=True,
          help="Epochs of distillation from the supernet's largest network (`build`: of the searched network, "
               "before pruning; `prune`: after)."),
     _opt("--calibration", type=click.IntRange(min=1), default=QuantizeConfig.calibration, show_default=True,

@@ -11,7 +11,6 @@ import pytest
 
 from conftest import TINY_SPACE, assert_one_line_error, reachable_prune_ratio, run_cli, start_cli, table_file
 from edgenas.compress.pays import FITS
-from edgenas.compress.prune_config import CompressConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.artifact.artifact import load_artifact
 from edgenas.pipeline.rundir import RECORD, SCHEMA_VERSION
@@ -277,23 +276,21 @@ def test_a_searched_network_that_measured_over_the_budget_is_pruned_to_fit(built
     ships it pruned whatever it cost; pruning that cannot get there ships the network unpruned and says why."""
     from dataclasses import replace
 
-    from edgenas.pipeline.build import open_context
+    from edgenas.pipeline.build import run
     from edgenas.pipeline.config import BuildConfig
     from edgenas.pipeline.products import PrecisionProduct, TableProduct
-    from edgenas.pipeline.stages import STAGES
     from edgenas.search.report import SearchReport
 
-    tables, run, r, *_ = built
-    stages = record(run)["stages"]
+    tables, run_dir, r, *_ = built
+    stages = record(run_dir)["stages"]
     s = SearchReport.from_dict(stages["search"]["result"])
     ratio = reachable_prune_ratio(s.arch, s.table) or 0.01  # 0.01: out of reach on any table
     budget = round(s.measured_latency_ms * ratio, 6)
-    ctx = open_context(BuildConfig(backend="ort", precision="int8", space=TINY_SPACE, tables=tables, out=tmp_path / "run",
-                                   threads=1, repeat=5, budget_ms=budget, compress=CompressConfig(finetune_epochs=0)))
-    ctx.results.update(precision=PrecisionProduct("int8", "asked for", {}, None, backend="ort"),
-                       profile=TableProduct.from_dict(stages["profile"]["result"]), train=None,
-                       search=replace(s, budget_ms=budget, within_budget=False))
-    p = next(st for st in STAGES if st.name == "prune").run(ctx)
+    cfg = BuildConfig.from_flags(backend="ort", precision="int8", space=TINY_SPACE, tables=tables, out=tmp_path / "run",
+                                 threads=1, repeat=5, budget_ms=budget, finetune_epochs=0)
+    p = run(cfg, only=("prune",), given={"precision": PrecisionProduct("int8", "asked for", {}, None, backend="ort"),
+                                          "profile": TableProduct.from_dict(stages["profile"]["result"]),
+                                          "search": replace(s, budget_ms=budget, within_budget=False)}).results["prune"]
     if ratio == 0.01:
         assert not p.pruned and "is out of reach" in p.why_not
         return
@@ -304,17 +301,16 @@ def test_a_searched_network_that_measured_over_the_budget_is_pruned_to_fit(built
 
 def _quantize_stage(built, out, max_drop: float, backend: str = "ort"):
     """An auto build's quantize stage, run on the fixture's pruned network, the precision stage having chosen int8."""
-    from edgenas.pipeline.build import open_context
+    from edgenas.pipeline.build import run
     from edgenas.pipeline.config import BuildConfig
     from edgenas.pipeline.products import PrecisionProduct, PrunedProduct
-    from edgenas.pipeline.stages import STAGES
 
-    tables, run, *_ = built
-    ctx = open_context(BuildConfig(backend=backend, space=TINY_SPACE, tables=tables, out=out, threads=1, repeat=5,
-                                   quantize=QuantizeConfig(calibration=50, max_drop=max_drop)))
-    ctx.results["precision"] = PrecisionProduct("int8", "the probe's reason", {}, None, backend="ort")
-    ctx.results["prune"] = PrunedProduct.from_dict(record(run)["stages"]["prune"]["result"])
-    return next(s for s in STAGES if s.name == "quantize").run(ctx)
+    tables, run_dir, *_ = built
+    cfg = BuildConfig.from_flags(backend=backend, space=TINY_SPACE, tables=tables, out=out, threads=1, repeat=5,
+                                 calibration=50, max_drop=max_drop)
+    given = {"precision": PrecisionProduct("int8", "the probe's reason", {}, None, backend="ort"),
+             "prune": PrunedProduct.from_dict(record(run_dir)["stages"]["prune"]["result"])}
+    return run(cfg, only=("quantize",), given=given).results["quantize"]
 
 
 def test_auto_ships_the_precision_in_which_the_shipped_network_itself_runs_faster(built, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,10 +14,10 @@ import pytest
 from edgenas.cli import cli
 from edgenas.cli_options import ALL_BACKENDS, shared_options
 from edgenas.compile.build import CompileConfig
-from edgenas.compress.prune_config import CompressConfig
+from edgenas.compress.prune_config import CompressConfig, DistillConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
-from edgenas.pipeline.config import BuildConfig
+from edgenas.pipeline.config import BuildConfig, DeployConfig
 from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.search.search_config import SearchConfig
 from edgenas.supernet.train_config import TrainConfig
@@ -93,7 +94,7 @@ def test_backend():
         assert p.default == ("auto" if verb == "build" else "tvm"), verb
         assert (ALL_BACKENDS in p.type.choices) == (verb in ALL_BACKEND_VERBS), verb
         assert (AUTO_BACKEND in p.type.choices) == (verb == "build"), verb
-    assert BuildConfig.backend == AUTO_BACKEND and set(BACKENDS) == {"tvm", "ort", "openvino"}
+    assert DeployConfig.backend == AUTO_BACKEND and set(BACKENDS) == {"tvm", "ort", "openvino"}
 
 
 def test_layout_is_nhwc_everywhere():
@@ -133,24 +134,28 @@ def test_defaults_agree_with_the_settings_they_fill():
     assert (default["generations"], default["population"]) == (EvolutionConfig.generations, EvolutionConfig.population)
     assert default["epochs"] == TrainConfig.epochs == build.train.epochs and default["limit"] == build.train.limit
     assert default["prune-ratio"] == CompressConfig.prune_ratio == build.compress.prune_ratio
-    assert default["finetune-epochs"] == build.compress.finetune_epochs
+    assert default["finetune-epochs"] == DistillConfig.epochs == build.compress.distill.epochs
     assert default["tune-trials"] == CompileConfig.trials == build.compile.trials
-    assert BuildConfig.precision == AUTO and default["precision"] == PRECISIONS[0]
-    assert BuildConfig.backend == AUTO_BACKEND and default["backend"] == BACKENDS[0]
-    for name in ("target", "data", "space", "layout"):
-        assert default[name] == getattr(BuildConfig, name.replace("-", "_")), name
-    # every flag of `build` lands in the config: its deployment's field of that name, or its stage's config (FLAGS)
+    assert DeployConfig.precision == AUTO and default["precision"] == PRECISIONS[0]
+    assert DeployConfig.backend == AUTO_BACKEND and default["backend"] == BACKENDS[0]
+    for name in ("target", "layout"):
+        assert default[name] == getattr(DeployConfig, name), name
+    for name in ("data", "space"):
+        assert default[name] == getattr(BuildConfig, name), name
+    # every flag of `build` lands in the config: the field FLAGS names, or the top-level field of its own name
     from edgenas.pipeline.config import FLAGS
 
     params = {p.name for p in cli.commands["build"].params} - {"as_json"}
-    staged = {flag for _, names in FLAGS.values() for flag in names}
-    assert params - staged <= {f.name for f in __import__("dataclasses").fields(BuildConfig)}, params - staged
+    assert params - set(FLAGS) <= {f.name for f in __import__("dataclasses").fields(BuildConfig)}, params - set(FLAGS)
+    defaults = BuildConfig.from_flags(**{k: v for k, v in cli.commands["build"].make_context("build", ["--budget-ms", "1"]).params.items() if k != "as_json"})
+    assert defaults == replace(BuildConfig(), budget_ms=1), "the CLI's defaults and the config's differ"
     args = ["--budget-ms", "1", "--epochs", "3", "--subnets", "20", "--strategy", "random", "--prune-ratio", "0.7",
             "--calibration", "9", "--max-drop", "2", "--tune-minutes", "1"]
     flags = {k: v for k, v in cli.commands["build"].make_context("build", args).params.items() if k != "as_json"}
     cfg = BuildConfig.from_flags(**flags)
     assert (cfg.train.epochs, cfg.search.subnets, cfg.search.evolution.strategy, cfg.compress.prune_ratio) == (3, 20, "random", 0.7)
     assert (cfg.quantize.calibration, cfg.quantize.max_drop, cfg.compile.tune_minutes, cfg.budget_ms) == (9, 2, 1, 1)
+    assert (cfg.deploy.target, cfg.deploy.backend, cfg.compress.distill.epochs) == ("host", AUTO_BACKEND, DistillConfig.epochs)
 
 
 def test_old_ratio_spelling_still_works():

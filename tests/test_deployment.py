@@ -108,12 +108,11 @@ def test_a_missing_openvino_is_passed_over_in_one_line(tmp_path):
     (hide / "openvino.py").write_text("raise ImportError('hidden by the test')\n")
     script = f"""
 import sys
-from edgenas.pipeline.build import open_context
+from edgenas.pipeline.build import run
 from edgenas.pipeline.config import BuildConfig
-from edgenas.pipeline.stages import STAGES
-ctx = open_context(BuildConfig(space="{TINY_SPACE}", tables=r"{tmp_path / 'tables'}", out=r"{tmp_path / 'run'}",
-                               threads=1, repeat=3, precision="int8"))
-p = next(s for s in STAGES if s.name == "precision").run(ctx)
+cfg = BuildConfig.from_flags(space="{TINY_SPACE}", tables=r"{tmp_path / 'tables'}", out=r"{tmp_path / 'run'}",
+                             threads=1, repeat=3, precision="int8")
+p = run(cfg, only=("precision",)).results["precision"]
 print(p.backend, sorted(p.measured_ms), p.passed_over)
 """
     env = {**os.environ, "PYTHONPATH": f"{hide}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

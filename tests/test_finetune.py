@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgenas.compress.finetune import STATE, finetune
-from edgenas.compress.prune_config import PruneConfig
+from edgenas.compress.prune_config import DistillConfig
 from edgenas.compress.prune_input import load_prune_input
 from edgenas.errors import BadInput, Interrupted
 
@@ -20,7 +20,7 @@ def inp(exported, tmp_path_factory):
 def test_finetune_resumes_where_it_stopped_and_reads_a_finished_run_back(inp, tmp_path, monkeypatch):
     import edgenas.compress.finetune as module
 
-    whole = finetune(inp, tmp_path / "whole", 2, PruneConfig())
+    whole = finetune(inp, tmp_path / "whole", DistillConfig(epochs=2))
     record = whole.info.history[-1]
     assert record.stage == "finetune" and record.report["epochs"] == 2 and (tmp_path / "whole" / "model.onnx").exists()
     trained, exported = whole.net.state_dict(), inp.searched.net.state_dict()
@@ -34,9 +34,9 @@ def test_finetune_resumes_where_it_stopped_and_reads_a_finished_run_back(inp, tm
 
     monkeypatch.setattr(module, "save_checkpoint", save_then_stop)
     with pytest.raises(Interrupted, match="1 fine-tuning epoch"):
-        finetune(inp, tmp_path / "cut", 2, PruneConfig())
+        finetune(inp, tmp_path / "cut", DistillConfig(epochs=2))
     monkeypatch.setattr(module, "save_checkpoint", save)
-    resumed = finetune(inp, tmp_path / "cut", 2, PruneConfig())
+    resumed = finetune(inp, tmp_path / "cut", DistillConfig(epochs=2))
     ours, theirs = resumed.net.state_dict(), whole.net.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert resumed.onnx_model == whole.onnx_model and resumed.info.accuracy == whole.info.accuracy
@@ -45,7 +45,7 @@ def test_finetune_resumes_where_it_stopped_and_reads_a_finished_run_back(inp, tm
         raise AssertionError("a finished fine-tuning was trained again")
 
     monkeypatch.setattr(module.Distiller, "fit", staticmethod(no_training))
-    again = finetune(inp, tmp_path / "whole", 2, PruneConfig())
+    again = finetune(inp, tmp_path / "whole", DistillConfig(epochs=2))
     assert again.onnx_model == whole.onnx_model
     with pytest.raises(BadInput, match=STATE):  # other settings: refused, not mixed into the saved run
-        finetune(inp, tmp_path / "whole", 3, PruneConfig())
+        finetune(inp, tmp_path / "whole", DistillConfig(epochs=3))

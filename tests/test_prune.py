@@ -63,7 +63,7 @@ def test_prune_reaches_the_target_and_reports_before_and_after(exported, pruned,
                               for s in r["steps"])
     assert before["measured_ms"] > 0 and after["measured_ms"] > 0 and r["not_measured"] is None
     # the flags reached the settings they name
-    assert (r["config"]["candidate_steps"], r["config"]["finetune_epochs"], r["config"]["steps"]) == (5, 1, PruneConfig.steps)
+    assert (r["config"]["candidate_steps"], r["config"]["distill"]["epochs"], r["config"]["steps"]) == (5, 1, PruneConfig.steps)
     assert after["macs"] < before["macs"] and after["params"] < before["params"]
     assert 0.1 < after["val_accuracy"] <= 1 and before["val_accuracy"] == export["accuracy"]["fp32"]
     # channels really left the graph: fewer convolution outputs, by what the report says was removed

@@ -163,3 +163,21 @@ def test_a_bench_product_recorded_before_rechecks_existed_still_reads():
     del d["within_budget"]
     with pytest.raises(BadInput, match="lacks within_budget"):
         BenchProduct.from_dict(d)
+
+
+def test_pipeline_run_takes_only_known_stages_and_needs_what_they_follow(tmp_path):
+    """`pipeline.build.run` names a stage it does not know, and one whose predecessors are neither run nor given,
+    before it runs anything: a benchmark's typo fails at once, not after an hour's training."""
+    from edgenas.pipeline.build import run
+    from edgenas.pipeline.config import BuildConfig
+
+    from conftest import TINY_SPACE
+
+    cfg = BuildConfig.from_flags(space=TINY_SPACE, out=tmp_path / "run", budget_ms=1.0)
+    with pytest.raises(ValueError, match="no stage 'serach'"):
+        run(cfg, only=("serach",))
+    with pytest.raises(ValueError, match="no stage 'trian'"):
+        run(cfg, only=("search",), given={"trian": None})
+    with pytest.raises(ValueError, match="stage search follows profile, train"):
+        run(cfg, only=("precision", "search"))
+    assert not (tmp_path / "run").exists()

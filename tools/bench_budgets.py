@@ -22,21 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edgenas.data import DEFAULT_DATA  # noqa: E402
 from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
-from edgenas.pipeline.build import after_training, open_context  # noqa: E402
+from edgenas.pipeline.build import AFTER_TRAINING, run, trained  # noqa: E402
 from edgenas.pipeline.config import BuildConfig  # noqa: E402
 from edgenas.pipeline.report import summarize  # noqa: E402
-from edgenas.pipeline.stages import STAGES  # noqa: E402
 from edgenas.search.search import Searcher  # noqa: E402
 from edgenas.space import get_space  # noqa: E402
 from edgenas.supernet.train import CHECKPOINT, train  # noqa: E402
 from edgenas.supernet.train_config import TrainConfig  # noqa: E402
 from edgenas.tables.device import device_key  # noqa: E402
-from edgenas.tables.ready import ready_table  # noqa: E402
 from edgenas.versions import versions  # noqa: E402
 
 def build_after_training(cfg: BuildConfig, supernet: Path) -> dict:
     """The build's stages from the search on, on a trained supernet; its summary."""
-    ctx = after_training(cfg, supernet)
+    ctx = run(cfg, only=AFTER_TRAINING, given={"train": trained(supernet)})
     return summarize(ctx.results, ctx.out, ctx.target.name)
 
 
@@ -60,18 +58,15 @@ def main() -> None:
     out = {"benchmark": "budgets", "target": "host", "device": device_key(), "precision": args.precision,
            "supernet": str(args.supernet), "trained_here_seconds": trained_here, "versions": versions(), "backends": {}}
     for backend in args.backends.split(","):
-        base = BuildConfig(target="host", budget_ms=1.0, backend=backend, precision=args.precision, tables=args.tables)
-        ctx = open_context(base)
-        ctx.results["precision"] = next(s for s in STAGES if s.name == "precision").run(ctx)
-        ready_table(ctx.key, args.tables, ctx.measure_config(backend))  # adapted or profiled first, when missing
+        flags = dict(target="host", backend=backend, precision=args.precision, tables=args.tables)
+        ctx = run(BuildConfig.from_flags(budget_ms=1.0, **flags), only=("precision", "profile"))  # the table, made when missing
         searcher = Searcher(args.supernet, ctx.key, args.tables)
         lo, hi = searcher.fastest_ms, searcher.latency(searcher.space.largest())
         rows = []
         for i in range(args.budgets):
             budget = round(lo + (i + 1) / (args.budgets + 1) * (hi - lo), 4)
             t0 = time.perf_counter()
-            cfg = BuildConfig(target="host", budget_ms=budget, backend=backend, precision=args.precision, tables=args.tables,
-                              out=args.work / backend / f"{budget:g}ms")
+            cfg = BuildConfig.from_flags(budget_ms=budget, out=args.work / backend / f"{budget:g}ms", **flags)
             try:
                 sm = build_after_training(cfg, args.supernet)
             except EdgenasError as e:  # a budget the build cannot serve counts against it; the others still run

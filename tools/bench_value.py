@@ -5,7 +5,7 @@ user would pick without it, each trained, quantized, compiled and measured by th
 Prints one JSON object and writes a plot of artifact accuracy against measured latency (--work/value.png). On one
 supernet trained on --data (Fashion-MNIST by default: far from saturation, so that architectures differ), for each
 budget:
-- edgenas: `edgenas build` after its training (search, prune, quantize, compile, bench: `pipeline.build.after_training`);
+- edgenas: `edgenas build` after its training (search, prune, quantize, compile, bench: `pipeline.build.run`);
 - random: the same stages with `--strategy random` (as many random networks as the evolution scores);
 - uniform: the same stages with `--strategy uniform` (the largest network with one kernel, expansion and depth
   throughout that fits), fine-tuned by the prune stage as edgenas's pick is;
@@ -30,12 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edgenas.baselines.mobilenet import WIDTHS  # noqa: E402
 from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
-from edgenas.pipeline.build import after_training, open_context  # noqa: E402
-from edgenas.compress.prune_config import CompressConfig  # noqa: E402
+from edgenas.pipeline.build import AFTER_TRAINING, run, trained  # noqa: E402
+from edgenas.compress.prune_config import CompressConfig, DistillConfig  # noqa: E402
 from edgenas.compress.quantize import QuantizeConfig  # noqa: E402
 from edgenas.pipeline.config import BuildConfig  # noqa: E402
 from edgenas.pipeline.products import NetworkFigures, PrunedProduct  # noqa: E402
-from edgenas.pipeline.stages import STAGES  # noqa: E402
 from edgenas.search.evolution_config import EvolutionConfig  # noqa: E402
 from edgenas.measure.shipped import measure_ms  # noqa: E402
 from edgenas.search.search import Searcher, run_data, run_split  # noqa: E402
@@ -43,7 +42,6 @@ from edgenas.supernet.train import load_run  # noqa: E402
 from edgenas.supernet.train_config import TrainConfig  # noqa: E402
 from edgenas.versions import versions  # noqa: E402
 
-STAGE = {s.name: s for s in STAGES}
 SEARCHED = ("evolution", "random", "uniform")
 ARMS = (*SEARCHED, "mobilenetv2")
 
@@ -73,10 +71,9 @@ def mobilenet_arm(base: BuildConfig, supernet: Path, budget: float, epochs: int,
     from edgenas.compress.surgery import macs_params
 
     cfg = replace(base, budget_ms=budget, out=out)
-    ctx = open_context(cfg)
-    ctx.results["precision"] = STAGE["precision"].run(ctx)
-    run = load_run(supernet)
-    split = run_split(run, supernet)
+    ctx = run(cfg, only=("precision",))
+    trained_run = load_run(supernet)
+    split = run_split(trained_run, supernet)
     measure = lambda onnx, shape: measure_ms(onnx, shape, ctx.key, ctx.measure_config(ctx.backend))  # noqa: E731
     widths, sizes = grid
     res = tuple(sorted({r for r in sizes if r <= min(split.image_shape[1:])}, reverse=True))
@@ -85,11 +82,11 @@ def mobilenet_arm(base: BuildConfig, supernet: Path, budget: float, epochs: int,
         return {"error": f"no MobileNetV2 of widths x{min(t.width for t in tried.values()):g}.. fits {budget:g} ms"}
     net = train_from_scratch(MobileNetV2(pick.width, ctx.space.in_channels, ctx.space.num_classes, pick.resolution), split,
                              epochs, replace(cfg.train, epochs=epochs))
-    info = export_baseline(net, split, run_data(run, supernet), out / "fp32", {"scaled": pick.to_dict(), "epochs": epochs})
+    info = export_baseline(net, split, run_data(trained_run, supernet), out / "fp32", {"scaled": pick.to_dict(), "epochs": epochs})
     fig = NetworkFigures(*macs_params(net), pick.measured_ms, pick.measured_ms, info.accuracy["fp32"])
-    ctx.results["prune"] = PrunedProduct(str(out / "fp32"), False, fig, fig, [], None, "a baseline: not pruned")
-    for name in ("quantize", "compile", "bench"):
-        ctx.results[name] = STAGE[name].run(ctx)
+    given = {"precision": ctx.results["precision"],
+             "prune": PrunedProduct(str(out / "fp32"), False, fig, fig, [], None, "a baseline: not pruned")}
+    ctx = run(cfg, only=("quantize", "compile", "bench"), given=given)
     return {**figures(ctx), "network": f"MobileNetV2 x{pick.width:g} @{pick.resolution}px", "scaled": pick.to_dict()}
 
 
@@ -123,7 +120,7 @@ def main() -> None:
     ap.add_argument("--space", default="digits", help="the space, made to fit the data as a build makes it")
     ap.add_argument("--population", type=int, default=EvolutionConfig.population)
     ap.add_argument("--generations", type=int, default=EvolutionConfig.generations)
-    ap.add_argument("--finetune-epochs", type=int, default=CompressConfig.finetune_epochs)
+    ap.add_argument("--finetune-epochs", type=int, default=DistillConfig.epochs)
     ap.add_argument("--prune-ratio", type=float, default=CompressConfig.prune_ratio)
     ap.add_argument("--calibration", type=int, default=QuantizeConfig.calibration)
     ap.add_argument("--repeat", type=int, default=None, help="latency samples (default: the backend's)")
@@ -143,16 +140,14 @@ def main() -> None:
         epochs=args.epochs, limit=args.limit, subnets=args.subnets, space=args.space, finetune_epochs=args.finetune_epochs,
         prune_ratio=args.prune_ratio, calibration=args.calibration, repeat=args.repeat, strategy="evolution",
         population=args.population, generations=args.generations, out=args.work / "train")
-    ctx = open_context(base)
-    for name in ("precision", "profile", "train"):  # the table (adapted or profiled when missing), then the supernet
-        ctx.results[name] = STAGE[name].run(ctx)
+    ctx = run(base, only=("precision", "profile", "train"))  # the table (adapted or profiled when missing), the supernet
     supernet = Path(ctx.results["train"].run_dir)
     train_seconds = round(time.perf_counter() - started, 1)
     searcher = Searcher(supernet, ctx.key, args.tables)
     predictor = searcher.fit_accuracy(args.subnets)
     lo, hi = searcher.fastest_ms, searcher.latency(searcher.space.largest())
     budgets = args.budget_ms or [round(lo + (i + 1) / (args.budgets + 1) * (hi - lo), 4) for i in range(args.budgets)]
-    epochs_mobilenet = args.epochs + base.compress.finetune_epochs
+    epochs_mobilenet = args.epochs + base.compress.distill.epochs
     rows, tried = [], {}
     grid = tuple(float(w) for w in args.widths.split(",")), tuple(int(r) for r in args.resolutions.split(","))
     for budget in budgets:
@@ -162,7 +157,7 @@ def main() -> None:
             search = replace(base.search, evolution=replace(base.search.evolution, strategy=strategy))
             cfg = replace(base, budget_ms=budget, search=search, out=args.work / f"{budget:g}ms" / strategy)
             try:
-                row[strategy] = figures(after_training(cfg, supernet))
+                row[strategy] = figures(run(cfg, only=AFTER_TRAINING, given={"train": trained(supernet)}))
             except EdgenasError as e:
                 row[strategy] = {"error": one_line(e)}
             row[strategy]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgenas.compress.prune_config import PruneConfig
+from edgenas.compress.prune_config import DistillConfig
 from edgenas.data import Split, resize, to_input
 from edgenas.learning import cosine_schedule, distill_loss, optimizer, shift_augment
 from edgenas.progress import bar
@@ -23,7 +23,7 @@ class Distiller:
     (validation accuracy is for the report only). The loss is the KL divergence to the teacher's predictions
     plus cross-entropy on the labels, with the random shifts supernet training used."""
 
-    def __init__(self, teacher: nn.Module, split: Split, cfg: PruneConfig, resolution: int):
+    def __init__(self, teacher: nn.Module, split: Split, cfg: DistillConfig, resolution: int):
         self.teacher, self.cfg, self.res, self.norm = teacher.eval(), cfg, resolution, split.normalization
         self.teacher_res = teacher.arch.resolution
         hold = min(cfg.holdout, len(split.train_y) // 5)

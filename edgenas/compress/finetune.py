@@ -20,7 +20,7 @@ from torch import nn
 from edgenas.accuracy import ort_accuracy
 from edgenas.bundle import ModelInfo, write_bundle
 from edgenas.compress.distiller import Distiller
-from edgenas.compress.prune_config import PruneConfig
+from edgenas.compress.prune_config import DistillConfig
 from edgenas.compress.prune_input import PruneInput
 from edgenas.errors import Interrupted
 from edgenas.jsonio import exclusive_lock
@@ -44,19 +44,18 @@ class Tuned:
                        source=source)
 
 
-def _identity(inp: PruneInput, epochs: int, cfg: PruneConfig) -> dict:
-    return {"source": hashlib.sha256(inp.onnx_model).hexdigest()[:16], "epochs": epochs,
-            **{k: getattr(cfg, k) for k in ("batch_size", "lr", "holdout", "seed")}}
+def _identity(inp: PruneInput, cfg: DistillConfig) -> dict:
+    return {"source": hashlib.sha256(inp.onnx_model).hexdigest()[:16], **cfg.to_dict()}
 
 
-def finetune(inp: PruneInput, out: Path, epochs: int, cfg: PruneConfig, threads: int = 1) -> Tuned:
-    """`inp`'s network distilled for `epochs` from the supernet's largest network into the bundle `out`."""
+def finetune(inp: PruneInput, out: Path, cfg: DistillConfig, threads: int = 1) -> Tuned:
+    """`inp`'s network distilled for `cfg.epochs` from the supernet's largest network into the bundle `out`."""
     start = time.perf_counter()
     torch.set_num_threads(threads)
     evaluator, info = inp.searched.evaluator, inp.info
     net = copy.deepcopy(inp.searched.net).to(memory_format=torch.channels_last)  # the caller's network stays as it is
     out = Path(out)
-    state_path, ident = out / STATE, _identity(inp, epochs, cfg)
+    state_path, ident, epochs = out / STATE, _identity(inp, cfg), cfg.epochs
     with exclusive_lock(state_path):
         state = resume_checkpoint(state_path, ident, ("model",), "fine-tuning", "delete it to fine-tune from the start")
         if state is None:

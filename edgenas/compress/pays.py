@@ -51,16 +51,13 @@ def fit_goal(predicted_ms: float, measured_ms: float, budget_ms: float) -> float
 FITS = "not pruned: the searched network measured within the budget (--prune-ratio below 1 prunes it further, kept when it pays)"
 
 
-def plan_pruning(searched, budget_ms: float, ratio: float, steps: int, recovery_epochs: int):
-    """What a build prunes, from the search's product (`search.report.SearchReport`): (to_fit, `PruneConfig` or None).
-    A network that measured over the budget is pruned to fit it; one that fits only when `ratio` asks (below 1), and
-    then only kept when it pays (`pruning_pays`); else nothing is pruned."""
-    from edgenas.compress.prune_config import PruneConfig
-
+def plan_pruning(searched, budget_ms: float, cfg):
+    """What a build prunes, from the search's product (`search.report.SearchReport`) and its `CompressConfig`:
+    (to_fit, `PruneConfig` or None). A network that measured over the budget is pruned to fit it; one that fits only
+    when `cfg.prune_ratio` asks (below 1), and then only kept when it pays (`pruning_pays`); else nothing is pruned."""
     to_fit = searched.within_budget is False and searched.measured_latency_ms is not None
     if to_fit:
-        return True, PruneConfig(target_ms=fit_goal(searched.predicted_latency_ms, searched.measured_latency_ms, budget_ms),
-                                 steps=steps, finetune_epochs=recovery_epochs)
-    if ratio < 1:
-        return False, PruneConfig(ratio=ratio, steps=steps, finetune_epochs=recovery_epochs)
+        return True, cfg.prune_config(target_ms=fit_goal(searched.predicted_latency_ms, searched.measured_latency_ms, budget_ms))
+    if cfg.prune_ratio < 1:
+        return False, cfg.prune_config(ratio=cfg.prune_ratio)
     return False, None

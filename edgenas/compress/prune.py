@@ -149,7 +149,7 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
             state = {"identity": _identity(inp.onnx_model, cfg), "steps": [], "finetune": None, "seconds": 0.0,
                      "before": _figures(inp, net, inp.onnx_model, start_ms, threads, searched_ms)}
         resumed_from = len(state["steps"])
-        distiller = Distiller(evaluator.network(space.largest()), split, cfg, arch.resolution)
+        distiller = Distiller(evaluator.network(space.largest()), split, cfg.distill, arch.resolution)
         t0 = start
 
         def checkpoint() -> None:
@@ -163,7 +163,7 @@ def prune(inp: PruneInput, out: Path, cfg: PruneConfig, threads: int = 1) -> Pru
             while latency(mid_channels(net)) > goal:
                 net = _netadapt_step(net, latency, distiller, cfg, goal, step_ms, state["steps"], specs)
                 checkpoint()
-            distiller.finetune(net, cfg.finetune_epochs, state, checkpoint)
+            distiller.finetune(net, cfg.distill.epochs, state, checkpoint)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted: {len(state['steps'])} pruning step(s) are saved in {state_path}; "
                               f"run the same command to resume") from None
@@ -194,7 +194,7 @@ def _netadapt_step(net, latency: PrunedLatency, distiller: Distiller, cfg: Prune
     options = candidates(latency, channels, step_goal, cfg.multiple)
     if not options:
         raise EdgenasError(f"no unit can be pruned further at {latency(channels):.4f} ms predicted; the target is out of reach")
-    batches = list(distiller.batches(cfg.candidate_steps, torch.Generator().manual_seed(cfg.seed * 1_000_003 + k * 1009)))
+    batches = list(distiller.batches(cfg.candidate_steps, torch.Generator().manual_seed(cfg.distill.seed * 1_000_003 + k * 1009)))
     tried = []
     with bar(len(options), f"prune step {k}", unit="net") as progress:
         pool = candidate_pool(distiller, len(options))

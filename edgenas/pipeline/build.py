@@ -24,10 +24,10 @@ def open_context(cfg: BuildConfig) -> Context:
     from edgenas.space import get_space
     from edgenas.targets import get_target
 
-    target = get_target(cfg.target)
+    target = get_target(cfg.deploy.target)
     ensure_writable_dir(cfg.out, "--out")
     return Context(cfg, Path(cfg.out), target, space_for_data(get_space(cfg.space), cfg.data), Path(cfg.tables or tables_dir()),
-                   RPCSettings.parse(cfg.rpc_tracker, cfg.rpc_key), cfg.threads or target.thread_count())
+                   RPCSettings.parse(cfg.deploy.rpc_tracker, cfg.deploy.rpc_key), cfg.deploy.threads or target.thread_count())
 
 
 def space_for_data(space, data_spec: str):
@@ -100,25 +100,42 @@ def build(cfg: BuildConfig) -> dict:
     return result
 
 
-#: the stages `after_training` runs: the table's (as asked, or made when missing) and everything after the training
-BEFORE_TRAINING, AFTER_TRAINING = ("precision", "profile"), ("search", "prune", "quantize", "compile", "bench")
+def run(cfg: BuildConfig, only=None, given: dict | None = None) -> Context:
+    """The build's stages in one process, with nothing recorded: `only` these (in the build's order; by default every
+    stage not `given`), on the products `given` for the ones they follow (a supernet trained already, a precision
+    chosen, a pruned network). What a benchmark or a test runs instead of driving stages itself: many budgets and
+    strategies on one training, through the build's own code. The context holds every product."""
+    given = dict(given or {})
+    names = [s.name for s in STAGES]
+    wanted = set(names) - set(given) if only is None else set(only)
+    if unknown := sorted(set(given) - set(names) | wanted - set(names)):
+        raise ValueError(f"no stage {unknown[0]!r}: the stages are {', '.join(names)}")
+    stages, have = [s for s in STAGES if s.name in wanted], set(given)
+    for stage in stages:  # checked before anything runs
+        needs = (*stage.after, *(() if stage.name in ("precision", "train") else ("precision",)))  # precision: what ships
+        if missing := [d for d in needs if d not in have]:
+            raise ValueError(f"stage {stage.name} follows {', '.join(missing)}: run it too, or give its product")
+        have.add(stage.name)
+    ctx = open_context(cfg)
+    ctx.results.update(given)
+    for stage in stages:
+        ctx.results[stage.name] = stage.run(ctx)
+    return ctx
 
 
-def after_training(cfg: BuildConfig, supernet: Path, stages: tuple[str, ...] = BEFORE_TRAINING + AFTER_TRAINING) -> Context:
-    """A build's `stages` on a supernet trained already, in one process and with nothing recorded: the benchmarks run
-    many budgets and strategies on one training, through the build's own stages. The context holds their products."""
+def trained(supernet: Path):
+    """The train stage's product for a supernet trained already (by `edgenas train`, or an earlier build)."""
     from edgenas.pipeline.products import SupernetProduct
     from edgenas.supernet.train import load_run
 
-    ctx = open_context(cfg)
-    run = load_run(supernet)
-    last = run["history"][-1]
-    ctx.results["train"] = SupernetProduct(str(supernet), run["epochs_done"], run["epochs_done"], 0.0,
-                                           last["val_acc_largest"], last["val_acc_smallest"])
-    for stage in STAGES:
-        if stage.name in stages:
-            ctx.results[stage.name] = stage.run(ctx)
-    return ctx
+    r = load_run(supernet)
+    last = r["history"][-1]
+    return SupernetProduct(str(supernet), r["epochs_done"], r["epochs_done"], 0.0, last["val_acc_largest"],
+                           last["val_acc_smallest"])
+
+
+#: a build's stages after its training: the table's (as asked, or made when missing) and everything after the training
+AFTER_TRAINING = ("precision", "profile", "search", "prune", "quantize", "compile", "bench")
 
 
 def check_budget_met(result: dict) -> None:

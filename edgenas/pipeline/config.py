@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from edgenas.compile.build import LAYOUTS, CompileConfig
@@ -11,7 +12,6 @@ from edgenas.compress.prune_config import CompressConfig
 from edgenas.compress.quantize import QuantizeConfig
 from edgenas.errors import BadInput
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
-from edgenas.search.evolution_config import EvolutionConfig
 from edgenas.search.search_config import SearchConfig
 from edgenas.supernet.train_config import TrainConfig
 from edgenas.tables.key import check_precision
@@ -19,24 +19,42 @@ from edgenas.tables.deployment import AUTO
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class DeployConfig:
+    """Where the artifact runs and how it is measured there: what every stage that measures, compiles or judges for
+    the target reads (whether it can measure here follows from the target and `rpc_tracker`: `Context.measures_here`)."""
+
     target: str = "host"
-    budget_ms: float = 2.0
-    data: str = "digits"
     #: the runtime that ships, whose table the search trusts and on which the budget is checked; auto: every runtime
     #: that can run the target, measured, and the fastest ships (`tables.deployment`)
     backend: str = AUTO_BACKEND
     #: what ships, and so the table the search budgets against; auto: int8 where it runs faster than fp32, measured
     precision: str = AUTO
-    out: Path = Path("runs/build")
+    layout: str = CompileConfig.layout  # TVM's convolution layout
+    threads: int | None = None  # on the device [default: the target's]
+    repeat: int | None = None  # timed samples per measurement [default: the backend's]
+    rpc_tracker: str | None = None  # HOST:PORT of the TVM RPC tracker that reaches the board
+    rpc_key: str | None = None  # the board's key there
+    tuning_db: Path | None = None  # the TVM tuning database compile applies
+
+    def __post_init__(self):
+        if self.precision != AUTO:
+            check_precision(self.precision)
+        if self.backend not in (*BACKENDS, AUTO_BACKEND):
+            raise BadInput(f"--backend {self.backend}: one of {', '.join((*BACKENDS, AUTO_BACKEND))}")
+        if self.layout not in LAYOUTS:
+            raise BadInput(f"--layout {self.layout}: one of {', '.join(LAYOUTS)}")
+        if self.backend in ("ort", "openvino") and self.rpc_tracker:
+            raise BadInput(f"--backend {self.backend} measures on this machine only; a board over RPC needs --backend tvm")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    budget_ms: float = 2.0
+    data: str = "digits"
     space: str = "digits"
-    tables: Path | None = None
-    threads: int | None = None
-    repeat: int | None = None
-    rpc_tracker: str | None = None
-    rpc_key: str | None = None
-    layout: str = CompileConfig.layout
-    tuning_db: Path | None = None
+    out: Path = Path("runs/build")
+    tables: Path | None = None  # the latency tables' directory [default: `paths.tables_dir()`]
+    deploy: DeployConfig = field(default_factory=DeployConfig)  # the target, its runtime and how it is measured
     # each stage's own settings, in the configs the stages and their verbs take
     train: TrainConfig = field(default_factory=TrainConfig)  # the supernet's training (`epochs`, `limit`)
     search: SearchConfig = field(default_factory=SearchConfig)  # `subnets`, `margin_pct`, the evolution
@@ -49,14 +67,6 @@ class BuildConfig:
     def __post_init__(self):
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
             raise BadInput(f"--budget-ms {self.budget_ms!r}: must be a positive number of milliseconds")
-        if self.precision != AUTO:
-            check_precision(self.precision)
-        if self.backend not in (*BACKENDS, AUTO_BACKEND):
-            raise BadInput(f"--backend {self.backend}: one of {', '.join((*BACKENDS, AUTO_BACKEND))}")
-        if self.layout not in LAYOUTS:
-            raise BadInput(f"--layout {self.layout}: one of {', '.join(LAYOUTS)}")
-        if self.backend in ("ort", "openvino") and self.rpc_tracker:
-            raise BadInput(f"--backend {self.backend} measures on this machine only; a board over RPC needs --backend tvm")
         for flag, value, least in (("epochs", self.train.epochs, 1), ("calibration", self.quantize.calibration, 1),
                                    ("limit", self.train.limit, 0), ("tune-trials", self.compile.trials, 0)):
             if value < least:
@@ -67,23 +77,31 @@ class BuildConfig:
 
     def compile_config(self, rpc=None) -> CompileConfig:
         """The compile stage's config: its own settings, with the deployment's layout, database and board."""
-        return replace(self.compile, layout=self.layout, tuning_db=self.tuning_db, rpc=rpc)
+        return replace(self.compile, layout=self.deploy.layout, tuning_db=self.deploy.tuning_db, rpc=rpc)
 
     @classmethod
     def from_flags(cls, **flags) -> "BuildConfig":
-        """`build`'s flags, by the names `cli_options` gives them, as a config: each stage's flags make its own config
-        (`FLAGS`), every other flag is the deployment's field of its name (a flag with neither is an error at once)."""
-        made = {}
-        for part, (kind, names) in FLAGS.items():
-            own = {field_name: flags.pop(flag) for flag, field_name in names.items() if flag in flags}
-            if part == "search":
-                evolution = {k: own.pop(k) for k in ("strategy", "population", "generations") if k in own}
-                own["evolution"] = EvolutionConfig(**evolution)
-            made[part] = kind(**own)
-        return cls(**made, **flags)
+        """`build`'s flags, by the names `cli_options` gives them, as a config: each flag sets the field `FLAGS` names
+        (a flag it does not name is a top-level field of its own name; a flag that is neither is an error at once).
+        The tools and tests make their configs this way too, by the flags a user would give."""
+        tree: dict = {}
+        for flag, value in flags.items():
+            *parents, name = FLAGS.get(flag, flag).split(".")
+            node = tree
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[name] = value
+        return _made(cls, tree)
 
     def to_dict(self) -> dict:
         return _json(asdict(self))
+
+
+def _made(cls, tree: dict):
+    """`cls` from a tree of its fields' values: a subtree makes the dataclass its field's type names."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _made(hints[k], v) if isinstance(v, dict) and k in hints and is_dataclass(hints[k]) else v
+                  for k, v in tree.items()})
 
 
 def _json(v):
@@ -92,12 +110,14 @@ def _json(v):
     return str(v) if isinstance(v, Path) else v
 
 
-#: which flag of `build` sets which field of which stage's config: config field -> (its type, {flag: field})
+#: which field of the config each flag of `build` sets, as a dotted path; a flag not named here sets the top-level
+#: field of its own name (`budget_ms`, `data`, `space`, `out`, `tables`)
 FLAGS = {
-    "train": (TrainConfig, {"epochs": "epochs", "limit": "limit"}),
-    "search": (SearchConfig, {"subnets": "subnets", "margin_pct": "margin_pct", "strategy": "strategy",
-                              "population": "population", "generations": "generations"}),
-    "compress": (CompressConfig, {"finetune_epochs": "finetune_epochs", "prune_ratio": "prune_ratio"}),
-    "quantize": (QuantizeConfig, {"calibration": "calibration", "max_drop": "max_drop"}),
-    "compile": (CompileConfig, {"tune_trials": "trials", "tune_minutes": "tune_minutes"}),
+    **{f.name: f"deploy.{f.name}" for f in fields(DeployConfig)},
+    "epochs": "train.epochs", "limit": "train.limit",
+    "subnets": "search.subnets", "margin_pct": "search.margin_pct", "strategy": "search.evolution.strategy",
+    "population": "search.evolution.population", "generations": "search.evolution.generations",
+    "finetune_epochs": "compress.distill.epochs", "prune_ratio": "compress.prune_ratio",
+    "calibration": "quantize.calibration", "max_drop": "quantize.max_drop",
+    "tune_trials": "compile.trials", "tune_minutes": "compile.tune_minutes",
 }

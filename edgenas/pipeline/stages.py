@@ -51,7 +51,7 @@ class Context:
 
     def key_for(self, backend: str, precision: str) -> TableKey:
         c = self.cfg
-        return TableKey(self.target, backend, precision, self.space, self.threads, self.rpc, c.layout, c.tuning_db)
+        return TableKey(self.target, backend, precision, self.space, self.threads, self.rpc, c.deploy.layout, c.deploy.tuning_db)
 
     def key_at(self, precision: str) -> TableKey:
         return self.key_for(self.backend, precision)
@@ -61,7 +61,7 @@ class Context:
         """The runtimes that may ship: the one asked for, or (auto) every one that runs the target where it is measured."""
         from edgenas.measure.backends import AUTO_BACKEND, reachable_backends
 
-        return reachable_backends(self.target, self.rpc)[0] if self.cfg.backend == AUTO_BACKEND else [self.cfg.backend]
+        return reachable_backends(self.target, self.rpc)[0] if self.cfg.deploy.backend == AUTO_BACKEND else [self.cfg.deploy.backend]
 
     @cached_property
     def key(self) -> TableKey:
@@ -96,7 +96,7 @@ class Context:
         self.data_fingerprint  # noqa: B018 - loads and checks the data set, kept for the train stage
 
     def measure_config(self, backend: str) -> MeasureConfig:
-        return MeasureConfig.for_backend(backend, self.cfg.repeat)
+        return MeasureConfig.for_backend(backend, self.cfg.deploy.repeat)
 
 
     @cached_property
@@ -121,8 +121,8 @@ class Stage:
 # ---- precision: what ships, measured when asked for auto ----------------------------------------------------------
 def _precision_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"asked": c.precision, "backend": c.backend, "backends": ctx.backends, "target": ctx.target.to_dict(),
-            "space": ctx.space.hash, "layout": c.layout, "tuning_db": str(c.tuning_db), "measure": ctx.can_measure}
+    return {"asked": c.deploy.precision, "backend": c.deploy.backend, "backends": ctx.backends, "target": ctx.target.to_dict(),
+            "space": ctx.space.hash, "layout": c.deploy.layout, "tuning_db": str(c.deploy.tuning_db), "measure": ctx.can_measure}
 
 
 def _precision(ctx: Context) -> PrecisionProduct:
@@ -131,7 +131,7 @@ def _precision(ctx: Context) -> PrecisionProduct:
     from edgenas.tables.deployment import choose_deployment
 
     c = ctx.cfg
-    choice = choose_deployment(c.backend, c.precision, lambda b: ctx.key_for(b, "int8"), ctx.tables, ctx.measure_config,
+    choice = choose_deployment(c.deploy.backend, c.deploy.precision, lambda b: ctx.key_for(b, "int8"), ctx.tables, ctx.measure_config,
                                ctx.can_measure)
     if choice.passed_over and ctx.can_measure:
         warn("--backend auto passed over " + "; ".join(choice.passed_over))
@@ -226,7 +226,6 @@ def _prune(ctx: Context) -> PrunedProduct:
       against the fine-tuned one (`compress.pays`).
     Built once (`Context.searched`)."""
     from edgenas.compress.finetune import finetune
-    from edgenas.compress.prune_config import PruneConfig
     from edgenas.compress.prune_input import PruneInput
     from edgenas.compress.surgery import macs_params
     from edgenas.search.export import export
@@ -239,13 +238,13 @@ def _prune(ctx: Context) -> PrunedProduct:
                      ctx.key if measures else None, None if measures else f"target '{ctx.target.name}' is not measured here")
     shipped, tuned_fig = str(fp32), None
     c = ctx.cfg.compress
-    if c.finetune_epochs:
-        tuned = finetune(inp, ctx.out / "tuned", c.finetune_epochs, PruneConfig())
+    if c.distill.epochs:
+        tuned = finetune(inp, ctx.out / "tuned", c.distill)
         inp = tuned.as_prune_input(inp, ctx.out / "tuned" / "model.onnx")
         shipped, tuned_fig = str(ctx.out / "tuned"), replace(before, val_accuracy=tuned.info.accuracy["fp32"])
     from edgenas.compress.pays import FITS, plan_pruning, pruning_pays
 
-    to_fit, cfg = plan_pruning(s, ctx.cfg.budget_ms, c.prune_ratio, c.steps, c.recovery_epochs if c.finetune_epochs else 0)
+    to_fit, cfg = plan_pruning(s, ctx.cfg.budget_ms, c)
     why = None if to_fit else (FITS if s.fit is not None else "--prune-ratio 1")
     unpruned = PrunedProduct(shipped, False, before, tuned_fig or before, [], None, why, tuned_fig)
     if cfg is None:
@@ -289,10 +288,10 @@ def _side_by_side(ctx: Context, fp32_models: dict[str, bytes], shape: tuple[int,
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
 def _quantize_inputs(ctx: Context) -> dict:
     c = ctx.cfg
-    return {"precision": ctx.precision, "asked": c.precision, "backend": ctx.backend, "backends": ctx.backends,
+    return {"precision": ctx.precision, "asked": c.deploy.precision, "backend": ctx.backend, "backends": ctx.backends,
             "quantize": _quantize_config(ctx).__dict__,
-            "judge": {"backend": ctx.backend, "target": ctx.target.to_dict(), "layout": c.layout,
-                      "tuning_db": str(c.tuning_db)}}
+            "judge": {"backend": ctx.backend, "target": ctx.target.to_dict(), "layout": c.deploy.layout,
+                      "tuning_db": str(c.deploy.tuning_db)}}
 
 
 def _quantize_config(ctx: Context):
@@ -303,7 +302,7 @@ def _quantize_config(ctx: Context):
 def _judge(ctx: Context, backend: str):
     from edgenas.accuracy import Evaluator
 
-    return Evaluator.for_backend(backend, ctx.target, ctx.cfg.layout, ctx.cfg.tuning_db)
+    return Evaluator.for_backend(backend, ctx.target, ctx.cfg.deploy.layout, ctx.cfg.deploy.tuning_db)
 
 
 def _quantize(ctx: Context) -> QuantizedProduct:
@@ -322,14 +321,14 @@ def _quantize(ctx: Context) -> QuantizedProduct:
         try:
             r = quantize(Path(pruned.model), ctx.out / "int8", _quantize_config(ctx), judge=judge)
         except GateFailed as e:
-            if c.precision != "auto":
+            if c.deploy.precision != "auto":
                 raise
             warn(f"{e}; --precision auto ships fp32")
             made["fp32"] = replace(fp32, why=f"fp32: int8 failed the accuracy gate on {judge.runtime} ({e})")
         else:
             int8 = QuantizedProduct(str(ctx.out / "int8"), "int8", r.fp32_accuracy, r.int8_accuracy, r.drop_points,
                                     r.remedy, r.to_dict(), backend=ctx.backend)
-            made = {"int8": int8, **(made if c.precision == "auto" else {})}
+            made = {"int8": int8, **(made if c.deploy.precision == "auto" else {})}
     if not ctx.can_measure or (len(made) == 1 and len(ctx.backends) == 1):
         return next(iter(made.values()))
     return _fastest(ctx, made)
@@ -376,7 +375,7 @@ def _fastest(ctx: Context, made: dict[str, QuantizedProduct]) -> QuantizedProduc
 def _compile_inputs(ctx: Context) -> dict:
     c = ctx.cfg
     return {"target": ctx.target.to_dict(), "runtime": ctx.results["quantize"].backend, "tune_trials": c.compile.trials,
-            "tune_minutes": c.compile.tune_minutes, "layout": c.layout, "tuning_db": str(c.tuning_db), "measure": ctx.can_measure}
+            "tune_minutes": c.compile.tune_minutes, "layout": c.deploy.layout, "tuning_db": str(c.deploy.tuning_db), "measure": ctx.can_measure}
 
 
 def _compile(ctx: Context) -> CompiledProduct:
@@ -399,7 +398,7 @@ def _compile(ctx: Context) -> CompiledProduct:
 
 
 def _bench_inputs(ctx: Context) -> dict:
-    return {"budget_ms": ctx.cfg.budget_ms, "backend": ctx.results["quantize"].backend, "repeat": ctx.cfg.repeat,
+    return {"budget_ms": ctx.cfg.budget_ms, "backend": ctx.results["quantize"].backend, "repeat": ctx.cfg.deploy.repeat,
             "rpc": None if ctx.rpc is None else ctx.rpc.tracker + "/" + ctx.rpc.key}
 
 
