@@ -248,12 +248,12 @@ def build_cmd(as_json, **flags):
 
     r = build(BuildConfig.from_flags(**flags))
     if as_json:
-        _print_json(r)
+        _print_json(r.to_dict())
     else:
-        click.echo(table_text(r["summary"]))
-        click.echo(f"{r['seconds']:.0f} s in all; stages: " +
-                   ", ".join(f"{n} {s['status']}" + (f" ({s['seconds']:.0f} s)" if s.get("seconds") else "") for n, s in r["stages"].items()))
-    check_budget_met(r)
+        click.echo(table_text(r.summary))
+        click.echo(f"{r.seconds:.0f} s in all; stages: " +
+                   ", ".join(f"{n} {s['status']}" + (f" ({s['seconds']:.0f} s)" if s.get("seconds") else "") for n, s in r.stages.items()))
+    check_budget_met(r.summary)
 
 
 for _cmd in COMMANDS:

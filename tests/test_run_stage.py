@@ -181,3 +181,30 @@ def test_pipeline_run_takes_only_known_stages_and_needs_what_they_follow(tmp_pat
     with pytest.raises(ValueError, match="stage search follows profile, train"):
         run(cfg, only=("precision", "search"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_summary_and_a_compile_product_written_before_their_types_still_read():
+    """summary.json as the build wrote it before the summary was a record (no `budget_used`, `fit`, `search_on_noise`,
+    `passed_over`, ...) reads back typed, and writes back with every field; so does a compile product whose `compile`
+    was a dict."""
+    from edgenas.pipeline.products import CompiledProduct, CompileFacts
+    from edgenas.pipeline.summary import Accuracies, BuildSummary, Counts, Stations
+
+    old = {"target": "host", "budget_ms": 0.15, "margin_pct": 3.0, "backend": "tvm", "statistic": "median_ms",
+           "runtime": "tvm", "precision": "int8", "precision_why": "asked for", "table": "t.json",
+           "predicted_ms": {"searched": 0.1, "pruned": 0.1, "artifact": 0.1},
+           "measured_ms": {"searched": 0.11, "pruned": 0.11, "artifact": 0.12}, "artifact_runs": {"tvm": {"median_ms": 0.12}},
+           "artifact_readings_ms": [0.12], "within_budget": True,
+           "accuracy": {"artifact": 0.97, "searched_fp32": 0.96, "tuned_fp32": None, "pruned_fp32": 0.96, "int8": 0.97,
+                        "int8_drop_points": -1.0, "quantize_remedy": "none"},
+           "macs": {"searched": 10, "shipped": 10}, "params": {"searched": 5, "shipped": 5}, "files_bytes": {"lib.so": 9},
+           "network": "r28", "pruned": False, "artifact": "a", "report": "r.md"}
+    sm = BuildSummary.from_dict(old, "summary.json")
+    assert isinstance(sm.measured_ms, Stations) and isinstance(sm.accuracy, Accuracies) and isinstance(sm.macs, Counts)
+    assert sm.measured_ms.artifact == 0.12 and sm.budget_used is None and sm.passed_over == []
+    assert BuildSummary.from_dict(json.loads(json.dumps(sm.to_dict()))) == sm
+    with pytest.raises(BadInput, match="summary.json.*lacks network"):
+        BuildSummary.from_dict({k: v for k, v in old.items() if k != "network"}, "summary.json")
+    compiled = CompiledProduct.from_dict({"product": "compiled", "artifact": "a", "compile": {"runtime": "ort"},
+                                          "files_bytes": {}, "measured": None})
+    assert compiled.compile == CompileFacts("ort") and CompiledProduct.from_dict(compiled.to_dict()) == compiled

@@ -24,7 +24,7 @@ from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.pipeline.build import AFTER_TRAINING, run, trained  # noqa: E402
 from edgenas.pipeline.config import BuildConfig  # noqa: E402
-from edgenas.pipeline.report import summarize  # noqa: E402
+from edgenas.pipeline.summary import summarize  # noqa: E402
 from edgenas.search.search import Searcher  # noqa: E402
 from edgenas.space import get_space  # noqa: E402
 from edgenas.supernet.train import CHECKPOINT, train  # noqa: E402
@@ -32,7 +32,7 @@ from edgenas.supernet.train_config import TrainConfig  # noqa: E402
 from edgenas.tables.device import device_key  # noqa: E402
 from edgenas.versions import versions  # noqa: E402
 
-def build_after_training(cfg: BuildConfig, supernet: Path) -> dict:
+def build_after_training(cfg: BuildConfig, supernet: Path):
     """The build's stages from the search on, on a trained supernet; its summary."""
     ctx = run(cfg, only=AFTER_TRAINING, given={"train": trained(supernet)})
     return summarize(ctx.results, ctx.out, ctx.target.name)
@@ -74,11 +74,11 @@ def main() -> None:
                              "seconds": round(time.perf_counter() - t0, 1)})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                 continue
-            predicted, measured = sm["predicted_ms"]["artifact"], sm["measured_ms"]["artifact"]
+            predicted, measured = sm.predicted_ms.artifact, sm.measured_ms.artifact
             rows.append({"budget_ms": budget, "predicted_ms": round(predicted, 5), "measured_ms": round(measured, 5),
                          "within_budget": measured <= budget, "error_pct": round((measured / predicted - 1) * 100, 2),
-                         "within_10pct": abs(measured / predicted - 1) <= 0.10, "pruned": sm["pruned"],
-                         "int8_accuracy": sm["accuracy"]["int8"], "network": sm["network"],
+                         "within_10pct": abs(measured / predicted - 1) <= 0.10, "pruned": sm.pruned,
+                         "int8_accuracy": sm.accuracy.int8, "network": sm.network,
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         out["backends"][backend] = {

@@ -5,17 +5,31 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgenas.errors import EdgenasError, Interrupted
 from edgenas.jsonio import atomic_write_json, ensure_writable_dir, exclusive_lock, read_json
 from edgenas.pipeline.config import BuildConfig
-from edgenas.pipeline.report import summarize, write_report
+from edgenas.pipeline.report import write_report
 from edgenas.pipeline.rundir import RECORD, RunRecord, fingerprint
 from edgenas.pipeline.stages import STAGES, Context, check_reachable
+from edgenas.pipeline.summary import BuildSummary, summarize
 from edgenas.progress import bar
+from edgenas.records import Record
 
 SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class BuildResult(Record):
+    """What `build` returns and writes to summary.json (docs/schemas.md, "Build summary")."""
+    run_dir: str
+    seconds: float
+    summary: BuildSummary
+    #: stage -> its status, seconds, runs and when it finished, from the run record
+    stages: dict[str, dict]
+    report: str
 
 
 def open_context(cfg: BuildConfig) -> Context:
@@ -76,7 +90,7 @@ def run_stage(stage, ctx: Context, record: RunRecord, fps: dict, tag: str) -> No
     say(f"{tag}: done in {time.perf_counter() - t0:.1f} s")
 
 
-def build(cfg: BuildConfig) -> dict:
+def build(cfg: BuildConfig) -> BuildResult:
     ctx = open_context(cfg)
     record = RunRecord(ctx.out, cfg.to_dict())
     fps: dict[str, str] = {}
@@ -93,10 +107,10 @@ def build(cfg: BuildConfig) -> dict:
     sm = summarize(ctx.results, ctx.out, ctx.target.name)
     validation_path = ctx.table.with_suffix(".validation.json")
     report = write_report(ctx.out, sm, record.stages, read_json(validation_path) if validation_path.exists() else None)
-    result = {"run_dir": str(ctx.out), "seconds": round(time.perf_counter() - started, 2), "summary": sm,
-              "stages": {n: {k: r.get(k) for k in ("status", "seconds", "runs", "finished")} for n, r in record.stages.items()},
-              "report": str(report)}
-    atomic_write_json(ctx.out / SUMMARY, result)
+    result = BuildResult(str(ctx.out), round(time.perf_counter() - started, 2), sm,
+                         {n: {k: r.get(k) for k in ("status", "seconds", "runs", "finished")} for n, r in record.stages.items()},
+                         str(report))
+    atomic_write_json(ctx.out / SUMMARY, result.to_dict())
     return result
 
 
@@ -138,11 +152,9 @@ def trained(supernet: Path):
 AFTER_TRAINING = ("precision", "profile", "search", "prune", "quantize", "compile", "bench")
 
 
-def check_budget_met(result: dict) -> None:
+def check_budget_met(sm: BuildSummary) -> None:
     """The promise: the artifact, measured on the target, within the budget; everything is kept either way."""
-    sm = result["summary"]
-    if sm["within_budget"] is False:
-        readings = " and ".join(f"{v:.4f}" for v in sm["artifact_readings_ms"])
-        raise EdgenasError(f"the artifact measured {readings} ms ({sm['statistic']}) on "
-                           f"{sm['target']} with {sm['backend']}, over the {sm['budget_ms']:g} ms budget; the artifact and "
-                           f"{sm['report']} are kept")
+    if sm.within_budget is False:
+        readings = " and ".join(f"{v:.4f}" for v in sm.artifact_readings_ms)
+        raise EdgenasError(f"the artifact measured {readings} ms ({sm.statistic}) on {sm.target} with {sm.backend}, "
+                           f"over the {sm.budget_ms:g} ms budget; the artifact and {sm.report} are kept")

@@ -126,11 +126,22 @@ class QuantizedProduct(Product):
 
 
 @dataclass(frozen=True)
+class CompileFacts(Record):
+    """How the artifact was made: the runtime that runs it, and for TVM the compile's figures (the artifact's
+    `CompileRecord` holds them all)."""
+    runtime: str
+    seconds: float | None = None  # the whole compile
+    tuning: dict | None = None  # the tuning run's report (`compile.tune`); None when nothing was tuned
+    ops: dict | None = None  # compute operators and their dtypes, counted after the graph passes
+    kernel_layout: str | None = None  # NCHW or NHWC
+
+
+@dataclass(frozen=True)
 class CompiledProduct(Product):
     """compile: the artifact directory, and its own measurement (taken once, when it was packaged)."""
     KIND: ClassVar[str] = "compiled"
     artifact: str
-    compile: dict  # seconds, tuning, ops, kernel_layout
+    compile: CompileFacts
     files_bytes: dict
     measured: dict | None  # the artifact's latency record, None when the target does not run here
     #: the library's own validation accuracy, run here (None when the target does not run here)

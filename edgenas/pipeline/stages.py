@@ -15,9 +15,8 @@ from edgenas.errors import BadInput, warn
 from edgenas.measure.rpc import RPCSettings
 from edgenas.measure.timing import STATISTIC, MeasureConfig, readings_against
 from edgenas.pipeline.config import BuildConfig
-from edgenas.pipeline.products import (BenchProduct, CompiledProduct, NetworkFigures, PrecisionProduct, PrunedProduct,
-                                       QuantizedProduct,
-                                       SupernetProduct, TableProduct)
+from edgenas.pipeline.products import (BenchProduct, CompileFacts, CompiledProduct, NetworkFigures, PrecisionProduct,
+                                       PrunedProduct, QuantizedProduct, SupernetProduct, TableProduct)
 from edgenas.pipeline.rundir import fingerprint
 from edgenas.qdq import symmetric_for
 from edgenas.search.report import SearchReport
@@ -387,12 +386,12 @@ def _compile(ctx: Context) -> CompiledProduct:
     if q.backend != "tvm":
         art = package_onnx(Path(q.model), ctx.target, ctx.out / "artifact", q.backend, ctx.measure_config(q.backend),
                            ctx.threads)
-        record = {"runtime": q.backend}
+        record = CompileFacts(q.backend)
     else:
         art = package(Path(q.model), ctx.target, ctx.out / "artifact", c.compile_config(ctx.rpc), ctx.measure_config("tvm"),
                       ctx.threads, ctx.rpc)
         m = art.meta.compile
-        record = {"runtime": "tvm", "seconds": m.seconds, "tuning": m.tuning, "ops": m.ops, "kernel_layout": m.kernel_layout}
+        record = CompileFacts("tvm", m.seconds, m.tuning, m.ops, m.kernel_layout)
     files = {name: (art.path / name).stat().st_size for name in art.meta.files}
     return CompiledProduct(str(art.path), record, files, art.meta.latency.measured, art.meta.accuracy.get("artifact"))
 
