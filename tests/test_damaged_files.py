@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import TINY_TRAIN, assert_one_line_error, prune_ratio_or_skip, run_cli
+from conftest import TINY_TRAIN, assert_one_line_error, run_cli
 
 GARBAGE = b"\x00\xff\xfe garbage \x80\x81 not what edgenas wrote \xc3\x28"
 
@@ -62,12 +62,12 @@ def test_damaged_run_record(tiny_run, tmp_path):
     assert_one_line_error(_search(run, tables, tmp_path), str(record), "not a JSON object", "train again")
 
 
-def test_damaged_prune_state(exported, tmp_path):
-    root, export = exported
+def test_damaged_prune_state(prunable, tmp_path):
+    bundle, ratio = prunable
     state = tmp_path / "pruned" / "prune-state.pt"
     state.parent.mkdir()
     garbage(state)
-    prune = ("prune", root / "fp32", "--out", tmp_path / "pruned", "--prune-ratio", prune_ratio_or_skip(export["arch"], export["latency"]["table"]))
+    prune = ("prune", bundle, "--out", tmp_path / "pruned", "--prune-ratio", ratio)
     assert_one_line_error(run_cli(*prune), str(state), "damaged checkpoint", "delete it to prune from the start")
     torch.save({"identity": {}}, state)  # readable, but not a pruning state
     assert_one_line_error(run_cli(*prune), str(state), "no 'steps'", "delete it")
