@@ -48,7 +48,7 @@ def _stage(name: str, after: tuple[str, ...] = (), outputs: tuple[str, ...] = ()
         upstream = sum(ctx.results[a].value for a in after)
         return Made(ctx.settings[name] + upstream, str(d))
 
-    return Stage(name, after, lambda ctx: {"setting": ctx.settings[name]}, run, Made, outputs)
+    return Stage(name, after, (), lambda ctx: {"setting": ctx.settings[name]}, run, Made, outputs)
 
 
 STAND_INS = (_stage("a"), _stage("b", ("a",), ("b-out",)), _stage("c", ("b",), ("c-out",)))
@@ -115,7 +115,7 @@ def test_a_stage_that_makes_its_own_input_is_recorded_with_the_input_it_made(tmp
         made.write_text("measured")
         return Made(1, str(made))
 
-    stage = Stage("profile", (), lambda ctx: {"table": made.read_text() if made.exists() else None}, run, Made)
+    stage = Stage("profile", (), (), lambda ctx: {"table": made.read_text() if made.exists() else None}, run, Made)
     for expected in (["profile"], []):
         ctx, record = FakeContext(tmp_path, {}), RunRecord(tmp_path, {})
         run_stage(stage, ctx, record, {}, "profile")
@@ -208,3 +208,32 @@ def test_a_summary_and_a_compile_product_written_before_their_types_still_read()
     compiled = CompiledProduct.from_dict({"product": "compiled", "artifact": "a", "compile": {"runtime": "ort"},
                                           "files_bytes": {}, "measured": None})
     assert compiled.compile == CompileFacts("ort") and CompiledProduct.from_dict(compiled.to_dict()) == compiled
+
+
+def test_each_stage_fingerprints_the_config_parts_it_reads_and_no_other(tmp_path):
+    """A changed flag re-runs exactly the stages that read its part of the config (and, through their fingerprints,
+    the stages after them): the inputs of every other stage stay as they were."""
+    from conftest import TINY_SPACE
+    from edgenas.pipeline.build import open_context
+    from edgenas.pipeline.config import BuildConfig
+    from edgenas.pipeline.products import PrecisionProduct
+
+    base = BuildConfig.from_flags(space=TINY_SPACE, out=tmp_path / "run", tables=tmp_path / "tables", budget_ms=1.0,
+                                  backend="ort", precision="int8")
+    changed = {"budget_ms": replace(base, budget_ms=2.0), "train": replace(base, train=replace(base.train, epochs=3)),
+               "search": replace(base, search=replace(base.search, subnets=20)),
+               "compress": replace(base, compress=replace(base.compress, prune_ratio=0.5)),
+               "quantize": replace(base, quantize=replace(base.quantize, calibration=7)),
+               "compile": replace(base, compile=replace(base.compile, trials=3)),
+               "deploy": replace(base, deploy=replace(base.deploy, repeat=9))}
+
+    def inputs(cfg) -> dict:
+        ctx = open_context(cfg)
+        ctx.results["precision"] = PrecisionProduct("int8", "asked for", {}, None, backend="ort")
+        return {s.name: s.inputs(ctx) for s in STAGES}
+
+    before = inputs(base)
+    for part, cfg in changed.items():
+        after = inputs(cfg)
+        assert {n for n in before if before[n] != after[n]} == {s.name for s in STAGES if part in s.reads}, part
+    assert {part for s in STAGES for part in s.reads} == set(changed) | {"data"}

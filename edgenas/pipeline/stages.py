@@ -6,7 +6,7 @@ writes its files under the run directory, and returns its own product, which the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -111,17 +111,29 @@ class Context:
 class Stage:
     name: str
     after: tuple[str, ...]  # the stages whose products it reads
-    inputs: Callable[[Context], dict]  # its own settings its product depends on
+    #: the parts of the build's config it reads (`BuildConfig` fields: a stage's config, `deploy`, `budget_ms`, ...);
+    #: the runner fingerprints exactly these, whole
+    reads: tuple[str, ...]
+    #: what else its product depends on that no flag says: what the flags resolve to here (the target's definition,
+    #: the space's hash, the data's checksum, the table's identity) and the constants of its decisions
+    facts: Callable[[Context], dict]
     run: Callable[[Context], object]  # returns `product`
     product: type  # with to_dict() and from_dict(d, where), to record it and to read it back on a resume
     outputs: tuple[str, ...] = ()  # its directories in the run directory, emptied when its inputs change
 
+    def inputs(self, ctx) -> dict:
+        """Everything its product depends on but the products it follows: the config parts it reads, and its facts."""
+        return {"reads": {part: _plain(getattr(ctx.cfg, part)) for part in self.reads}, "facts": self.facts(ctx)}
+
+
+def _plain(value):
+    """A config part as JSON would hold it, for the fingerprint."""
+    return value.to_dict() if hasattr(value, "to_dict") else asdict(value) if is_dataclass(value) else value
+
 
 # ---- precision: what ships, measured when asked for auto ----------------------------------------------------------
-def _precision_inputs(ctx: Context) -> dict:
-    c = ctx.cfg
-    return {"asked": c.deploy.precision, "backend": c.deploy.backend, "backends": ctx.backends, "target": ctx.target.to_dict(),
-            "space": ctx.space.hash, "layout": c.deploy.layout, "tuning_db": str(c.deploy.tuning_db), "measure": ctx.can_measure}
+def _precision_facts(ctx: Context) -> dict:
+    return {"backends": ctx.backends, "target": ctx.target.to_dict(), "space": ctx.space.hash, "measure": ctx.can_measure}
 
 
 def _precision(ctx: Context) -> PrecisionProduct:
@@ -138,7 +150,7 @@ def _precision(ctx: Context) -> PrecisionProduct:
 
 
 # ---- profile: a valid table of this device, measured only when there is none ----------------------------------
-def _profile_inputs(ctx: Context) -> dict:
+def _profile_facts(ctx: Context) -> dict:
     """The table's identity, and its checksum once it is complete, current and corrected: a re-profiled table re-runs
     the search."""
     from edgenas.artifact.artifact import sha256
@@ -174,15 +186,14 @@ def _train_config(ctx: Context):
     return ctx.cfg.train
 
 
-def _train_inputs(ctx: Context) -> dict:
-    return {"data": ctx.cfg.data, "data_fingerprint": ctx.data_fingerprint, "space": ctx.space.hash,
-            "train": _train_config(ctx).to_dict()}
+def _train_facts(ctx: Context) -> dict:
+    return {"data_fingerprint": ctx.data_fingerprint, "space": ctx.space.hash}
 
 
 def supernet_dir(ctx: Context) -> Path:
     """Keyed by everything but the epochs: more epochs resume the same run, other data or settings get their own."""
-    key = {k: v for k, v in _train_inputs(ctx).items() if k != "train"}
-    key["train"] = {k: v for k, v in _train_config(ctx).to_dict().items() if k != "epochs"}
+    key = {"data": ctx.cfg.data, **_train_facts(ctx),
+           "train": {k: v for k, v in _train_config(ctx).to_dict().items() if k != "epochs"}}
     return ctx.out / f"supernet-{fingerprint(key)[:8]}"
 
 
@@ -195,10 +206,8 @@ def _train(ctx: Context) -> SupernetProduct:
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
-def _search_inputs(ctx: Context) -> dict:
-    c = ctx.cfg
-    return {"budget_ms": c.budget_ms, "table": ctx.key.identity(), "target": ctx.target.to_dict(),
-            "search": c.search.to_dict(), "measure": ctx.measures_here}
+def _search_facts(ctx: Context) -> dict:
+    return {"table": ctx.key.identity(), "target": ctx.target.to_dict(), "measure": ctx.measures_here}
 
 
 def _search(ctx: Context):
@@ -211,10 +220,10 @@ def _search(ctx: Context):
 
 
 # ---- prune (after exporting and fine-tuning the searched network) -----------------------------------------------
-def _prune_inputs(ctx: Context) -> dict:
+def _prune_facts(ctx: Context) -> dict:
     from edgenas.compress.pays import MAX_LOSS_POINTS, MIN_SPEEDUP
 
-    return {"compress": ctx.cfg.compress.to_dict(), "pays": [MIN_SPEEDUP, MAX_LOSS_POINTS], "budget_ms": ctx.cfg.budget_ms}
+    return {"pays": [MIN_SPEEDUP, MAX_LOSS_POINTS], "target": ctx.target.to_dict(), "measure": ctx.can_measure}
 
 
 def _prune(ctx: Context) -> PrunedProduct:
@@ -285,12 +294,9 @@ def _side_by_side(ctx: Context, fp32_models: dict[str, bytes], shape: tuple[int,
 
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------
-def _quantize_inputs(ctx: Context) -> dict:
-    c = ctx.cfg
-    return {"precision": ctx.precision, "asked": c.deploy.precision, "backend": ctx.backend, "backends": ctx.backends,
-            "quantize": _quantize_config(ctx).__dict__,
-            "judge": {"backend": ctx.backend, "target": ctx.target.to_dict(), "layout": c.deploy.layout,
-                      "tuning_db": str(c.deploy.tuning_db)}}
+def _quantize_facts(ctx: Context) -> dict:
+    return {"backends": ctx.backends, "symmetric": _quantize_config(ctx).symmetric, "target": ctx.target.to_dict(),
+            "measure": ctx.can_measure}
 
 
 def _quantize_config(ctx: Context):
@@ -371,10 +377,8 @@ def _fastest(ctx: Context, made: dict[str, QuantizedProduct]) -> QuantizedProduc
     return replace(shipped, backend=pick.backend, why=why, measured_ms=by_backend(measured))
 
 
-def _compile_inputs(ctx: Context) -> dict:
-    c = ctx.cfg
-    return {"target": ctx.target.to_dict(), "runtime": ctx.results["quantize"].backend, "tune_trials": c.compile.trials,
-            "tune_minutes": c.compile.tune_minutes, "layout": c.deploy.layout, "tuning_db": str(c.deploy.tuning_db), "measure": ctx.can_measure}
+def _compile_facts(ctx: Context) -> dict:
+    return {"target": ctx.target.to_dict(), "measure": ctx.can_measure}
 
 
 def _compile(ctx: Context) -> CompiledProduct:
@@ -396,9 +400,8 @@ def _compile(ctx: Context) -> CompiledProduct:
     return CompiledProduct(str(art.path), record, files, art.meta.latency.measured, art.meta.accuracy.get("artifact"))
 
 
-def _bench_inputs(ctx: Context) -> dict:
-    return {"budget_ms": ctx.cfg.budget_ms, "backend": ctx.results["quantize"].backend, "repeat": ctx.cfg.deploy.repeat,
-            "rpc": None if ctx.rpc is None else ctx.rpc.tracker + "/" + ctx.rpc.key}
+def _bench_facts(ctx: Context) -> dict:
+    return {"measure": ctx.can_measure}
 
 
 def _bench(ctx: Context) -> BenchProduct:
@@ -430,13 +433,16 @@ def _bench(ctx: Context) -> BenchProduct:
                         taken[1] if len(taken) > 1 else None)
 
 
+#: what each stage follows and reads: a product depends on these, and on the fingerprints of the stages it follows
+#: (the quantize stage on the precision stage's choice through the prune stage it follows, and so on down)
 STAGES = (
-    Stage("precision", (), _precision_inputs, _precision, PrecisionProduct),
-    Stage("profile", ("precision",), _profile_inputs, _profile, TableProduct),
-    Stage("train", (), _train_inputs, _train, SupernetProduct),
-    Stage("search", ("profile", "train"), _search_inputs, _search, SearchReport, ("search",)),
-    Stage("prune", ("search",), _prune_inputs, _prune, PrunedProduct, ("fp32", "tuned", "pruned")),
-    Stage("quantize", ("prune",), _quantize_inputs, _quantize, QuantizedProduct, ("int8",)),
-    Stage("compile", ("quantize",), _compile_inputs, _compile, CompiledProduct, ("artifact",)),
-    Stage("bench", ("compile",), _bench_inputs, _bench, BenchProduct),
+    Stage("precision", (), ("deploy",), _precision_facts, _precision, PrecisionProduct),
+    Stage("profile", ("precision",), (), _profile_facts, _profile, TableProduct),
+    Stage("train", (), ("data", "train"), _train_facts, _train, SupernetProduct),
+    Stage("search", ("profile", "train"), ("budget_ms", "search", "deploy"), _search_facts, _search, SearchReport, ("search",)),
+    Stage("prune", ("search",), ("budget_ms", "compress", "deploy"), _prune_facts, _prune, PrunedProduct,
+          ("fp32", "tuned", "pruned")),
+    Stage("quantize", ("prune",), ("quantize", "deploy"), _quantize_facts, _quantize, QuantizedProduct, ("int8",)),
+    Stage("compile", ("quantize",), ("compile", "deploy"), _compile_facts, _compile, CompiledProduct, ("artifact",)),
+    Stage("bench", ("compile",), ("budget_ms", "deploy"), _bench_facts, _bench, BenchProduct),
 )
