@@ -201,6 +201,53 @@ def options(*names: str):
     return decorate
 
 
+def add_to_parser(parser, *names: str, **defaults) -> None:
+    """These shared flags on a tool's argparse parser (tools/ are scripts, not verbs): the verbs' names, types, help and
+    defaults, unless the tool gives its own default (`defaults`, by the flag's Python name). A flag the verbs require
+    stays required unless a default is given."""
+    import argparse
+
+    for name in names:
+        spec = SHARED[name]
+        s = dict(spec.settings)
+        flags = [d for d in spec.decls if d.startswith("-")]
+        dest = next((d for d in spec.decls if not d.startswith("-")), flags[0].lstrip("-").replace("-", "_"))
+        kw = {"dest": dest, "help": s["help"].replace("%", "%%")}
+        if s.get("is_flag"):
+            parser.add_argument(*flags, action="store_true", **kw)
+            continue
+        kind = s.get("type")
+        if isinstance(kind, click.Choice):
+            kw["choices"] = list(kind.choices)
+        elif isinstance(kind, click.ParamType):
+            kw["type"] = _argparse_type(kind, argparse.ArgumentTypeError)
+        elif kind is not None:
+            kw["type"] = kind
+        if dest in defaults:
+            kw["default"] = defaults.pop(dest)
+        elif s.get("required"):
+            kw["required"] = True
+        else:
+            kw["default"] = s.get("default")
+        if "metavar" in s:
+            kw["metavar"] = s["metavar"]
+        parser.add_argument(*flags, **kw)
+    if defaults:
+        raise TypeError(f"defaults for flags not added: {', '.join(defaults)}")
+
+
+def _argparse_type(kind: click.ParamType, error):
+    """click's type as an argparse one: the same conversion and the same complaint."""
+    def convert(text: str):
+        try:
+            return kind.convert(text, None, None)
+        except click.BadParameter as e:
+            raise error(e.format_message()) from None
+
+    convert.__name__ = kind.name
+    return convert
+
+
 def _default_text(param: click.Option) -> str:
     if param.required:
         return "required"

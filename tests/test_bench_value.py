@@ -35,3 +35,10 @@ def test_every_arm_is_built_trained_and_measured_by_the_build_s_own_stages(tmp_p
     lead = row["evolution_vs_random_points"]
     assert lead["artifact_accuracy"] == round((row["evolution"]["artifact_accuracy"] - row["random"]["artifact_accuracy"]) * 100, 2)
     assert 0 < row["evolution"]["supernet_accuracy"] <= 1 and lead["supernet_accuracy"] is not None
+
+
+def test_an_unknown_arm_is_one_line_naming_the_arms(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "bench_value.py"), "--arms", "evolution,grid",
+                           "--work", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        "--arms: unknown arm 'grid' (choose from evolution, random, uniform, mobilenetv2)"]

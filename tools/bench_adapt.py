@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.measure.batch import GraphJob, measure_jobs  # noqa: E402
 from edgenas.measure.timing import STATISTIC, MeasureConfig  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
@@ -154,14 +155,12 @@ def live(backend: str, precision: str, roots: list[Path], mine_dir: Path, space,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tables", type=Path, default=tables_dir())
+    add_to_parser(ap, "tables", "precision", "seed", tables=tables_dir())
     ap.add_argument("--more", type=Path, action="append", default=[], help="another directory of tables (of host)")
     ap.add_argument("--fit", type=int, default=ADAPTED_SAMPLES // 2, help="recorded networks that fit the correction")
     ap.add_argument("--live", action="store_true", help="also adapt this machine's table for real")
     ap.add_argument("--backends", default="ort,tvm")
-    ap.add_argument("--precision", default="int8")
     ap.add_argument("--networks", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     space = get_space("digits")
     roots = [args.tables / "host", *[m / "host" if (m / "host").is_dir() else m for m in args.more]]

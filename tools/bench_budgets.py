@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.data import DEFAULT_DATA  # noqa: E402
 from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
@@ -43,10 +44,8 @@ def main() -> None:
     ap.add_argument("--supernet", type=Path, default=Path("runs/bench-supernet"))
     ap.add_argument("--work", type=Path, default=Path("runs/bench-budgets"))
     ap.add_argument("--backends", default="ort,tvm")
-    ap.add_argument("--precision", default="int8", choices=("int8", "fp32"))
+    add_to_parser(ap, "precision", "tables", "epochs", tables=tables_dir())
     ap.add_argument("--budgets", type=int, default=10)
-    ap.add_argument("--tables", type=Path, default=tables_dir())
-    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="when the supernet is trained here")
     args = ap.parse_args()
 
     started = time.perf_counter()

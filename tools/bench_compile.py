@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.bundle import load_bundle  # noqa: E402
 from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E402
 from edgenas.compress.quantize import QuantizeConfig, quantize  # noqa: E402
@@ -109,11 +110,10 @@ def summary(row: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--supernet", type=Path, default=Path("runs/bench-supernet"), help="a trained run (tools/bench_search.py)")
-    ap.add_argument("--budget-ms", type=float, default=0.2)
+    add_to_parser(ap, "budget-ms", "threads", budget_ms=0.2)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--builds", default="fp32:NCHW,fp32:NHWC,int8:NCHW,int8:NHWC", help="TVM builds, precision:layout")
     ap.add_argument("--trials", type=int, default=2000, help="MetaSchedule trials per model and build; 0: untuned only")
-    ap.add_argument("--threads", type=int, default=None, help="[default: the target's]")
     ap.add_argument("--work", type=Path, default=None, help="keep databases and models here [default: a temporary directory]")
     args = ap.parse_args()
     args.builds = [tuple(b.split(":")) for b in args.builds.split(",")]

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_compile import mobilenetv2  # noqa: E402
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.bundle import load_bundle  # noqa: E402
 from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E402
 from edgenas.errors import BadInput  # noqa: E402
@@ -251,7 +252,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--build", type=Path, default=Path("runs/build"), help="the main command's run directory (for `main`)")
     ap.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per TVM build; 0: untuned only")
-    ap.add_argument("--tune-minutes", type=float, default=None, help="time budget of each tuned TVM build")
+    add_to_parser(ap, "tune-minutes")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--calls", type=int, default=50, help="timed calls per engine per round")
     ap.add_argument("--warmup", type=int, default=20)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.data import DEFAULT_DATA  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.search.evolution import EvolutionConfig  # noqa: E402
@@ -34,13 +35,8 @@ from edgenas.versions import versions  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--supernet", type=Path, default=Path("runs/bench-supernet"))
-    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="when the supernet is trained here")
-    ap.add_argument("--backend", default="ort", choices=["ort", "tvm"])
-    ap.add_argument("--tables", type=Path, default=tables_dir())
+    add_to_parser(ap, "epochs", "backend", "tables", "subnets", "precision", "seed", backend="ort", tables=tables_dir())
     ap.add_argument("--budgets", type=int, default=11, help="odd, so that one is the median of the range")
-    ap.add_argument("--subnets", type=int, default=200)
-    ap.add_argument("--precision", default="int8", choices=("int8", "fp32"))
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     target = get_target("host")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.space import get_space  # noqa: E402
 from edgenas.tables.device import cpu_model, llvm_cpu  # noqa: E402
@@ -30,9 +31,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="ort,tvm")
     ap.add_argument("--precisions", default="int8", help="comma-separated: int8, fp32")
-    ap.add_argument("--space", default="digits")
+    add_to_parser(ap, "space", "tables", tables=tables_dir())
     ap.add_argument("--samples", type=int, default=200, help="random networks; half are held out")
-    ap.add_argument("--tables", type=Path, default=tables_dir())
     ap.add_argument("--keep", action="store_true", help="reuse existing tables instead of re-profiling")
     args = ap.parse_args()
 

@@ -28,22 +28,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgenas.baselines.mobilenet import WIDTHS  # noqa: E402
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.errors import EdgenasError, one_line  # noqa: E402
 from edgenas.paths import tables_dir  # noqa: E402
 from edgenas.pipeline.build import AFTER_TRAINING, run, trained  # noqa: E402
-from edgenas.compress.prune_config import CompressConfig, DistillConfig  # noqa: E402
-from edgenas.compress.quantize import QuantizeConfig  # noqa: E402
 from edgenas.pipeline.config import BuildConfig  # noqa: E402
 from edgenas.pipeline.products import NetworkFigures, PrunedProduct  # noqa: E402
-from edgenas.search.evolution_config import EvolutionConfig  # noqa: E402
 from edgenas.measure.shipped import measure_ms  # noqa: E402
 from edgenas.search.search import Searcher, run_data, run_split  # noqa: E402
 from edgenas.supernet.train import load_run  # noqa: E402
-from edgenas.supernet.train_config import TrainConfig  # noqa: E402
 from edgenas.versions import versions  # noqa: E402
 
 SEARCHED = ("evolution", "random", "uniform")
 ARMS = (*SEARCHED, "mobilenetv2")
+#: the flags of `edgenas build` the benchmark takes
+BUILD_FLAGS = ("data", "limit", "epochs", "backend", "precision", "subnets", "space", "population", "generations",
+               "finetune-epochs", "prune-ratio", "calibration", "repeat", "tables")
 
 
 def figures(ctx) -> dict:
@@ -109,37 +109,24 @@ def plot(rows: list, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="fashion")
-    ap.add_argument("--limit", type=int, default=10000, help="training images (0: all)")
-    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    ap.add_argument("--backend", default="tvm", choices=("tvm", "ort"))
-    ap.add_argument("--precision", default="int8", choices=("int8", "fp32"))
+    # the build's own flags, as `edgenas build` declares them (a benchmark's defaults: Fashion-MNIST, TVM int8, more
+    # sub-networks for the predictor, whose held-out fifth the benchmark reports)
+    add_to_parser(ap, *BUILD_FLAGS, data="fashion", limit=10000, backend="tvm", precision="int8", subnets=500,
+                  tables=tables_dir())
     ap.add_argument("--budgets", type=int, default=3, help="spread evenly over the table's range")
     ap.add_argument("--budget-ms", type=float, action="append", default=[], help="a budget of its own (repeatable)")
-    ap.add_argument("--subnets", type=int, default=500, help="sub-networks for the accuracy predictor (a fifth held out)")
-    ap.add_argument("--space", default="digits", help="the space, made to fit the data as a build makes it")
-    ap.add_argument("--population", type=int, default=EvolutionConfig.population)
-    ap.add_argument("--generations", type=int, default=EvolutionConfig.generations)
-    ap.add_argument("--finetune-epochs", type=int, default=DistillConfig.epochs)
-    ap.add_argument("--prune-ratio", type=float, default=CompressConfig.prune_ratio)
-    ap.add_argument("--calibration", type=int, default=QuantizeConfig.calibration)
-    ap.add_argument("--repeat", type=int, default=None, help="latency samples (default: the backend's)")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="MobileNetV2's width multipliers to try")
     ap.add_argument("--resolutions", default="12,16,20,24,28", help="MobileNetV2's input sizes to try (up to the images')")
     ap.add_argument("--arms", default=",".join(ARMS), help="which arms to ship (comma-separated)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-value"))
-    ap.add_argument("--tables", type=Path, default=tables_dir())
     args = ap.parse_args()
     arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
     if unknown := sorted(set(arms) - set(ARMS)):
         sys.exit(f"--arms: unknown arm {unknown[0]!r} (choose from {', '.join(ARMS)})")
 
     started = time.perf_counter()
-    base = BuildConfig.from_flags(
-        target="host", budget_ms=1.0, data=args.data, backend=args.backend, precision=args.precision, tables=args.tables,
-        epochs=args.epochs, limit=args.limit, subnets=args.subnets, space=args.space, finetune_epochs=args.finetune_epochs,
-        prune_ratio=args.prune_ratio, calibration=args.calibration, repeat=args.repeat, strategy="evolution",
-        population=args.population, generations=args.generations, out=args.work / "train")
+    flags = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in BUILD_FLAGS}
+    base = BuildConfig.from_flags(target="host", budget_ms=1.0, strategy="evolution", out=args.work / "train", **flags)
     ctx = run(base, only=("precision", "profile", "train"))  # the table (adapted or profiled when missing), the supernet
     supernet = Path(ctx.results["train"].run_dir)
     train_seconds = round(time.perf_counter() - started, 1)

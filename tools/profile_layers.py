@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_compile import mobilenetv2  # noqa: E402
+from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E402
 from edgenas.measure import openvino  # noqa: E402
 from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for  # noqa: E402
@@ -144,7 +145,7 @@ def profile_openvino(model: bytes, x: np.ndarray, runs: int) -> tuple[dict, list
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mbv2-224", help="mbv2-<size>, or a path to an fp32 .onnx file")
-    ap.add_argument("--precision", default="int8", choices=("int8", "fp32"))
+    add_to_parser(ap, "precision")
     ap.add_argument("--llvm-cpu", default=None, help="compile TVM for this LLVM CPU (default: this machine's)")
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args()
