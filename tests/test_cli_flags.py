@@ -203,3 +203,20 @@ def test_readme_uses_no_removed_spelling():
     for line in text.splitlines():
         if line.startswith(("edgenas export", "edgenas prune", "edgenas quantize")):
             assert "--threads" not in line, line
+
+
+def test_tools_take_the_shared_flags_with_the_verbs_checks_and_their_own_defaults():
+    import argparse
+
+    from edgenas.cli_options import add_to_parser
+
+    ap = argparse.ArgumentParser(exit_on_error=False)
+    add_to_parser(ap, "epochs", "backend", "prune-ratio", "budget-ms", backend="ort")
+    assert {a.dest: a.help for a in ap._actions if a.dest in ("epochs", "backend")} == {
+        "epochs": SHARED["epochs"].help, "backend": SHARED["backend"].help.replace("%", "%%")}
+    args = ap.parse_args(["--budget-ms", "0.5"])
+    assert (args.epochs, args.backend, args.prune_ratio, args.budget_ms) == (TrainConfig.epochs, "ort", 1.0, 0.5)
+    with pytest.raises(argparse.ArgumentError, match="0 is not in the range"):
+        ap.parse_args(["--budget-ms", "1", "--epochs", "0"])
+    with pytest.raises(TypeError, match="seed"):
+        add_to_parser(argparse.ArgumentParser(), "epochs", seed=3)
