@@ -28,7 +28,7 @@ def _print_json(obj) -> None:
 
 
 def _resolve(target, space, tables, rpc_tracker, rpc_key):
-    from edgenas.measure.rpc import RPCSettings
+    from edgenas.rpc import RPCSettings
     from edgenas.paths import tables_dir
     from edgenas.space import get_space
     from edgenas.targets import get_target

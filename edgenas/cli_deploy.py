@@ -120,7 +120,7 @@ def compile_cmd(model, target, out, backend, tune_trials, tune_minutes, layout, 
     """Compile an ONNX model (a bundle or any .onnx file) with TVM into an artifact for the target, and measure it;
     with --backend ort or openvino, package a model bundle for that runtime instead (it compiles when it loads)."""
     from edgenas.artifact.package import package, package_onnx
-    from edgenas.measure.rpc import RPCSettings
+    from edgenas.rpc import RPCSettings
     from edgenas.targets import get_target
 
     tgt = get_target(target)
@@ -181,7 +181,7 @@ def bench_cmd(artifact, threads, rpc_tracker, repeat, rpc_key, as_json):
     """Measure an artifact's latency here with its runtime, or a TVM library's on a board over TVM RPC (uploaded)."""
     from edgenas.artifact.artifact import load_artifact
     from edgenas.artifact.runtime import bench
-    from edgenas.measure.rpc import RPCSettings
+    from edgenas.rpc import RPCSettings
 
     art = load_artifact(artifact)
     r = bench(art, MeasureConfig.for_backend(art.meta.runtime, repeat), threads, RPCSettings.parse(rpc_tracker, rpc_key))

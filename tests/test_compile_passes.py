@@ -51,7 +51,7 @@ def full_range(avx2):
     """The same kind of network quantized with full-range (8-bit) weights, as the gate's fallback ships it."""
     from edgenas.compile.frontend import to_relax
     from edgenas.measure.onnx_export import to_onnx
-    from edgenas.qdq import quantize_for_latency
+    from edgenas.compile.qdq import quantize_for_latency
     from edgenas.space import get_space
     from edgenas.space.blocks import Network, randomize_bn
 

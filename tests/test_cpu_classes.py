@@ -104,7 +104,7 @@ def test_each_x86_class_multiplies_exactly_with_its_own_instruction(shipped, cpu
     through the 256-bit vpdpbusd. Checked by disassembly on any machine, and run where this machine can."""
     from edgenas.compile.build import compile_onnx_model
     from edgenas.measure.tvm import export_library
-    from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for
+    from edgenas.compile.qdq import Reader, pre_process, quantize_qdq, seven_bit_for
 
     target = cpu_target(cpu, tmp_path, run=False)
     seven = seven_bit_for(target)

@@ -32,7 +32,7 @@ class Board:
 
     @property
     def rpc(self):
-        from edgenas.measure.rpc import RPCSettings
+        from edgenas.rpc import RPCSettings
 
         return RPCSettings("127.0.0.1", self.port, self.key)
 

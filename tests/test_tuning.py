@@ -18,7 +18,7 @@ def _small_qdq_model(tmp_path) -> bytes:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgenas.measure.onnx_export import to_onnx
-    from edgenas.qdq import Reader, quantize_qdq
+    from edgenas.compile.qdq import Reader, quantize_qdq
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1))

@@ -27,7 +27,7 @@ from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.bundle import load_bundle  # noqa: E402
 from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E402
 from edgenas.compress.quantize import QuantizeConfig, quantize  # noqa: E402
-from edgenas.qdq import Reader, quantize_qdq  # noqa: E402
+from edgenas.compile.qdq import Reader, quantize_qdq  # noqa: E402
 from edgenas.measure.onnx_export import to_onnx  # noqa: E402
 from edgenas.measure.ort import OrtBackend  # noqa: E402
 from edgenas.measure.timing import MeasureConfig  # noqa: E402

@@ -50,7 +50,7 @@ from edgenas.errors import BadInput  # noqa: E402
 from edgenas.measure.ort import make_session  # noqa: E402
 from edgenas.compile.tune import compile_target  # noqa: E402
 from edgenas.compile.schedules import cpu_class  # noqa: E402
-from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for  # noqa: E402
+from edgenas.compile.qdq import Reader, pre_process, quantize_qdq, seven_bit_for  # noqa: E402
 from edgenas.tables.device import cpu_model  # noqa: E402
 from edgenas.tables.deployment import TIE  # noqa: E402
 from edgenas.targets import get_target  # noqa: E402

@@ -34,7 +34,7 @@ from bench_compile import mobilenetv2  # noqa: E402
 from edgenas.cli_options import add_to_parser  # noqa: E402
 from edgenas.compile.build import CompileConfig, compile_onnx_model  # noqa: E402
 from edgenas.measure import openvino  # noqa: E402
-from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for  # noqa: E402
+from edgenas.compile.qdq import Reader, pre_process, quantize_qdq, seven_bit_for  # noqa: E402
 from edgenas.tables.device import cpu_model  # noqa: E402
 from edgenas.targets import get_target  # noqa: E402
 

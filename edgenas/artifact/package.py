@@ -13,7 +13,7 @@ from edgenas.compile.tune import compile_target
 from edgenas.errors import BadInput, warn
 from edgenas.jsonio import now
 from edgenas.measure.load import LoadMeter, busy_note
-from edgenas.measure.rpc import RPCSettings
+from edgenas.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
 from edgenas.measure.tvm import TvmBackend, export_library
 from edgenas.tables.device import device_info

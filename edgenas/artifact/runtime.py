@@ -12,7 +12,7 @@ from edgenas.artifact.artifact import Artifact
 from edgenas.artifact.package import measure_artifact, measure_onnx_artifact
 from edgenas.data import IMAGE_SUFFIXES, to_input
 from edgenas.errors import BadInput, EdgenasError
-from edgenas.measure.rpc import RPCSettings
+from edgenas.rpc import RPCSettings
 from edgenas.measure.timing import MeasureConfig
 
 

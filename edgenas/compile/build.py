@@ -25,7 +25,7 @@ class CompileConfig:
     input_shape: tuple[int, ...] | None = None
     #: a time budget for tuning, alone (as many trials as fit) or with `trials` (whichever ends first)
     tune_minutes: float | None = None
-    #: tune on the board behind this RPC tracker (measure.rpc.RPCSettings) instead of on this machine
+    #: tune on the board behind this RPC tracker (`rpc.RPCSettings`) instead of on this machine
     rpc: object | None = None
 
 

@@ -291,7 +291,7 @@ def _runner(rpc):
 
     if rpc is None:
         return ms.runner.LocalRunner(), "local"
-    from edgenas.measure.rpc import open_session
+    from edgenas.rpc import open_session
 
     # a one-line error now if the tracker is down or the key unregistered, not every candidate failing one by one
     open_session(rpc)

@@ -17,7 +17,7 @@ from pathlib import Path
 from edgenas.accuracy import Evaluator, bundle_split, model_inputs, ort_accuracy
 from edgenas.bundle import load_bundle, resolve, write_bundle
 from edgenas.errors import BadInput, EdgenasError, held_warnings, warn
-from edgenas.qdq import Reader, pre_process, quantize_qdq, seven_bit_for
+from edgenas.compile.qdq import Reader, pre_process, quantize_qdq, seven_bit_for
 
 METHODS = ("minmax", "percentile", "entropy")
 #: how many of the most sensitive tensors to leave in float, tried in turn after the calibration methods

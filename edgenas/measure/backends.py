@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgenas.errors import BadInput
-from edgenas.measure.rpc import RPCSettings
+from edgenas.rpc import RPCSettings
 from edgenas.measure.timing import Backend, MeasureConfig
 from edgenas.targets import Target
 

@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import nn
 
-from edgenas.qdq import quantize_for_latency, quantized_boundaries, seven_bit_for, symmetric_for
+from edgenas.compile.qdq import quantize_for_latency, quantized_boundaries, seven_bit_for, symmetric_for
 
 OPSET = 17
 INPUT_NAME = "input"

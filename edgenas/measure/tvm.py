@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.errors import BadInput, EdgenasError, one_line
-from edgenas.measure.rpc import RPCSettings, open_session
+from edgenas.rpc import RPCSettings, open_session
 from edgenas.measure.timing import MeasureConfig, Measurement
 from edgenas.targets import Target
 

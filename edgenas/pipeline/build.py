@@ -33,7 +33,7 @@ class BuildResult(Record):
 
 
 def open_context(cfg: BuildConfig) -> Context:
-    from edgenas.measure.rpc import RPCSettings
+    from edgenas.rpc import RPCSettings
     from edgenas.paths import tables_dir
     from edgenas.space import get_space
     from edgenas.targets import get_target

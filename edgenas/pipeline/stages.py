@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Callable
 
 from edgenas.errors import BadInput, warn
-from edgenas.measure.rpc import RPCSettings
+from edgenas.rpc import RPCSettings
 from edgenas.measure.timing import STATISTIC, MeasureConfig, readings_against
 from edgenas.pipeline.config import BuildConfig
 from edgenas.pipeline.products import (BenchProduct, CompileFacts, CompiledProduct, NetworkFigures, PrecisionProduct,
                                        PrunedProduct, QuantizedProduct, SupernetProduct, TableProduct)
 from edgenas.pipeline.rundir import fingerprint
-from edgenas.qdq import symmetric_for
+from edgenas.compile.qdq import symmetric_for
 from edgenas.search.report import SearchReport
 from edgenas.space import SearchSpace
 from edgenas.tables.key import TableKey

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgenas.errors import BadInput
 from edgenas.measure.backends import BACKENDS
-from edgenas.measure.rpc import RPCSettings
+from edgenas.rpc import RPCSettings
 from edgenas.space import SearchSpace
 from edgenas.tables.device import device_key
 from edgenas.targets import Target
