@@ -7,7 +7,7 @@ from conftest import FAST, TINY_SPACE, run_cli, said, table_file
 from test_build import OTHER_CPU, tables_of_another_cpu
 
 from edgenas.space import get_space
-from edgenas.tables.adapt import ADAPTED, adapted_keys, probe_size
+from edgenas.tables.adapt import ADAPTED, BORROWED, adapted_keys, probe_size
 from edgenas.measure.timing import STATISTIC
 from edgenas.tables.latency_table import LatencyTable
 
@@ -65,3 +65,53 @@ def test_a_damaged_source_is_named_in_one_line_and_passed_over(tiny_run, tmp_pat
     r = json.loads(proc.stdout)[0]
     assert r["adapted"] > 0
     assert LatencyTable.load(table_file(tables)).meta["adapted"]["sources"] == [str(good.relative_to(tables))]
+
+
+def _rgb_tiny(tmp_path):
+    """The tiny space fitted to 3-channel images, as `space.fit` fits a template: only its stem's units differ."""
+    data = json.loads(open(TINY_SPACE).read())
+    data.update(name="tiny-c3-r16-n10", in_channels=3)
+    path = tmp_path / "tiny-rgb.json"
+    path.write_text(json.dumps(data))
+    space = get_space(str(path))
+    stems = [layer for layer in space.all_layers() if layer.kind == "stem"]
+    return path, space, stems
+
+
+def test_a_space_of_the_same_units_borrows_this_device_s_measurements_and_measures_the_rest(tiny_run, tmp_path):
+    """A fitted space on a device that measured its template: every unit the two share is this device's measurement
+    already; only the new stem's units are measured."""
+    import shutil
+
+    tables = tmp_path / "tables"
+    shutil.copytree(tiny_run[0], tables)
+    path, space, stems = _rgb_tiny(tmp_path)
+    proc = run_cli("profile", "--space", path, "--backend", "ort", *FAST, "--tables", tables, "--json", check=0)
+    r = json.loads(proc.stdout)[0]
+    units = len(space.all_layers())
+    assert r["measured"] == len(stems) and r["borrowed"] == units - len(stems) and r["adapted"] == 0
+    mine, template = LatencyTable.load(table_file(tables, space=str(path))), LatencyTable.load(table_file(tables))
+    assert not mine.missing(space)
+    label = str(table_file(tables).relative_to(tables))
+    for layer in space.all_layers():
+        entry = mine.entries[layer.key]
+        if layer.kind == "stem":
+            assert BORROWED not in entry and entry["count"] == 5
+        else:
+            assert entry[BORROWED] == label and entry[STATISTIC] == template.entries[layer.key][STATISTIC]
+    assert mine.meta[BORROWED] == [label]
+
+
+def test_another_device_s_table_of_the_template_adapts_a_fitted_space_unit_by_unit(tiny_run, tmp_path):
+    """On a device with no table of its own, another device's table of the template is a source for the units it
+    holds; the units it lacks (the new stem) are measured with the probe."""
+    tables = tmp_path / "tables"
+    source = tables_of_another_cpu(tiny_run[0], tables)
+    path, space, stems = _rgb_tiny(tmp_path)
+    r = json.loads(run_cli("profile", "--space", path, "--backend", "ort", *FAST, "--tables", tables, "--json",
+                           check=0).stdout)[0]
+    table = LatencyTable.load(table_file(tables, space=str(path)))
+    adapted = adapted_keys(table)
+    assert r["borrowed"] == 0 and r["adapted"] == len(adapted) > 0 and r["measured"] + r["adapted"] == r["entries"]
+    assert all(table.entries[k][ADAPTED] == [str(source.relative_to(tables))] for k in adapted)
+    assert not {layer.key for layer in stems} & set(adapted) and not table.missing(space)

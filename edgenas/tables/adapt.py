@@ -7,6 +7,11 @@ tables and the unit's shape say about it), fits, in log space, a ridge regressio
 and the unit's shape to this device's, and fills in the rest. The measured units keep their measurements; every
 other entry records that it was adapted, and from which tables. `profile --full` measures the adapted entries.
 
+A space fitted to the data (`space.fit`) has no table anywhere, but most of its units are units of its template: the
+same kind, channels, kernel and size, keyed alike. Tables of other spaces serve it unit by unit: this device's own
+tables of the same kind lend their measurements outright (`borrowed_entries`), and other devices' tables are sources
+for the units they hold (`Source.covers`); the units no source holds are measured.
+
 How well that predicts whole networks is for `validate` to say, on networks where a search looks; a build that finds
 an adapted table predicting worse than a measured one would measures the rest (`tables.ready`).
 
@@ -41,17 +46,30 @@ RIDGE = 0.3
 ADAPTED = "adapted_from"
 #: The table's meta field that says it was adapted (`AdaptReport`)
 ADAPTED_META = "adapted"
+#: The field of an entry this device measured for another space's table (the unit is the same): which table
+BORROWED = "borrowed_from"
+#: A table of another space is a source when it holds at least this share of the space's units
+MIN_COVERED = 0.5
 
 
 @dataclass(frozen=True)
 class Source:
-    """A complete table of another device (or another precision or layout of this one) for the same space."""
+    """A complete table of another device (or another precision or layout of this one) for the same space, or for
+    another space that holds most of this one's units."""
 
     label: str  # its path under the tables directory, which says device, backend, precision and layout
     table: LatencyTable
 
+    def covers(self, layer: LayerSpec) -> bool:
+        return layer.key in self.table.entries
+
     def log_ms(self, layer: LayerSpec) -> float:
         return math.log(self.table.entries[layer.key][STATISTIC])
+
+
+def covered(space: SearchSpace, sources: list[Source]) -> list[LayerSpec]:
+    """The space's units every source holds: the ones adaptation predicts (the others are measured)."""
+    return [layer for layer in space.all_layers() if all(s.covers(layer) for s in sources)]
 
 
 @dataclass(frozen=True)
@@ -68,24 +86,50 @@ class AdaptReport:
         return asdict(self)
 
 
-def find_sources(key: TableKey, tables_dir: Path) -> list[Source]:
-    """Every complete table under `tables_dir` for the same space, backend and thread count, but not the one `key`
-    names: other devices, and this device's other precisions and layouts. Incomplete tables are passed over, and a
-    damaged one is named in a warning line: they are somebody else's tables, not this command's input."""
-    found, here = [], key.path(tables_dir).resolve()
+def _tables(key: TableKey, tables_dir: Path, quiet: bool = False):
+    """(label, table) for every table under `tables_dir` of `key`'s backend, but not the one `key` names; a damaged
+    one is passed over, named in a warning line unless `quiet`: they are somebody else's tables, not this command's
+    input."""
+    here = key.path(tables_dir).resolve()
     for path in sorted(Path(tables_dir).glob("*/*/**/*.json")):
         if path.resolve() == here or not is_table_file(path, key.backend):
             continue
         try:
-            table = LatencyTable.load(path)
+            yield str(path.relative_to(tables_dir)), LatencyTable.load(path)
         except BadInput as e:
-            warn(f"not adapting from it: {e}")
-            continue
+            if not quiet:
+                warn(f"not adapting from it: {e}")
+
+
+def find_sources(key: TableKey, tables_dir: Path) -> list[Source]:
+    """Every table under `tables_dir` of the same backend and thread count that holds the space's units, measured:
+    other devices, and this device's other precisions and layouts; for the same space, complete; for another space
+    (a fitted space's template), holding at least `MIN_COVERED` of its units. Tables adapted themselves are passed
+    over: second-hand numbers."""
+    found, layers = [], key.space.all_layers()
+    for label, table in _tables(key, tables_dir):
         ident = table.identity
-        if (ident.get("space_hash") != key.space.hash or ident.get("backend") != key.backend
-                or ident.get("threads") != key.threads or table.missing(key.space) or adapted_keys(table)):
-            continue  # another space or backend, incomplete, or itself adapted: second-hand numbers
-        found.append(Source(str(path.relative_to(tables_dir)), table))
+        if ident.get("threads") != key.threads or adapted_keys(table):
+            continue
+        share = sum(layer.key in table.entries for layer in layers) / len(layers)
+        if share == 1.0 if ident.get("space_hash") == key.space.hash else share >= MIN_COVERED:
+            found.append(Source(label, table))
+    return found
+
+
+def borrowed_entries(key: TableKey, tables_dir: Path) -> dict[str, dict]:
+    """This device's measurements of the space's units in its tables of other spaces of the same kind (target, backend,
+    precision, layout, threads, measured where this one is, with the kernels compile uses now): the same unit, measured
+    the same way, is the same entry. Each carries `BORROWED`, the table it came from; an adapted entry stays adapted."""
+    want = {k: v for k, v in key.identity().items() if k not in ("space", "space_hash")}
+    schedules, found = key.schedules(), {}
+    keys = {layer.key for layer in key.space.all_layers()}
+    for label, table in _tables(key, tables_dir, quiet=True):  # `find_sources` names a damaged one, if it comes to that
+        ident = {k: v for k, v in table.identity.items() if k not in ("space", "space_hash")}
+        if ident != want or table.meta.get("schedules") != schedules:
+            continue
+        for k in keys & set(table.entries) - set(found):
+            found[k] = {**table.entries[k], BORROWED: label}
     return found
 
 
@@ -119,8 +163,12 @@ def probe_size(space: SearchSpace) -> int:
 
 def probe_layers(space: SearchSpace, sources: list[Source], n: int | None = None) -> list[LayerSpec]:
     """`n` units that span the space as the sources and the shapes see it: greedy k-center from the median unit,
-    on standardized features, so that every kind and size of unit has a measured neighbour."""
-    layers, n = space.all_layers(), n or probe_size(space)
+    on standardized features, so that every kind and size of unit has a measured neighbour; then every unit some
+    source lacks (a fitted space's new stem), which only a measurement can give."""
+    layers, n = covered(space, sources), n or probe_size(space)
+    lacking = [layer for layer in space.all_layers() if not all(s.covers(layer) for s in sources)]
+    if not layers:
+        return lacking
     x = features(space, sources, layers)
     z = (x - x.mean(0)) / (x.std(0) + 1e-9)
     first = int(np.argsort(x[:, 0])[len(layers) // 2])
@@ -129,7 +177,7 @@ def probe_layers(space: SearchSpace, sources: list[Source], n: int | None = None
         i = int(np.argmax(dist))
         chosen.append(i)
         dist = np.minimum(dist, np.linalg.norm(z - z[i], axis=1))
-    return [layers[i] for i in chosen]
+    return [layers[i] for i in chosen] + lacking
 
 
 class _Ridge:
@@ -148,6 +196,7 @@ class _Ridge:
 
 def rank_sources(sources: list[Source], measured: dict[str, float], layers: list[LayerSpec]) -> list[Source]:
     """The sources whose log latencies correlate best with this device's on the probe, best first."""
+    layers = [layer for layer in layers if all(s.covers(layer) for s in sources)]
     y = np.log([measured[layer.key] for layer in layers])
 
     def agreement(s: Source) -> float:
@@ -169,13 +218,14 @@ def adapt_entries(space: SearchSpace, sources: list[Source], measured: dict[str,
 def fit_adapted(space: SearchSpace, sources: list[Source], measured: dict[str, float]) -> tuple[dict[str, float], float]:
     """Every unit's latency on the new device (ms): measured where it was, adapted elsewhere; and the probe's
     leave-one-out share within ±10%."""
-    probe = [layer for layer in space.all_layers() if layer.key in measured]
+    layers = covered(space, sources)
+    probe = [layer for layer in layers if layer.key in measured]
     x, y = features(space, sources, probe), np.log([measured[layer.key] for layer in probe])
     hits = 0
     for i in range(len(probe)):
         keep = np.arange(len(probe)) != i
         hits += abs(math.exp(_Ridge(x[keep], y[keep])(x[i:i + 1])[0] - y[i]) - 1) <= 0.10
-    model, layers = _Ridge(x, y), space.all_layers()
+    model = _Ridge(x, y)
     predicted = np.exp(model(features(space, sources, layers)))
     out = {layer.key: float(p) for layer, p in zip(layers, predicted)}
     out.update(measured)

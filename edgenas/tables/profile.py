@@ -12,8 +12,8 @@ from edgenas.jsonio import exclusive_lock, now
 from edgenas.measure.batch import GraphJob, measure_saving
 from edgenas.measure.load import busy_note
 from edgenas.measure.timing import STATISTIC, MeasureConfig
-from edgenas.tables.adapt import (ADAPTED, ADAPTED_META, AdaptReport, adapt_entries, adapted_keys, find_sources,
-                                  probe_layers, probe_size)
+from edgenas.tables.adapt import (ADAPTED, ADAPTED_META, BORROWED, MIN_COVERED, AdaptReport, adapt_entries,
+                                  adapted_keys, borrowed_entries, find_sources, probe_layers)
 from edgenas.tables.device import device_info
 from edgenas.tables.key import TableKey, schedules_differ
 from edgenas.tables.latency_table import LatencyTable
@@ -32,6 +32,7 @@ class ProfileResult:
     reused: int
     seconds: float
     adapted: int = 0  # entries adapted from other devices' tables rather than measured (`tables.adapt`)
+    borrowed: int = 0  # entries this device measured for its tables of other spaces: the same units (`tables.adapt`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,23 +76,27 @@ def profile(key: TableKey, tables_dir: Path, *, resume: bool = False, overwrite:
                 table.entries, table.correction, table.meta["schedules"] = {}, None, schedules
                 for field in (ADAPTING, ADAPTED_META):
                     table.meta.pop(field, None)
-        plan = None if full else adaptation_plan(key, tables_dir, table)
+        borrowed = {} if table is not None or overwrite or full else borrowable(key, tables_dir)
+        plan = None if full or borrowed else adaptation_plan(key, tables_dir, table)
         total = len(space.all_layers())
         start = time.perf_counter()
         if plan:
             sources, probe = plan
             todo = [layer for layer in probe if layer.key not in table.entries] if table else probe
         else:
-            todo = table.missing(space) if table else space.all_layers()
+            todo = table.missing(space) if table else [layer for layer in space.all_layers() if layer.key not in borrowed]
             if full and table:
                 todo += [layer for layer in space.all_layers() if layer.key in set(adapted_keys(table))]
-        if todo or plan:
+        if todo or plan or borrowed:
             backend = key.make_backend(cfg)
             try:
                 if table is None:
                     table = new_table(key, backend, cfg)
                     if plan:
                         table.meta[ADAPTING] = {"sources": [s.label for s in sources], "probe": [p.key for p in probe]}
+                    if borrowed:
+                        table.entries.update(borrowed)
+                        table.meta[BORROWED] = sorted({e[BORROWED] for e in borrowed.values()})
                 table.path = path
                 what = f"adapt {key.target.name}/{key.name} (probe)" if plan else f"profile {key.target.name}/{key.name}"
                 _measure_into(table, todo, backend, key, len(probe) if plan else total, what)
@@ -105,11 +110,18 @@ def profile(key: TableKey, tables_dir: Path, *, resume: bool = False, overwrite:
                 table.save()
         adapted = len(adapted_keys(table)) if table else 0
         return ProfileResult(str(path), key.target.name, key.backend, key.precision, space.name, total, len(todo),
-                             total - len(todo) - adapted, round(time.perf_counter() - start, 2), adapted)
+                             total - len(todo) - adapted, round(time.perf_counter() - start, 2), adapted, len(borrowed))
 
 
 #: the table's meta field while an adaptation is measuring its probe: what to resume
 ADAPTING = "adapting"
+
+
+def borrowable(key: TableKey, tables_dir: Path) -> dict[str, dict]:
+    """The entries a new table takes from this device's tables of other spaces (`adapt.borrowed_entries`): only when
+    they hold at least `MIN_COVERED` of the space's units; else adapting from other devices does more."""
+    borrowed = borrowed_entries(key, tables_dir)
+    return borrowed if len(borrowed) >= MIN_COVERED * len(key.space.all_layers()) else {}
 
 
 def adaptation_plan(key: TableKey, tables_dir: Path, table: LatencyTable | None):
@@ -118,12 +130,13 @@ def adaptation_plan(key: TableKey, tables_dir: Path, table: LatencyTable | None)
     if table is not None and ADAPTING not in table.meta:
         return None
     sources = find_sources(key, tables_dir)
-    if not sources or probe_size(key.space) >= len(key.space.all_layers()):
+    if not sources:
         return None
     if table is not None:
         keys = set(table.meta[ADAPTING]["probe"])
         return sources, [layer for layer in key.space.all_layers() if layer.key in keys]
-    return sources, probe_layers(key.space, sources)
+    probe = probe_layers(key.space, sources)
+    return (sources, probe) if len(probe) < len(key.space.all_layers()) else None
 
 
 def _fill_in(table: LatencyTable, key: TableKey, sources: list, probe: list) -> None:

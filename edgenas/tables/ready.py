@@ -97,15 +97,22 @@ def why_not_measured(key: TableKey, tables_dir: Path) -> tuple[str | None, int]:
 def measured_table(key: TableKey, tables_dir: Path, cfg: MeasureConfig | None = None) -> LatencyTable:
     """This device's complete table with today's kernels, profiled or adapted (or completed, or re-measured) when it
     is not."""
-    from edgenas.tables.profile import adaptation_plan, profile
+    from edgenas.tables.adapt import BORROWED
+    from edgenas.tables.profile import adaptation_plan, borrowable, profile
 
     why, todo = why_not_measured(key, tables_dir)
     if why:
         ensure_writable_dir(tables_dir, "--tables")  # only now: a complete table may sit in a read-only install
         path = key.path(tables_dir)
         table = LatencyTable.load(path) if path.exists() else None
-        plan = adaptation_plan(key, tables_dir, table)
-        if plan:
+        borrowed = {} if table is not None else borrowable(key, tables_dir)
+        plan = None if borrowed else adaptation_plan(key, tables_dir, table)
+        if borrowed:
+            names = ", ".join(sorted({e[BORROWED] for e in borrowed.values()}))
+            todo -= len(borrowed)
+            say(f"{why}: taking {len(borrowed)} of its units from this device's {names}, measuring the other {todo}, "
+                f"{_about(todo * _seconds_per_block(key, tables_dir))}")
+        elif plan:
             sources, probe = plan
             names = ", ".join(sorted({Path(s.label).parts[1] for s in sources}))
             todo = sum(p.key not in (table.entries if table else {}) for p in probe)
