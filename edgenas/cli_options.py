@@ -127,9 +127,10 @@ _SHARED = [
               "[default: the table's 95th-percentile overrun on held-out networks, from `edgenas validate`]"),
     # prune, quantize, compile
     _opt("--prune-ratio", "prune_ratio", type=float, default=CompressConfig.prune_ratio, show_default=True, old=("--ratio",),
-         help="Prune to this fraction of the network's predicted latency; 1 prunes nothing by ratio (`build` then "
-              "prunes only a network that measured over the budget, to fit it; a pruned network that fitted before "
-              "ships only if it runs 1.15x as fast, measured)."),
+         help="Prune to this fraction of the network's predicted latency. `build`: below 1, it also searches up to "
+              "budget / ratio and prunes that network down to the budget, and ships it only if it is more accurate "
+              "than the network searched at the budget, both fine-tuned alike and measured side by side; 1 prunes "
+              "only a network that measured over the budget, to fit it."),
     _opt("--finetune-epochs", type=click.IntRange(min=0), default=DistillConfig.epochs, show_default=True,
          help="Epochs of distillation from the supernet's largest network (`build`: of the searched network, "
               "before pruning; `prune`: after)."),

@@ -141,11 +141,11 @@ def test_every_build_stage_declares_a_product_that_round_trips():
     back = PrunedProduct.from_dict(json.loads(json.dumps(pruned.to_dict())))
     assert back == pruned and isinstance(back.after, NetworkFigures)
     # nested records come back typed from their field types alone: a verdict, a fit and the networks it measured
-    from edgenas.compress.pays import Verdict, pruning_pays
+    from edgenas.compress.pays import Verdict, pruned_from_above_pays
     from edgenas.search.fit import Fit, FitTry
     from edgenas.search.report import SearchReport
 
-    judged = replace(pruned, verdict=pruning_pays(0.2, 0.1, 0.9, 0.9, True))
+    judged = replace(pruned, verdict=pruned_from_above_pays(0.2, 0.1, 0.19, 0.9, 0.91, True))
     back = PrunedProduct.from_dict(json.loads(json.dumps(judged.to_dict())))
     assert back == judged and isinstance(back.verdict, Verdict)
     fit = Fit(0, True, "why", [FitTry("r28", 0.1, 0.9, (0.09, 0.095))])

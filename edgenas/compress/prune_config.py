@@ -59,7 +59,9 @@ class CompressConfig(Record):
     network that measured over the budget, or also by `prune_ratio` (kept only when it pays, `compress.pays`)."""
 
     distill: DistillConfig = field(default_factory=DistillConfig)  # its `epochs`: the searched network's, before pruning
-    prune_ratio: float = 1.0  # prune a network that fits to this fraction of its predicted latency; 1: only to fit
+    #: below 1: also search up to budget / prune_ratio and prune that down to the budget, kept when more accurate than
+    #: the network searched at the budget (`compress.pays.pruned_from_above_pays`); 1: prune only to fit
+    prune_ratio: float = 1.0
     steps: int = 2  # NetAdapt steps: a build prunes a short way, fewer than `prune`'s default
     recovery_epochs: int = 1  # the pruned network's own distillation after pruning (NetAdapt's long-term fine-tune)
 
@@ -67,8 +69,8 @@ class CompressConfig(Record):
         if not 0 < self.prune_ratio <= 1:
             raise BadInput(f"--prune-ratio {self.prune_ratio:g}: must be in (0, 1]; 1 prunes only to fit the budget")
 
-    def prune_config(self, **goal) -> PruneConfig:
+    def prune_config(self, target_ms: float) -> PruneConfig:
         """What the build's pruning runs with: its steps, and the same distillation for `recovery_epochs` (none when
         the searched network was not fine-tuned either, so that pruned and unpruned are trained alike)."""
         epochs = self.recovery_epochs if self.distill.epochs else 0
-        return PruneConfig(steps=self.steps, distill=replace(self.distill, epochs=epochs), **goal)
+        return PruneConfig(target_ms=target_ms, steps=self.steps, distill=replace(self.distill, epochs=epochs))

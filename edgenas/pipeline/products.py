@@ -98,9 +98,13 @@ class PrunedProduct(Product):
     seconds: float | None
     why_not: str | None  # why the searched network ships unpruned
     tuned: NetworkFigures | None = None  # the searched network fine-tuned (None: no fine-tuning)
-    verdict: Verdict | None = None  # the pruned network against the tuned one (`--prune-ratio` below 1 only)
-    side_by_side_ms: dict | None = None  # "tuned" and "pruned", measured side by side (None: not measured)
+    #: the network searched above the budget and pruned against the one searched at it (`--prune-ratio` below 1 only)
+    verdict: Verdict | None = None
+    #: "searched" and "pruned", measured side by side (None: not measured); before 2026-12-07, "tuned" and "pruned"
+    side_by_side_ms: dict[str, float] | None = None
     fit: str | None = None  # pruned to fit the budget: why, with the figures (None: not pruned to fit)
+    network: str | None = None  # what ships when it is not the search's network (searched above the budget)
+    searched_above: NetworkFigures | None = None  # that network as searched, before it was pruned
 
 
 @dataclass(frozen=True)

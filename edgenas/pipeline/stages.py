@@ -210,30 +210,33 @@ def _search_facts(ctx: Context) -> dict:
     return {"table": ctx.key.identity(), "target": ctx.target.to_dict(), "measure": ctx.measures_here}
 
 
-def _search(ctx: Context):
+def _search_at(ctx: Context, budget_ms: float, out: Path) -> SearchReport:
     from edgenas.search.search import search
 
     c = ctx.cfg
-    return search(Path(ctx.results["train"].run_dir), ctx.key, c.budget_ms, ctx.tables, ctx.out / "search",
-               config=c.search.evolution, subnets=c.search.subnets, measure=ctx.measures_here,
-               margin_pct=c.search.margin_pct, cfg=ctx.measure_config(ctx.backend))
+    return search(Path(ctx.results["train"].run_dir), ctx.key, budget_ms, ctx.tables, out, config=c.search.evolution,
+                  subnets=c.search.subnets, measure=ctx.measures_here, margin_pct=c.search.margin_pct,
+                  cfg=ctx.measure_config(ctx.backend))
+
+
+def _search(ctx: Context) -> SearchReport:
+    return _search_at(ctx, ctx.cfg.budget_ms, ctx.out / "search")
 
 
 # ---- prune (after exporting and fine-tuning the searched network) -----------------------------------------------
 def _prune_facts(ctx: Context) -> dict:
-    from edgenas.compress.pays import MAX_LOSS_POINTS, MIN_SPEEDUP
-
-    return {"pays": [MIN_SPEEDUP, MAX_LOSS_POINTS], "target": ctx.target.to_dict(), "measure": ctx.can_measure}
+    return {"target": ctx.target.to_dict(), "measure": ctx.can_measure}
 
 
 def _prune(ctx: Context) -> PrunedProduct:
-    """The searched network exported and fine-tuned (`compress.finetune`), then pruned from there when it must or may:
-    - to fit, when the search's front had no network that measured within the budget (`search.fit`): NetAdapt to the
-      budget, its goal scaled by how far over it measured (`compress.pays.fit_goal`);
-    - by `--prune-ratio` below 1, latency-guided pruning of a network that fits, which goes on only when it paid
-      against the fine-tuned one (`compress.pays`).
+    """The searched network exported and fine-tuned (`compress.finetune`), then, when it must or may:
+    - pruned to fit, when the search's front had no network that measured within the budget (`search.fit`): NetAdapt to
+      the budget, its goal scaled by how far over it measured (`compress.pays.fit_goal`);
+    - with `--prune-ratio` below 1, against a network searched above the budget (at budget / ratio) and pruned down to
+      it, which ships only when it is more accurate, both fine-tuned alike (`compress.pays.pruned_from_above_pays`).
     Built once (`Context.searched`)."""
     from edgenas.compress.finetune import finetune
+    from edgenas.compress.pays import FITS, must_fit
     from edgenas.compress.prune_input import PruneInput
     from edgenas.compress.surgery import macs_params
     from edgenas.search.export import export
@@ -250,34 +253,88 @@ def _prune(ctx: Context) -> PrunedProduct:
         tuned = finetune(inp, ctx.out / "tuned", c.distill)
         inp = tuned.as_prune_input(inp, ctx.out / "tuned" / "model.onnx")
         shipped, tuned_fig = str(ctx.out / "tuned"), replace(before, val_accuracy=tuned.info.accuracy["fp32"])
-    from edgenas.compress.pays import FITS, plan_pruning, pruning_pays
-
-    to_fit, cfg = plan_pruning(s, ctx.cfg.budget_ms, c)
-    why = None if to_fit else (FITS if s.fit is not None else "--prune-ratio 1")
+    why = FITS if s.fit is not None else "--prune-ratio 1"
     unpruned = PrunedProduct(shipped, False, before, tuned_fig or before, [], None, why, tuned_fig)
-    if cfg is None:
-        return unpruned
+    if must_fit(s):
+        return _pruned_to_fit(ctx, inp, unpruned)
+    if c.prune_ratio < 1:
+        return _pruned_from_above(ctx, inp, unpruned)
+    return unpruned
+
+
+def _pruned_to_fit(ctx: Context, inp, unpruned: PrunedProduct) -> PrunedProduct:
+    """Fitting is what pruning is for here: it goes on whatever it cost."""
+    from edgenas.compress.pays import fit_goal
     from edgenas.compress.prune import OutOfReach, prune
 
+    s, budget = ctx.results["search"], ctx.cfg.budget_ms
+    goal = fit_goal(s, budget)
+    if goal >= s.predicted_latency_ms:  # its lower reading fits, and the noise is what put it over: nothing to prune
+        return replace(unpruned, why_not=f"not pruned: the searched network read {_ms(s.measured_latency_ms)}, within the "
+                                         f"budget on its lower reading; pruning has nothing to remove at the table's "
+                                         f"prediction ({s.predicted_latency_ms:.4f} ms)")
+    cfg = ctx.cfg.compress.prune_config(target_ms=goal)
     try:
         r = prune(inp, ctx.out / "pruned", cfg)
     except OutOfReach as e:  # nothing pruning can do: the searched network ships as it is, and the bench says over
         warn(f"{e}; shipping the searched network unpruned")
         return replace(unpruned, why_not=str(e))
-    unpruned_fig, after = tuned_fig or before, NetworkFigures(**r.after)
-    pruned = PrunedProduct(str(ctx.out / "pruned"), True, before, after, r.units, r.seconds, None, tuned_fig)
-    if to_fit:  # fitting is what pruning is for here: it goes on whatever it cost
-        return replace(pruned, fit=f"pruned to fit: the fastest network measured on the search's front read "
-                                   f"{s.measured_latency_ms:.4f} ms, over the {ctx.cfg.budget_ms:g} ms budget; pruned, "
-                                   f"{_ms(after.measured_ms)}")
-    side = _side_by_side(ctx, {"tuned": inp.onnx_model, "pruned": (ctx.out / "pruned" / "model.onnx").read_bytes()},
-                         info.input_shape) if measures else None
-    v = (pruning_pays(side["tuned"], side["pruned"], unpruned_fig.val_accuracy, after.val_accuracy, True) if side else
-         pruning_pays(unpruned_fig.predicted_ms, after.predicted_ms, unpruned_fig.val_accuracy, after.val_accuracy, False))
+    after = NetworkFigures(**r.after)
+    return PrunedProduct(str(ctx.out / "pruned"), True, unpruned.before, after, r.units, r.seconds, None, unpruned.tuned,
+                         fit=f"pruned to fit: the fastest network measured on the search's front read "
+                             f"{s.measured_latency_ms:.4f} ms, over the {budget:g} ms budget; pruned, {_ms(after.measured_ms)}")
+
+
+def _pruned_from_above(ctx: Context, inp, unpruned: PrunedProduct) -> PrunedProduct:
+    """NetAdapt's way to the budget set against the search's: the most accurate network up to budget / ratio, exported,
+    fine-tuned as the searched one was, pruned down to fit the budget (its goal scaled by how far over it measured);
+    the searched network is given the pruned one's recovery epochs, so that both are trained alike, and the more
+    accurate of the two ships, measured side by side. Everything it made is under OUT/above."""
+    from edgenas.compress.finetune import finetune
+    from edgenas.compress.pays import fit_goal, pruned_from_above_pays
+    from edgenas.compress.prune import OutOfReach, prune
+    from edgenas.compress.surgery import macs_params
+    from edgenas.search.export import export, searched_network
+
+    s, c, budget, above = ctx.results["search"], ctx.cfg.compress, ctx.cfg.budget_ms, ctx.out / "above"
+    b = _search_at(ctx, budget / c.prune_ratio, above / "search")
+    if b.encoding == s.encoding:
+        return replace(unpruned, why_not=f"not pruned: the search up to {budget / c.prune_ratio:.4g} ms (--prune-ratio "
+                                         f"{c.prune_ratio:g}) found the network searched at the budget")
+    net_b = searched_network(b, above / "search" / "best.json")
+    onnx_b, info_b = export(net_b, above / "fp32")
+    inp_b = replace(inp, searched=net_b, onnx_model=onnx_b, info=info_b, source=above / "fp32" / "model.onnx")
+    if c.distill.epochs:
+        inp_b = finetune(inp_b, above / "tuned", c.distill).as_prune_input(inp_b, above / "tuned" / "model.onnx")
+    goal = fit_goal(b, budget) if b.measured_latency_ms is not None else s.search_budget_ms
+    if goal >= b.predicted_latency_ms:
+        return replace(unpruned, why_not=f"not pruned: the network searched up to {budget / c.prune_ratio:.4g} ms "
+                                         f"already fits the budget as measured")
+    cfg = c.prune_config(target_ms=goal)
+    try:
+        r = prune(inp_b, above / "pruned", cfg)
+    except OutOfReach as e:
+        warn(f"{e}; shipping the network searched at the budget")
+        return replace(unpruned, why_not=f"pruning from above: {e}")
+    at_model, at_fig, at_onnx = unpruned.model, unpruned.after, inp.onnx_model
+    if cfg.distill.epochs:  # the searched network's share of the pruned one's recovery epochs: trained alike
+        more = finetune(inp, ctx.out / "tuned-more", cfg.distill)
+        at_model, at_onnx = str(ctx.out / "tuned-more"), more.onnx_model
+        at_fig = replace(at_fig, val_accuracy=more.info.accuracy["fp32"])
+    after = NetworkFigures(**r.after)
+    pruned_onnx = (above / "pruned" / "model.onnx").read_bytes()
+    side = (_side_by_side(ctx, {"searched": at_onnx, "pruned": pruned_onnx}, inp.info.input_shape)
+            if ctx.can_measure else None)
+    v = pruned_from_above_pays(budget, *((side["searched"], side["pruned"]) if side else (at_fig.predicted_ms, after.predicted_ms)),
+                               at_fig.val_accuracy, after.val_accuracy, side is not None)
     if not v.pays:
-        warn(f"{v.why}; shipping the searched network fine-tuned, unpruned")
-        return replace(unpruned, why_not=v.why, verdict=v, side_by_side_ms=side, seconds=r.seconds)
-    return replace(pruned, verdict=v, side_by_side_ms=side)
+        warn(f"{v.why}; shipping the network searched at the budget")
+        return replace(unpruned, model=at_model, after=at_fig, why_not=v.why, verdict=v, side_by_side_ms=side,
+                       seconds=r.seconds)
+    return PrunedProduct(str(above / "pruned"), True, unpruned.before, after, r.units, r.seconds, None, unpruned.tuned,
+                         v, side, network=f"{b.encoding} (searched up to {budget / c.prune_ratio:.4g} ms, then pruned)",
+                         searched_above=NetworkFigures(*macs_params(net_b.net), b.predicted_latency_ms,
+                                                       b.measured_latency_ms, info_b.accuracy["fp32"]))
 
 
 def _ms(v: float | None) -> str:

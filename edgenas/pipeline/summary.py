@@ -104,7 +104,7 @@ def summarize(results: dict, out: Path, target: str) -> BuildSummary:
                             q.int8_accuracy, q.drop_points, q.remedy,
                             q.judged_by or (q.report or {}).get("evaluated_with", {}).get("runtime")),
         macs=Counts(before.macs, after.macs), params=Counts(before.params, after.params), files_bytes=c.files_bytes,
-        network=s.encoding, pruned=p.pruned,
+        network=p.network or s.encoding, pruned=p.pruned,
         pruning=p.verdict.why if p.verdict else (p.fit or p.why_not or "pruned"), pruning_side_by_side_ms=p.side_by_side_ms,
         artifact=c.artifact, report=str(Path(out) / REPORT),
     )

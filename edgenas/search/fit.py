@@ -38,6 +38,12 @@ class Fit(Record):
     tried: list[FitTry] = field(default_factory=list)
 
 
+def held_reading(readings: Sequence[float]) -> float:
+    """What the budget is held against: the higher of two readings plus the spread between them (the noise measured
+    on the network); one reading as it is."""
+    return 2 * max(readings) - min(readings) if len(readings) >= 2 else max(readings)
+
+
 def fit_to_budget(front: Sequence, budget_ms: float, measure: Callable[[object], float],
                   max_measured: int = MAX_MEASURED) -> Fit:
     """`front`: the candidates of the search's Pareto front (`.arch`, `.latency_ms`, `.accuracy`), fastest first, each
@@ -66,7 +72,7 @@ def fit_to_budget(front: Sequence, budget_ms: float, measure: Callable[[object],
     def steady(i: int) -> bool:
         """Read twice, and within the budget by the spread between its readings: the noise measured on it."""
         r = readings[i]
-        return len(r) >= 2 and 2 * max(r) - min(r) <= budget_ms
+        return len(r) >= 2 and held_reading(r) <= budget_ms
 
     # the one chosen is read again, and fits only when steady; else the next faster one measured within is taken (each
     # step goes down the networks already measured, so this ends)
