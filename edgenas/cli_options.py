@@ -19,7 +19,7 @@ from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import STRATEGIES, EvolutionConfig
 from edgenas.search.search_config import SearchConfig
-from edgenas.supernet.train_config import TrainConfig
+from edgenas.supernet.train_config import AUTO as AUTO_EPOCHS, AUTO_MINUTES, TrainConfig
 from edgenas.tables.key import PRECISIONS
 from edgenas.tables.deployment import AUTO
 
@@ -72,6 +72,16 @@ class _OldSpellings(click.Option):
         return " / ".join(f"'{o}'" for o in self._current())
 
 
+class _Epochs(click.ParamType):
+    """A number of epochs (at least 1), or `auto`."""
+    name = "epochs"
+
+    def convert(self, value, param, ctx):
+        if value == AUTO_EPOCHS:
+            return AUTO_EPOCHS
+        return click.IntRange(min=1).convert(value, param, ctx)
+
+
 def _opt(*decls, old=(), varying_default="", **settings) -> SharedOption:
     return SharedOption(tuple(decls), settings, tuple(old), varying_default)
 
@@ -106,7 +116,10 @@ _SHARED = [
     # data, training and search
     _opt("--data", "-d", default=BuildConfig.data, show_default=True,
          help="'digits' (bundled), 'fashion' (Fashion-MNIST, tools/install-data.sh), a directory of class folders, or an .npz with x and y."),
-    _opt("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True, help="Supernet training epochs."),
+    _opt("--epochs", type=_Epochs(), default=TrainConfig.epochs, show_default=True,
+         help=f"Supernet training epochs; {AUTO_EPOCHS}: {TrainConfig.epochs}, then more in rounds while the supernet cannot "
+              f"rank its networks (its largest network near chance and still improving), for at most {AUTO_MINUTES:g} "
+              f"minutes of training."),
     _opt("--limit", type=click.IntRange(min=0), default=0, help="Train on the first N training images only."),
     _opt("--seed", type=int, default=TrainConfig.seed, show_default=True, help="Random seed."),
     _opt("--supernet", "run_dir", type=click.Path(path_type=Path), required=True, help="Run directory of `edgenas train`."),

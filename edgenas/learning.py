@@ -35,6 +35,35 @@ def optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+#: each later round of a restarting schedule starts from this share of the first round's peak (SGDR's warm restarts)
+RESTART_PEAK = 0.5
+
+
+def restarting_cosine(opt: torch.optim.Optimizer, rounds: list[int], warmup: int = 0):
+    """A half cosine to zero over each round of steps in `rounds`, the first after a linear warm-up of `warmup` steps and
+    from the full rate, each later one from `RESTART_PEAK` of it (SGDR's warm restarts). `rounds` is read on every step:
+    a round appended to the list extends the schedule, and a resumed one rebuilds it from the same list."""
+    def factor(step: int) -> float:
+        start = 0
+        for k, length in enumerate(rounds):
+            if step < start + length or k == len(rounds) - 1:
+                ramp = min(1.0, (step + 1) / warmup) if warmup and k == 0 else 1.0
+                peak = 1.0 if k == 0 else RESTART_PEAK
+                return ramp * peak * 0.5 * (1 + math.cos(math.pi * min(step - start, length) / length))
+            start += length
+        return 0.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def add_round(sched, rounds: list[int], steps: int) -> None:
+    """Another round of `steps` on a `restarting_cosine` schedule that ran to the end of its rounds: the rate of the
+    step it stands at is set again, from the new round's start instead of the end of the last one."""
+    rounds.append(steps)
+    sched.last_epoch -= 1
+    sched.step()
+
+
 def cosine_schedule(opt: torch.optim.Optimizer, total: int, warmup: int = 0):
     """The learning rate down a half cosine to zero over `total` steps, after a linear warm-up of `warmup` steps."""
     def factor(step: int) -> float:

@@ -89,3 +89,55 @@ def test_torchrun_ddp_two_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2 and run["epochs_done"] == 1
+
+
+def test_epochs_auto_trains_on_in_rounds_while_the_largest_network_is_near_chance(tmp_path, capsys):
+    """`--epochs auto`: after its epochs, a supernet whose largest network is near chance trains another round (half
+    as long, from half the learning rate), and stops when a round no longer raises it, or when the next round would pass
+    its minutes; one that can rank stops at once. Every round is in the run record, so a resume rebuilds the schedule."""
+    from edgenas.supernet.train import train
+    from edgenas.supernet.train_config import TrainConfig, near_chance
+
+    space = get_space(TINY_SPACE)
+    stuck = TrainConfig(epochs=2, lr=1e-9, limit=64, auto_minutes=10)  # cannot learn: it stays at chance
+    r = train(None, space, tmp_path / "stuck", stuck)
+    run = json.loads((tmp_path / "stuck" / "run.json").read_text())
+    assert r.epochs == 3 == len(r.history) == run["epochs_done"] and run["more_rounds"] == [1]
+    err = capsys.readouterr().err
+    assert "near chance for 10 classes: training 1 more epochs" in err and "after another round: stopping at 3 epochs" in err
+    # resumed: the rounds come back from the record, and nothing more is trained
+    again = train(None, space, tmp_path / "stuck", stuck)
+    assert again.epochs == 3 and again.resumed_from_epoch == 3 and len(again.history) == 3
+
+    bounded = train(None, space, tmp_path / "bounded", TrainConfig(epochs=2, lr=1e-9, limit=64, auto_minutes=1e-6))
+    assert bounded.epochs == 2 and "would pass" in capsys.readouterr().err
+    learns = train(None, space, tmp_path / "learns", TrainConfig(epochs=3, lr=0.02, limit=640, auto_minutes=10))
+    assert not near_chance(learns.history[-1]["val_acc_largest"], 10) and learns.epochs == 3  # it can rank: no round added
+    assert TrainConfig(epochs="auto") == TrainConfig(auto_minutes=TrainConfig(epochs="auto").auto_minutes)
+
+
+def test_epochs_flag_takes_a_number_or_auto():
+    from edgenas.cli import cli
+
+    assert cli.commands["train"].make_context("train", ["--out", "o", "--epochs", "auto"]).params["epochs"] == "auto"
+    assert_one_line_error(run_cli("train", "--space", TINY_SPACE, "--out", "o", "--epochs", "often"), "--epochs", "often")
+
+
+def test_a_restarting_cosine_runs_each_round_down_from_its_own_peak():
+    """The first round warms up to the full rate and anneals to zero; a round added at its end starts again from half
+    the rate (not from zero, where the last one ended) and anneals to zero over its own steps."""
+    from edgenas.learning import add_round, restarting_cosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    rounds, lrs = [4], []
+    sched = restarting_cosine(opt, rounds, warmup=2)
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    add_round(sched, rounds, 2)
+    for _ in range(2):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [round(v, 3) for v in lrs] == [0.5, 0.854, 0.5, 0.146, 0.5, 0.25] and rounds == [4, 2]

@@ -134,7 +134,7 @@ def main() -> None:
     predictor = searcher.fit_accuracy(args.subnets)
     lo, hi = searcher.fastest_ms, searcher.latency(searcher.space.largest())
     budgets = args.budget_ms or [round(lo + (i + 1) / (args.budgets + 1) * (hi - lo), 4) for i in range(args.budgets)]
-    epochs_mobilenet = args.epochs + base.compress.distill.epochs
+    epochs_mobilenet = base.train.epochs + base.compress.distill.epochs
     rows, tried = [], {}
     grid = tuple(float(w) for w in args.widths.split(",")), tuple(int(r) for r in args.resolutions.split(","))
     for budget in budgets:

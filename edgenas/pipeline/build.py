@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from edgenas.pipeline.report import write_report
 from edgenas.pipeline.rundir import RECORD, RunRecord, fingerprint
 from edgenas.pipeline.stages import STAGES, Context, check_reachable
 from edgenas.pipeline.summary import BuildSummary, summarize
+from edgenas import progress
 from edgenas.progress import bar
 from edgenas.records import Record
 
@@ -57,10 +57,7 @@ def space_for_data(space, data_spec: str):
 
 
 def say(message: str) -> None:
-    """A line above the progress bars (tqdm.write keeps them intact), on stderr with the bars."""
-    from tqdm import tqdm
-
-    tqdm.write(f"edgenas build: {message}", file=sys.stderr)
+    progress.say(message, "edgenas build")
 
 
 def run_stage(stage, ctx: Context, record: RunRecord, fps: dict, tag: str) -> None:

@@ -192,8 +192,10 @@ def _train_facts(ctx: Context) -> dict:
 
 def supernet_dir(ctx: Context) -> Path:
     """Keyed by everything but the epochs: more epochs resume the same run, other data or settings get their own."""
+    from edgenas.supernet.train_config import HOW_LONG
+
     key = {"data": ctx.cfg.data, **_train_facts(ctx),
-           "train": {k: v for k, v in _train_config(ctx).to_dict().items() if k != "epochs"}}
+           "train": {k: v for k, v in _train_config(ctx).to_dict().items() if k not in HOW_LONG}}
     return ctx.out / f"supernet-{fingerprint(key)[:8]}"
 
 

@@ -30,6 +30,7 @@ from edgenas.space.blocks import layer_params
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.threads import AdaptivePool
 from edgenas.supernet.train import load_supernet
+from edgenas.supernet.train_config import near_chance
 from edgenas.tables.key import TableKey
 from edgenas.tables.latency_model import LatencyModel
 from edgenas.tables.latency_table import LatencyTable
@@ -156,12 +157,13 @@ class Searcher:
         largest = self.evaluator(self.space.largest())
         tau = (self.predictor_metrics or {}).get("kendall_tau")
         why = ([f"its largest network scores {largest:.1%} on validation, near chance ({chance:.1%})"]
-               if largest < chance + (1 - chance) / 4 else [])
+               if near_chance(largest, self.space.num_classes) else [])
         why += [f"the accuracy predictor orders held-out sub-networks at Kendall's tau {tau:.2f}"] if tau is not None and tau < RANKS else []
         if not why:
             return None
         return (f"the supernet cannot rank its networks: {' and '.join(why)}; the search chooses on noise. Train it longer "
-                f"(--epochs), on more images (--limit 0, or more data), or with more sub-networks scored (--subnets)")
+                f"(--epochs, or --epochs auto), on more images (--limit 0, or more data), or with more sub-networks scored "
+                f"(--subnets)")
 
     def finder(self, config: EvolutionConfig, max_params: int | None = None) -> EvolutionFinder:
         limit = self.latency

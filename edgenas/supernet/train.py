@@ -26,13 +26,13 @@ from torch import nn
 from edgenas.data import DEFAULT_DATA, Split, data_record, is_named, load_dataset, resize, split as split_data, to_input
 from edgenas.errors import BadInput, Interrupted, one_line
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, check_schema, now, read_json
-from edgenas.learning import cosine_schedule, distill_loss, optimizer, shift_augment
-from edgenas.progress import bar
+from edgenas.learning import add_round, distill_loss, optimizer, restarting_cosine, shift_augment
+from edgenas.progress import bar, say
 from edgenas.space import Arch, SearchSpace
 from edgenas.supernet.dynamic import Supernet
 from edgenas.supernet.evaluate import SubnetEvaluator
 from edgenas.supernet.threads import AdaptivePool
-from edgenas.supernet.train_config import TrainConfig
+from edgenas.supernet.train_config import HOW_LONG, TrainConfig, near_chance
 from edgenas.versions import versions
 
 RUN_SCHEMA = "edgenas.supernet-run"
@@ -96,7 +96,8 @@ def _barrier(world: int) -> None:
 def run_identity(space: SearchSpace, split: Split, cfg: TrainConfig) -> dict:
     """What a checkpoint's weights depend on; a run with another identity cannot be resumed."""
     return {"space": space.name, "space_hash": space.hash, "data": split.fingerprint,
-            "config": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "epochs"}}
+            "config": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in HOW_LONG}}
+
 
 
 def _retrain(run_dir: Path) -> str:
@@ -185,14 +186,14 @@ def _resume(run_dir: Path, ident: dict, supernet: nn.Module, opt, sched) -> tupl
 
 
 def _epoch(model: nn.Module, opt, sched, split: Split, n_train: int, space: SearchSpace, cfg: TrainConfig, epoch: int,
-           rank: int, world: int, threads: AdaptivePool | None) -> list[float]:
+           total: int, rank: int, world: int, threads: AdaptivePool | None) -> list[float]:
     """One epoch of sandwich-rule steps over the first `n_train` training images; this process's share of each batch."""
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     order = torch.randperm(n_train, generator=gen).numpy()
     arch_rng = random.Random(cfg.seed * 1000 + epoch)
     train_x, train_y = split.train_x[:n_train], torch.as_tensor(split.train_y[:n_train])
     steps, losses = math.ceil(n_train / cfg.batch_size), []
-    with bar(steps, f"train epoch {epoch + 1}/{cfg.epochs}", unit="step") as progress:
+    with bar(steps, f"train epoch {epoch + 1}/{total}", unit="step") as progress:
         for step in range(steps):
             if threads is not None:
                 threads.adapt()
@@ -223,7 +224,10 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
     opt = optimizer(supernet.parameters(), cfg.lr, cfg.weight_decay)
     n_train = min(cfg.limit or len(split.train_y), len(split.train_y))
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    sched = cosine_schedule(opt, cfg.epochs * steps_per_epoch, min(100, steps_per_epoch))
+    # epochs per round: `cfg.epochs`, then the rounds `--epochs auto` added (kept in the run record, for a resume)
+    rounds = [cfg.epochs, *_more_rounds(run_dir, ident)]
+    steps = [r * steps_per_epoch for r in rounds]  # read by the schedule on every step: a round added extends it
+    sched = restarting_cosine(opt, steps, min(100, steps_per_epoch))
     start_epoch, history = _resume(run_dir, ident, supernet, opt, sched)
 
     model: nn.Module = Sandwich(supernet, cfg.label_smoothing)
@@ -240,12 +244,20 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
               "world_size": world, "versions": versions()}
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": start_epoch, "history": history, "updated": now()})
+        atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": start_epoch, "history": history,
+                                               "more_rounds": rounds[1:], "updated": now()})
+    epoch = start_epoch
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        while True:
+            if epoch >= sum(rounds):
+                more = _another_round(cfg, rounds, history, space.num_classes) if world == 1 else 0
+                if not more:
+                    break
+                rounds.append(more)
+                add_round(sched, steps, more * steps_per_epoch)
             t0 = time.perf_counter()
             supernet.train()
-            losses = _epoch(model, opt, sched, split, n_train, space, cfg, epoch, rank, world, threads)
+            losses = _epoch(model, opt, sched, split, n_train, space, cfg, epoch, sum(rounds), rank, world, threads)
             if rank == 0:
                 history.append({
                     "epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
@@ -255,15 +267,53 @@ def train(data_spec: str | None, space: SearchSpace, run_dir: Path, cfg: TrainCo
                 })
                 save_checkpoint(run_dir / CHECKPOINT, {"model": supernet.state_dict(), "optimizer": opt.state_dict(),
                                                        "scheduler": sched.state_dict(), "epoch": epoch + 1})
-                atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": epoch + 1, "history": history, "updated": now()})
+                atomic_write_json(run_dir / RUN_FILE, {**record, "epochs_done": epoch + 1, "history": history,
+                                                       "more_rounds": rounds[1:], "updated": now()})
             _barrier(world)
+            epoch += 1
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {len(history)} finished epoch(s) are saved in {run_dir}; "
                           f"run the same command to resume") from None
     finally:
         if threads is not None:
             threads.restore()
-    return TrainResult(str(run_dir), cfg.epochs, start_epoch, world, round(time.perf_counter() - start, 2), history)
+    return TrainResult(str(run_dir), sum(rounds), start_epoch, world, round(time.perf_counter() - start, 2), history)
+
+
+def _more_rounds(run_dir: Path, ident: dict) -> list[int]:
+    """The rounds `--epochs auto` added to this run before it was stopped (none for a new run or another one)."""
+    if not (Path(run_dir) / RUN_FILE).exists():
+        return []
+    try:
+        run = load_run(run_dir)
+    except BadInput:
+        return []  # `_resume` says what is wrong with it
+    return list(run.get("more_rounds", [])) if run.get("identity") == ident else []
+
+
+def _another_round(cfg: TrainConfig, rounds: list[int], history: list[dict], classes: int) -> int:
+    """`--epochs auto`: epochs of one more round (half of `cfg.epochs`) while the supernet's largest network is near
+    chance (it cannot rank its networks: `near_chance`), the last round still raised it, and the round fits in what is
+    left of `cfg.auto_minutes`; else 0."""
+    if cfg.auto_minutes is None or not history:
+        return 0
+    largest = history[-1]["val_acc_largest"]
+    if not near_chance(largest, classes):
+        return 0
+    last = history[-rounds[-1]:]
+    if len(rounds) > 1 and largest - history[-rounds[-1] - 1]["val_acc_largest"] < 0.005:
+        say(f"--epochs auto: the largest network stays near chance ({largest:.1%}) after another round: stopping at "
+            f"{sum(rounds)} epochs; more images or a smaller space would help more than more epochs")
+        return 0
+    more = max(1, cfg.epochs // 2)
+    spent = sum(h["seconds"] for h in history)
+    if spent + more * float(np.mean([h["seconds"] for h in last])) > cfg.auto_minutes * 60:
+        say(f"--epochs auto: the largest network is near chance ({largest:.1%}), but another {more} epochs would pass "
+            f"{cfg.auto_minutes:g} minutes of training: stopping at {sum(rounds)} epochs")
+        return 0
+    say(f"--epochs auto: the largest network scores {largest:.1%}, near chance for {classes} classes: training "
+        f"{more} more epochs (at most {cfg.auto_minutes:g} minutes in all)")
+    return more
 
 
 def load_supernet(run_dir: Path) -> tuple[Supernet, dict]:

@@ -8,10 +8,10 @@ was measured for something else (another space, schema, backend or precision).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from edgenas.jsonio import ensure_writable_dir, read_json
+from edgenas.progress import say
 from edgenas.measure.timing import MeasureConfig
 from edgenas.tables.device import describe, device_info
 from edgenas.tables.key import TableKey, schedules_differ
@@ -29,13 +29,6 @@ ADAPTED_MIN = {"within_10pct": 0.85, "kendall_tau": 0.8}
 GUESS_S_PER_BLOCK = {"ort": 0.3, "openvino": 0.5, "tvm": 2.5}
 #: A whole network of validation costs about this many blocks.
 BLOCKS_PER_NETWORK = 6
-
-
-def say(message: str) -> None:
-    """A line above any progress bars (tqdm.write keeps them intact), on stderr."""
-    from tqdm import tqdm
-
-    tqdm.write(f"edgenas: {message}", file=sys.stderr)
 
 
 def _seconds_per_block(key: TableKey, tables_dir: Path) -> float:
