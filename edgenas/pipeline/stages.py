@@ -500,7 +500,7 @@ STAGES = (
     Stage("train", (), ("data", "train"), _train_facts, _train, SupernetProduct),
     Stage("search", ("profile", "train"), ("budget_ms", "search", "deploy"), _search_facts, _search, SearchReport, ("search",)),
     Stage("prune", ("search",), ("budget_ms", "compress", "deploy"), _prune_facts, _prune, PrunedProduct,
-          ("fp32", "tuned", "pruned")),
+          ("fp32", "tuned", "pruned", "above", "tuned-more")),
     Stage("quantize", ("prune",), ("quantize", "deploy"), _quantize_facts, _quantize, QuantizedProduct, ("int8",)),
     Stage("compile", ("quantize",), ("compile", "deploy"), _compile_facts, _compile, CompiledProduct, ("artifact",)),
     Stage("bench", ("compile",), ("budget_ms", "deploy"), _bench_facts, _bench, BenchProduct),
