@@ -30,14 +30,15 @@ class Verdict(Record):
 
 def fit_goal(searched, budget_ms: float) -> float:
     """The predicted latency pruning aims at to bring a searched network (`search.report.SearchReport`) within the
-    budget: the table's prediction scaled by how far over the budget it measured as the fit holds it (`held_reading`:
-    its noise counts), so that the table's error on this network is undone. Not measured: what the search aimed at."""
-    from edgenas.search.fit import held_reading
+    budget as the fit holds it (less its `HEADROOM`): the table's prediction scaled by how far over that the network
+    measured (`held_reading`: its noise counts), so that the table's error on this network is undone. Not measured:
+    what the search aimed at."""
+    from edgenas.search.fit import HEADROOM, held_reading
 
     readings = searched.measured_readings_ms or ([searched.measured_latency_ms] if searched.measured_latency_ms else [])
     if not readings:
         return searched.search_budget_ms
-    return searched.predicted_latency_ms * budget_ms / held_reading(readings)
+    return searched.predicted_latency_ms * budget_ms * (1 - HEADROOM) / held_reading(readings)
 
 
 #: why a build ships a network that fits unpruned
