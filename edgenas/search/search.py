@@ -199,10 +199,12 @@ def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out
     result = finder.search(search_budget)
     chosen, fit, readings = result.best, None, []
     if measure:
-        from edgenas.search.fit import fit_to_budget
+        from edgenas.search.fit import HEADROOM, fit_to_budget
 
-        # the front's part near the budget: a network predicted more than two bands under it is not the answer
-        front = [c for c in result.pareto if c.latency_ms >= guarded / (1 + s.margin_pct / 100)] or result.pareto[-1:]
+        # the front's part near the budget: a network predicted more than two bands under the line the fit holds it
+        # to (the budget less its headroom) is not the answer
+        front = ([c for c in result.pareto if c.latency_ms >= guarded * (1 - HEADROOM) / (1 + s.margin_pct / 100)]
+                 or result.pareto[-1:])
         fit = fit_to_budget(front, budget_ms, s.measure_latency)
         chosen = front[fit.index]
         readings = list(next(t.readings_ms for t in fit.tried if t.encoding == chosen.arch.encoding))
