@@ -118,15 +118,18 @@ def find_sources(key: TableKey, tables_dir: Path) -> list[Source]:
 
 
 def borrowed_entries(key: TableKey, tables_dir: Path) -> dict[str, dict]:
-    """This device's measurements of the space's units in its tables of other spaces of the same kind (target, backend,
-    precision, layout, threads, measured where this one is, with the kernels compile uses now): the same unit, measured
-    the same way, is the same entry. Each carries `BORROWED`, the table it came from; an adapted entry stays adapted."""
+    """This device's measurements of the space's units in its tables of other spaces of the same kind (filed in this
+    device's directory, and saying so: target, backend, precision, layout, threads, measured where this one is, with the
+    kernels compile uses now): the same unit, measured the same way, is the same entry. Each carries `BORROWED`, the
+    table it came from; an adapted entry stays adapted."""
     want = {k: v for k, v in key.identity().items() if k not in ("space", "space_hash")}
     schedules, found = key.schedules(), {}
     keys = {layer.key for layer in key.space.all_layers()}
+    mine = str((key.target_dir(tables_dir) / key.device).relative_to(tables_dir))
     for label, table in _tables(key, tables_dir, quiet=True):  # `find_sources` names a damaged one, if it comes to that
         ident = {k: v for k, v in table.identity.items() if k not in ("space", "space_hash")}
-        if ident != want or table.meta.get("schedules") != schedules:
+        if (not label.startswith(mine + "/") or table.identity.get("space_hash") == key.space.hash or ident != want
+                or table.meta.get("schedules") != schedules):
             continue
         for k in keys & set(table.entries) - set(found):
             found[k] = {**table.entries[k], BORROWED: label}
