@@ -65,9 +65,6 @@ def add_round(sched, rounds: list[int], steps: int) -> None:
 
 
 def cosine_schedule(opt: torch.optim.Optimizer, total: int, warmup: int = 0):
-    """The learning rate down a half cosine to zero over `total` steps, after a linear warm-up of `warmup` steps."""
-    def factor(step: int) -> float:
-        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
-        return ramp * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    """The learning rate down a half cosine to zero over `total` steps, after a linear warm-up of `warmup` steps: a
+    restarting cosine of one round."""
+    return restarting_cosine(opt, [total], warmup)
