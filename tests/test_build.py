@@ -166,7 +166,11 @@ def test_a_changed_budget_reruns_only_what_depends_on_it(built):
         assert stages[s]["finished"] == old[s]["finished"], s
     for s in ("search", "prune", "quantize", "compile", "bench"):
         assert stages[s]["finished"] > old[s]["finished"] and stages[s]["fingerprint"] != old[s]["fingerprint"], s
-    assert new["summary"]["budget_ms"] == budget and not new["summary"]["pruned"] and not (out / "pruned").exists()
+    assert new["summary"]["budget_ms"] == budget
+    # --prune-ratio 1 prunes only to fit: when no network on the search's front measured within the budget, which a busy
+    # machine can do to networks of about 0.05 ms
+    if stages["search"]["result"]["within_budget"] is not False:
+        assert not new["summary"]["pruned"] and not (out / "pruned").exists()
 
 
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "abc"])
@@ -306,13 +310,17 @@ def test_a_searched_network_that_measured_over_the_budget_is_pruned_to_fit(built
     from edgenas.pipeline.build import run
     from edgenas.pipeline.config import BuildConfig
     from edgenas.pipeline.products import PrecisionProduct, TableProduct
+    from edgenas.search.fit import HEADROOM
     from edgenas.search.report import SearchReport
 
     tables, run_dir, r, *_ = built
     stages = record(run_dir)["stages"]
     s = SearchReport.from_dict(stages["search"]["result"])
     ratio = reachable_prune_ratio(s.arch, s.table) or 0.01  # 0.01: out of reach on any table
-    budget = round(s.measured_latency_ms * ratio, 6)
+    # one reading (held as it is) and a budget whose goal, less the headroom, is `ratio` of the prediction: how noisy the
+    # search's own readings were on a busy machine decides nothing here
+    s = replace(s, measured_readings_ms=[s.measured_latency_ms])
+    budget = round(s.measured_latency_ms * ratio / (1 - HEADROOM), 6)
     cfg = BuildConfig.from_flags(backend="ort", precision="int8", space=TINY_SPACE, tables=tables, out=tmp_path / "run",
                                  threads=1, repeat=5, budget_ms=budget, finetune_epochs=0)
     p = run(cfg, only=("prune",), given={"precision": PrecisionProduct("int8", "asked for", {}, None, backend="ort"),
