@@ -233,3 +233,36 @@ def test_the_fit_takes_the_slowest_network_on_the_front_that_measures_within_the
     assert not over.fits and over.index == 0 and "over the 0.01 ms budget" in over.why
     # a budget above the whole front: its most accurate network
     assert fit_to_budget(front, 100, lambda a: ms[a]).index == len(front) - 1
+
+
+@pytest.mark.parametrize("backend", ["tvm", "ort"])
+def test_a_network_read_again_is_timed_again_not_built_again(backend, monkeypatch):
+    """The fit reads its networks twice: the second reading re-times the kept library; a new graph is built anew."""
+    import edgenas.measure.onnx_export as onnx_export
+    import edgenas.measure.shipped as shipped
+    import edgenas.measure.tvm as tvm_backend
+    from edgenas.measure.onnx_export import to_onnx
+    from edgenas.measure.shipped import ShippedMeter
+    from edgenas.measure.timing import MeasureConfig
+    from edgenas.tables.key import TableKey
+    from edgenas.targets import get_target
+
+    built = {"quantized": 0, "compiled": 0}
+
+    def counting(name, f):
+        def wrapped(*a, **k):
+            built[name] += 1
+            return f(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(shipped, "shipped_onnx", counting("quantized", onnx_export.shipped_onnx))
+    monkeypatch.setattr(tvm_backend, "compile_onnx", counting("compiled", tvm_backend.compile_onnx))
+    key = TableKey(get_target("host"), backend, "int8", SPACE, 1)
+    small, large = SPACE.smallest(), SPACE.largest()
+    graphs = [to_onnx(Network(SPACE, a).eval(), (1, SPACE.in_channels, a.resolution, a.resolution)) for a in (small, large)]
+    shape = lambda a: (1, SPACE.in_channels, a.resolution, a.resolution)  # noqa: E731
+    with ShippedMeter(key, MeasureConfig(repeat=5)) as meter:
+        first, again = meter(graphs[0], shape(small)), meter(graphs[0], shape(small))
+        other = meter(graphs[1], shape(large))
+    assert built == {"quantized": 2, "compiled": 2 if backend == "tvm" else 0}
+    assert min(first, again, other) > 0

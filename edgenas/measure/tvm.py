@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -21,6 +22,8 @@ from edgenas.targets import Target
 RPC_RETRIES = 3
 #: Seconds to wait before the n-th retry: n x this (2, 4, 6 s), time for a restarted server to register again.
 RPC_BACKOFF_S = 2.0
+#: Libraries a backend keeps for graphs measured again (a search's fit reads its networks twice)
+KEPT = 8
 #: What the TVM runtime says when a session's socket is gone (src/runtime/rpc/rpc_endpoint.cc, rpc_socket_impl.cc,
 #: support/socket.h), besides the OSError subclasses Python raises itself. A call in flight when the server dies gets
 #: "Check failed: (code == RPCCode::kReturn) is false: code=1" (kShutdown); the next one "SockChannel::Send Error:Broken pipe".
@@ -130,15 +133,26 @@ class TvmBackend:
         self.session = open_session(rpc) if rpc else None
         self._tmp = tempfile.TemporaryDirectory(prefix="edgenas-tvm-")
         self._count = 0
+        self._kept: dict[str, tuple] = {}  # sha256 of a measured graph -> (its library, input dtype)
 
     def measure(self, onnx_model: bytes, input_shape: tuple[int, ...]) -> Measurement:
-        compiled = compile_onnx(onnx_model, self.target, self.layout, self.tuning_db)
-        dtype = compiled.input.dtype
+        """A graph measured again with the same backend is not compiled again: its library is kept (`KEPT`), since
+        compiling and LLVM's code generation take seconds and timing a small network a fraction of one."""
+        digest = hashlib.sha256(onnx_model).hexdigest()
+        if digest not in self._kept:
+            compiled = compile_onnx(onnx_model, self.target, self.layout, self.tuning_db)
+            if self.rpc is None:
+                lib = compiled.executable.jit()  # what relax.VirtualMachine does with an executable: done once
+            else:
+                self._count += 1
+                lib = export_library(compiled.executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
+            while len(self._kept) >= KEPT:
+                self._kept.pop(next(iter(self._kept)))
+            self._kept[digest] = (lib, compiled.input.dtype)
+        lib, dtype = self._kept[digest]
         if self.rpc is None:
-            return time_main(compiled.executable, device(self.target), input_shape, self.cfg, dtype)
-        self._count += 1
-        path = export_library(compiled.executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
-        return self._measure_remote(path, [("main", input_shape, dtype)])[0]
+            return time_main(lib, device(self.target), input_shape, self.cfg, dtype)
+        return self._measure_remote(lib, [("main", input_shape, dtype)])[0]
 
     def measure_library(self, path: Path, input_shape: tuple[int, ...], dtype: str = "float32") -> Measurement:
         """Latency of an exported library's `main` (an artifact's), loaded here or uploaded to the board."""
@@ -190,5 +204,5 @@ class TvmBackend:
         return d
 
     def close(self) -> None:
-        self.session = None
+        self.session, self._kept = None, {}
         self._tmp.cleanup()

@@ -18,7 +18,7 @@ from edgenas.data import DataRecord, load_split
 from edgenas.errors import BadInput, Interrupted, warn
 from edgenas.jsonio import atomic_write_bytes, atomic_write_json, exclusive_lock, now, read_json
 from edgenas.measure.onnx_export import to_onnx
-from edgenas.measure.shipped import measure_ms
+from edgenas.measure.shipped import ShippedMeter
 from edgenas.measure.timing import MeasureConfig
 from edgenas.plots import new_figure, save_figure
 from edgenas.progress import bar
@@ -124,6 +124,7 @@ class Searcher:
         self.latency = LatencyModel(self.table, space)
         self.fastest_ms, self.fastest = self.latency.fastest()
         self.evaluator = self.predictor = self.predictor_metrics = None
+        self._meter, self._exported = ShippedMeter(key, self.cfg), {}  # encoding -> fp32 ONNX
 
     def search_budget(self, budget_ms: float) -> float:
         """The budget the evolution works to: the user's, less the table's 95th-percentile overrun.
@@ -175,9 +176,16 @@ class Searcher:
         return EvolutionFinder(self.space, limit, self.predictor, (self.fastest_ms, self.fastest), config)
 
     def measure_latency(self, arch: Arch) -> float:
-        """End-to-end latency of the extracted sub-network as it would ship, as the table measures it."""
+        """End-to-end latency of the extracted sub-network as it would ship, as the table measures it; a network read
+        again is timed again, not built again (`close` ends that)."""
         shape = (1, self.space.in_channels, arch.resolution, arch.resolution)
-        return measure_ms(to_onnx(self.evaluator.network(arch), shape), shape, self.key, self.cfg)
+        if arch.encoding not in self._exported:
+            self._exported[arch.encoding] = to_onnx(self.evaluator.network(arch), shape)
+        return self._meter(self._exported[arch.encoding], shape)
+
+    def close(self) -> None:
+        self._meter.close()
+        self._exported = {}
 
 
 def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out_dir: Path, *,
@@ -205,7 +213,10 @@ def search(run_dir: Path, key: TableKey, budget_ms: float, tables_dir: Path, out
         # to (the budget less its headroom) is not the answer
         front = ([c for c in result.pareto if c.latency_ms >= guarded * (1 - HEADROOM) / (1 + s.margin_pct / 100)]
                  or result.pareto[-1:])
-        fit = fit_to_budget(front, budget_ms, s.measure_latency)
+        try:
+            fit = fit_to_budget(front, budget_ms, s.measure_latency)
+        finally:
+            s.close()
         chosen = front[fit.index]
         readings = list(next(t.readings_ms for t in fit.tried if t.encoding == chosen.arch.encoding))
         if not fit.fits:
