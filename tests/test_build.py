@@ -160,7 +160,8 @@ def test_a_changed_budget_reruns_only_what_depends_on_it(built):
     # exit 1 only for the verdict: networks of about 0.05 ms can time well over their prediction on a busy machine
     assert proc.returncode == (0 if new["summary"]["within_budget"] else 1), proc.stderr
     readings = new["summary"]["artifact_readings_ms"]
-    assert new["summary"]["measured_ms"]["artifact"] == min(readings) and len(readings) == (2 if readings[0] > budget else 1)
+    assert new["summary"]["measured_ms"]["artifact"] == min(readings)
+    assert len(readings) >= 2 if readings[0] > budget else len(readings) == 1
     stages = record(out)["stages"]
     for s in ("profile", "train"):
         assert stages[s]["finished"] == old[s]["finished"], s

@@ -257,3 +257,20 @@ def test_a_reading_over_the_budget_is_measured_again(shipped):
     assert taken == calls == [first, calls[1]] and calls[1]["count"] == 5 and calls[1]["measured"] >= first["measured"]
     # without a first reading, it takes one
     assert readings_against(first["min_ms"] * 100, measure, lambda r: r["min_ms"]) == [calls[2]] and len(calls) == 3
+
+
+def test_readings_over_the_budget_go_on_while_the_machine_is_noisy():
+    """Readings over the limit taken in a burst of load (their median well above their minimum) are taken again after
+    each pause; a steady one over the limit, or one within it, ends it."""
+    from edgenas.measure.timing import noisy, readings_against
+
+    def run(sequence, pauses=(0, 0, 0)):
+        it = iter(sequence)
+        return readings_against(1.0, lambda: next(it), lambda r: r["min_ms"], pauses_s=pauses, is_noisy=noisy)
+
+    burst, steady_over, within = {"min_ms": 1.2, "median_ms": 1.5}, {"min_ms": 1.1, "median_ms": 1.12}, {"min_ms": 0.9, "median_ms": 0.95}
+    assert run([burst, burst, within]) == [burst, burst, within]
+    assert run([burst, steady_over, within]) == [burst, steady_over]
+    assert run([steady_over, steady_over, within]) == [steady_over, steady_over]
+    assert run([burst] * 5) == [burst] * 4  # the pauses run out
+    assert run([within]) == [within]

@@ -152,6 +152,6 @@ AFTER_TRAINING = ("precision", "profile", "search", "prune", "quantize", "compil
 def check_budget_met(sm: BuildSummary) -> None:
     """The promise: the artifact, measured on the target, within the budget; everything is kept either way."""
     if sm.within_budget is False:
-        readings = " and ".join(f"{v:.4f}" for v in sm.artifact_readings_ms)
+        readings = ", ".join(f"{v:.4f}" for v in sm.artifact_readings_ms)
         raise EdgenasError(f"the artifact measured {readings} ms ({sm.statistic}) on {sm.target} with {sm.backend}, "
                            f"over the {sm.budget_ms:g} ms budget; the artifact and {sm.report} are kept")

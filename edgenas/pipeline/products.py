@@ -163,3 +163,5 @@ class BenchProduct(Product):
     budget_ms: float
     within_budget: bool | None
     recheck: dict | None = None  # a second measurement of `checked_on`, taken when the first read over the budget
+    #: more measurements, taken while the ones over the budget were noisy (`measure.timing.readings_against`)
+    rechecks: list = field(default_factory=list)

@@ -96,7 +96,7 @@ def summarize(results: dict, out: Path, target: str) -> BuildSummary:
                               after.predicted_ms if q.precision == searched_as else None),
         measured_ms=Stations(s.measured_latency_ms, after.measured_ms, b.measured_ms),
         artifact_runs=b.runs,
-        artifact_readings_ms=[r[b.statistic] for r in (b.runs.get(b.checked_on), b.recheck) if r is not None],
+        artifact_readings_ms=[r[b.statistic] for r in (b.runs.get(b.checked_on), b.recheck, *b.rechecks) if r is not None],
         within_budget=b.within_budget,
         budget_used=None if b.measured_ms is None else round(b.measured_ms / s.budget_ms, 4),
         fit=p.fit or (s.fit.why if s.fit is not None else None), search_on_noise=s.on_noise,
