@@ -6,6 +6,7 @@ accepted, a path to the user's own TOML file is accepted too.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -53,18 +54,26 @@ class Target:
         """Can this machine execute the target's code itself (no board needed)? An x86 target compiled for a named
         CPU (not `native`) runs here only when this CPU has the vector instructions LLVM gives that CPU: code for
         `alderlake` dies with SIGILL on an AVX2-only machine."""
-        if self.device != "cpu" or self.arch != platform.machine():
+        if self.arch != platform.machine():
             return False
+        if self.device == "cuda":
+            return gpu_here()
         return self.arch != "x86_64" or _has_its_instructions(self)
+
+    def why_not_here(self) -> str:
+        """One phrase: why this machine cannot run the target's code itself."""
+        if self.device == "cuda" and self.arch == platform.machine():
+            return f"target '{self.name}' needs an NVIDIA GPU, and TVM finds none on this machine"
+        return f"target '{self.name}' ({self.device}, {self.arch}) does not run on this machine"
 
     @cached_property
     def tvm(self):
         """The resolved `tvm.target.Target`, with 'native' CPUs detected on this machine."""
         import tvm
 
+        spec, host = _resolve_native(self.tvm_target, self), _resolve_native(self.tvm_host, self) if self.tvm_host else None
         try:
-            host = _resolve_native(self.tvm_host) if self.tvm_host else None
-            tgt = tvm.target.Target(_resolve_native(self.tvm_target), host=host)
+            tgt = tvm.target.Target(spec, host=host)
         except Exception as e:  # TVM raises assorted error types for bad target specs
             raise BadInput(f"{self.source}: field 'tvm.target' is not a valid TVM target ({one_line(e, last=True)})") from None
         return tgt
@@ -94,12 +103,39 @@ def _has_its_instructions(target: "Target", flags: set[str] | None = None) -> bo
                if codegen.target_has_features(feature, target.tvm))
 
 
-def _resolve_native(spec: str | dict) -> str | dict:
+def _resolve_native(spec: str | dict, target: Target) -> str | dict:
     if isinstance(spec, dict) and spec.get("mcpu") == "native":
+        if spec.get("kind") == "nvptx":
+            return {**spec, "mcpu": gpu_arch(target)}
         from tvm.target.codegen import llvm_get_system_cpu
 
         return {**spec, "mcpu": llvm_get_system_cpu()}
     return spec
+
+
+@functools.cache
+def gpu_here() -> bool:
+    """Whether TVM's runtime sees CUDA device 0 here (a driver and a GPU; the wheel brings its own CUDA runtime)."""
+    try:
+        import tvm
+
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # no libcuda, or a runtime built without CUDA: no GPU TVM can use
+        return False
+
+
+def gpu_arch(target: Target) -> str:
+    """`sm_XY` of this machine's first NVIDIA GPU, from nvidia-smi (which the driver installs)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.split()
+        major, minor = out[0].split(".")
+        return f"sm_{int(major)}{int(minor)}"
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        raise BadInput(f"{target.source}: field 'tvm.target.mcpu' is 'native', this machine's GPU, and nvidia-smi finds "
+                       f"no NVIDIA GPU here; copy the file and name the GPU's architecture (sm_86, sm_87, sm_90)") from None
 
 
 def _field(data: dict, dotted: str, kind, source: Path, default=...):

@@ -14,7 +14,7 @@ def test_shipped_targets_resolve_to_tvm_targets():
     assert set(REQUIRED) <= set(targets)
     assert targets["rasp4b64"].tvm.attrs["mcpu"] == "cortex-a72"
     orin = targets["jetson-orin-nano"].tvm
-    assert orin.kind.name == "cuda" and orin.attrs["arch"] == "sm_87"
+    assert orin.kind.name == "nvptx" and orin.attrs["mcpu"] == "sm_87"
     assert orin.host.attrs["mtriple"] == "aarch64-linux-gnu"
     # "native" is replaced by the CPU LLVM sees on this machine
     assert targets["host"].tvm.attrs["mcpu"] not in ("", "native")

@@ -75,7 +75,7 @@ class CompileRecord:
     tuning: dict | None  # the tuning run's report; None when there was none
     seconds: float  # the whole compile
     # (fields added later have defaults, so that older artifacts still load)
-    device_code: dict | None = None  # CUDA targets: the kernels the board compiles when it loads the library
+    device_code: dict | None = None  # CUDA targets: the kernels' format (PTX or CUDA C), architecture and count
     pass_seconds: dict = field(default_factory=dict)  # seconds in each pass of the graph pipeline, in order
 
     def to_dict(self) -> dict:
@@ -197,9 +197,10 @@ def load_artifact(path: Path) -> Artifact:
     return Artifact(path, meta)
 
 
-#: TVM 0.27 keeps CUDA kernels as CUDA C in the library and compiles them when it is loaded, through a
-#: callback that `tvm.support.nvcc` registers (needs `cuda-bindings` and NVRTC, which JetPack ships).
-CUDA_LOAD = "import tvm.support.nvcc  # compiles the CUDA kernels with NVRTC when the library loads\n"
+#: TVM's `cuda` kind keeps kernels as CUDA C in the library and compiles them when it is loaded, through a callback
+#: that `tvm.support.nvcc` registers (needs `cuda-bindings` and NVRTC). PTX needs nothing but the driver.
+CUDA_LOAD = {"CUDA C": "import tvm.support.nvcc  # compiles the CUDA kernels with NVRTC when the library loads\n",
+             "PTX": "# the CUDA driver compiles the PTX kernels for this GPU when the library loads: no toolkit needed\n"}
 
 
 def _load_code(meta: ArtifactMeta) -> str:
@@ -220,13 +221,17 @@ model = core.compile_model("{ONNX_FILE}", "CPU", {{"INFERENCE_NUM_THREADS": 1, "
                                                   "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}})
 {x}
 logits = model.create_infer_request().infer({{0: x}})[0]"""
+    code = (meta.compile.device_code or {}) if meta.compile else {}
+    load = next((line for fmt, line in CUDA_LOAD.items() if code.get("format", "").startswith(fmt)), "")
+    dev = "tvm.cuda(0)" if target.device == "cuda" else "tvm.cpu(0)"
     return f"""import numpy as np, tvm
 from tvm import relax
-{CUDA_LOAD if target.device == 'cuda' else ''}
+{load}
 lib = tvm.runtime.load_module("{LIBRARY}")
-vm = relax.VirtualMachine(lib, tvm.{'cuda' if target.device == 'cuda' else 'cpu'}(0))
+dev = {dev}
+vm = relax.VirtualMachine(lib, dev)
 {x}
-logits = vm["main"](tvm.runtime.tensor(x)).numpy()"""
+logits = vm["main"](tvm.runtime.tensor(x, dev)).numpy()"""
 
 
 def readme(meta: ArtifactMeta) -> str:

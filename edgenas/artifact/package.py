@@ -9,6 +9,7 @@ from edgenas.artifact.artifact import (Artifact, ArtifactInput, ArtifactLatency,
                                       write_artifact)
 from edgenas.bundle import load_bundle, resolve
 from edgenas.compile.build import CompileConfig, compile_onnx_model
+from edgenas.compile.cuda import device_code
 from edgenas.compile.tune import compile_target
 from edgenas.errors import BadInput, warn
 from edgenas.jsonio import now
@@ -36,20 +37,6 @@ def measure_artifact(library: Path, target: Target, shape: tuple[int, ...], dtyp
     return {**m.to_dict(), "where": where.get("board") or f"{where['cpu']} ({where['hostname']})", "device": where,
             "threads": threads, "how": {"timer": "tvm time_evaluator", **cfg.to_dict()}, "other_load_cores": load.cores,
             "measured": now()}
-
-
-def device_code(executable) -> dict | None:
-    """What the library holds for an accelerator: CUDA kernels stay CUDA C, compiled by NVRTC on the board at load."""
-    found, todo = [], [executable.mod]
-    while todo:
-        mod = todo.pop()
-        found += [m for m in mod.imports if m.kind == "cuda"]
-        todo += list(mod.imports)
-    if not found:
-        return None
-    source = "".join(m.inspect_source("") for m in found)
-    return {"kind": "cuda", "format": "CUDA C (compiled with NVRTC when the board loads the library)",
-            "kernels": source.count("__global__")}
 
 
 def artifact_accuracy(library: Path, info, target: Target, where: str) -> float | None:

@@ -94,7 +94,13 @@ def _compile_relax(mod, target: Target, cfg: CompileConfig):
     if naive:
         warn(f"{len(naive)} convolution or matmul kernel(s) have no schedule and compile as naive loops: "
              f"{', '.join(naive[:3])}; tune them (--tune-trials) to make them fast")
-    return tvm.compile(mod, target=tgt), quantized, ops, db, report, pass_seconds
+    tir = "default"
+    if tgt.kind.name == "nvptx":
+        from edgenas.compile.cuda import register_libdevice, register_pipeline
+
+        register_libdevice()
+        tir = register_pipeline()
+    return tvm.compile(mod, target=tgt, tir_pipeline=tir), quantized, ops, db, report, pass_seconds
 
 
 def compile_onnx_model(data: bytes, where: str, target: Target, cfg: CompileConfig = CompileConfig()) -> Compiled:

@@ -50,16 +50,29 @@ def export_library(executable, path: Path, target: Target) -> Path:
     """Link the executable into a shared library the board can load, with the target's cross compiler."""
     import tvm
 
+    from edgenas.compile.cuda import export_options
+
     if target.cross_compiler:
         if not shutil.which(target.cross_compiler):
             raise BadInput(
                 f"{target.source}: cross compiler '{target.cross_compiler}' (field 'tvm.cross_compiler') is not "
                 f"installed; run `bash tools/install-cross.sh`"
             )
-        executable.export_library(str(path), fcompile=tvm.support.cc.cross_compiler(target.cross_compiler))
+        executable.export_library(str(path), fcompile=tvm.support.cc.cross_compiler(target.cross_compiler),
+                                  **export_options(target))
     else:
-        executable.export_library(str(path))
+        executable.export_library(str(path), **export_options(target))
     return path
+
+
+def load_here(executable, target: Target, path: Path):
+    """The executable as this machine runs it: jitted, or for a GPU exported (to `path`) with its kernels as the
+    board gets them (`compile.cuda.pack_ptx_kernels`)."""
+    import tvm
+
+    if target.device == "cuda":
+        return tvm.runtime.load_module(str(export_library(executable, path, target)))
+    return executable.jit()
 
 
 def device(target: Target, session=None):
@@ -122,10 +135,8 @@ class TvmBackend:
     def __init__(self, target: Target, cfg: MeasureConfig, threads: int, rpc: RPCSettings | None = None,
                  layout: str = "NHWC", tuning_db: Path | None = None):
         if rpc is None and not target.runs_here:
-            raise BadInput(
-                f"target '{target.name}' ({target.device}, {target.arch}) does not run on this machine: "
-                f"give --rpc-tracker HOST:PORT and --rpc-key KEY to measure on the board"
-            )
+            raise BadInput(f"{target.why_not_here()}: give --rpc-tracker HOST:PORT and --rpc-key KEY to measure on the "
+                           f"board")
         # The TVM runtime sizes its thread pool from this variable when it first starts it.
         os.environ["TVM_NUM_THREADS"] = str(threads)
         self.target, self.cfg, self.threads, self.rpc = target, cfg, threads, rpc
@@ -141,11 +152,10 @@ class TvmBackend:
         digest = hashlib.sha256(onnx_model).hexdigest()
         if digest not in self._kept:
             compiled = compile_onnx(onnx_model, self.target, self.layout, self.tuning_db)
-            if self.rpc is None:
-                lib = compiled.executable.jit()  # what relax.VirtualMachine does with an executable: done once
-            else:
-                self._count += 1
-                lib = export_library(compiled.executable, Path(self._tmp.name) / f"block{self._count}.so", self.target)
+            self._count += 1
+            path = Path(self._tmp.name) / f"block{self._count}.so"
+            lib = (load_here(compiled.executable, self.target, path) if self.rpc is None else
+                   export_library(compiled.executable, path, self.target))
             while len(self._kept) >= KEPT:
                 self._kept.pop(next(iter(self._kept)))
             self._kept[digest] = (lib, compiled.input.dtype)

@@ -1,0 +1,114 @@
+"""NVIDIA GPU targets with no GPU here: the kernels are PTX for the board's architecture, which its CUDA driver loads by
+itself, with host code for the board's CPU; and nothing that would time the GPU silently times the CPU instead.
+
+`CUDA_VISIBLE_DEVICES=""` hides any GPU the machine has, so these hold on a machine with one too."""
+
+import json
+import os
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, TINY_SPACE, assert_one_line_error, run_cli
+from edgenas.errors import BadInput
+from edgenas.targets import get_target, load_target_file
+
+NO_GPU = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+#: the newest PTX ISA each board's CUDA reads: JetPack 4 (CUDA 10.2) on the Nano, JetPack 5 (CUDA 11.4) on Orin
+BOARDS = {"jetson-nano": ("sm_53", (6, 5)), "jetson-orin-nano": ("sm_87", (7, 4))}
+EM_X86_64, EM_AARCH64 = 0x3E, 0xB7
+
+
+def _machine(elf: bytes) -> int:
+    assert elf[:4] == b"\x7fELF"
+    return int.from_bytes(elf[18:20], "little")
+
+
+def gpu_target(tmp_path, arch: str = "sm_86"):
+    """The shipped nvidia-gpu target for a GPU of `arch`: how a user names one that is not in this machine."""
+    text = Path(get_target("nvidia-gpu").source).read_text()
+    path = tmp_path / f"gpu-{arch}.toml"
+    path.write_text(text.replace('mcpu = "native", mtriple = "nvptx64', f'mcpu = "{arch}", mtriple = "nvptx64'))
+    return path
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_a_jetson_library_holds_ptx_for_its_gpu_and_host_code_for_its_cpu(shipped, board, tmp_path):
+    """Compiled and exported as objects (linking the .so needs the aarch64 cross compiler: test_arm64.py)."""
+    from edgenas.bundle import load_bundle
+    from edgenas.compile.build import compile_onnx_model
+    from edgenas.compile.cuda import device_code, export_options
+
+    sm, newest_ptx = BOARDS[board]
+    data, _ = load_bundle(shipped[0] / "int8")
+    compiled = compile_onnx_model(data, "int8", get_target(board))
+    code = device_code(compiled.executable)
+    assert code["format"].startswith("PTX") and code["arch"] == [sm] and code["kernels"] >= 1
+    # libdevice linked in: no math function is left for the driver to find
+    assert code["unresolved"] == []
+    assert tuple(int(v) for v in code["ptx_version"].split(".")) <= newest_ptx, code
+    compiled.executable.export_library(str(tmp_path / "lib.tar"), **export_options(get_target(board)))
+    with tarfile.open(tmp_path / "lib.tar") as tar:
+        files = {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    objects = [b for b in files.values() if b[:4] == b"\x7fELF"]
+    assert objects and all(_machine(b) == EM_AARCH64 for b in objects)
+    # the packed modules as the board reads them: PTX whose kernels are entries the driver can launch, no CUDA C
+    packed = bytes(int(h, 16) for h in re.findall(rb"0x([0-9a-f]{2})", files["devc.c"]))
+    assert b".target " + sm.encode() in packed and b"__global__" not in packed
+    assert packed.count(b"\n.visible .entry ") == code["kernels"]
+    assert int.from_bytes(packed[:8], "little") == len(packed) - 8
+
+
+def test_an_nvidia_gpu_artifact_holds_ptx_for_the_gpu_it_names_and_an_x86_64_library(shipped, tmp_path):
+    out = tmp_path / "gpu"
+    r = json.loads(run_cli("compile", shipped[0] / "int8", "--target", gpu_target(tmp_path, "sm_86"), "--out", out,
+                           "--json", check=0, env=NO_GPU).stdout)
+    code = r["compile"]["device_code"]
+    assert code["format"].startswith("PTX") and code["arch"] == ["sm_86"] and code["unresolved"] == []
+    assert _machine((out / "model.so").read_bytes()[:20]) == EM_X86_64
+    assert r["latency"]["measured"] is None and r["latency"]["not_measured"]
+    readme = (out / "README.md").read_text()
+    assert "tvm.cuda(0)" in readme and "tvm.support.nvcc" not in readme
+
+
+def test_nothing_times_the_cpu_for_a_gpu_target_when_no_gpu_is_reachable(shipped, tmp_path):
+    target = gpu_target(tmp_path)
+    common = ("--target", target, "--space", TINY_SPACE, "--tables", tmp_path / "tables", *FAST)
+    assert_one_line_error(run_cli("profile", *common, "--backend", "tvm", env=NO_GPU), "needs an NVIDIA GPU",
+                          "--rpc-tracker")
+    assert_one_line_error(run_cli("profile", *common, "--backend", "ort", env=NO_GPU), "CUDAExecutionProvider")
+    assert_one_line_error(run_cli("profile", *common, "--backend", "openvino", env=NO_GPU), "OpenVINO measures only")
+    assert not list((tmp_path / "tables").rglob("*.json")), "a table was written"
+    art = tmp_path / "art"
+    run_cli("compile", shipped[0] / "int8", "--target", target, "--out", art, check=0, env=NO_GPU)
+    assert_one_line_error(run_cli("bench", art, "--repeat", 3, env=NO_GPU), "needs an NVIDIA GPU")
+
+
+def test_native_names_this_machine_s_gpu_or_says_how_to_name_one(tmp_path, monkeypatch):
+    from edgenas.targets import gpu_arch
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    target = load_target_file(get_target("nvidia-gpu").source)
+    with pytest.raises(BadInput, match="nvidia-gpu.toml: field 'tvm.target.mcpu' is 'native'.*sm_86"):
+        gpu_arch(target)
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 8.9\n")
+    smi.chmod(0o755)
+    assert gpu_arch(target) == "sm_89"
+
+
+def test_the_device_check_runs_up_to_its_first_gpu_call_and_says_what_it_would_do(tmp_path):
+    import subprocess
+    import sys
+
+    report = tmp_path / "gpu-check.json"
+    proc = subprocess.run([sys.executable, "tools/gpu_check.py", "--report", report], capture_output=True, text=True,
+                          env=NO_GPU, cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    assert proc.returncode == 3, proc.stderr
+    r = json.loads(report.read_text())
+    assert r["gpu"] is None and r["arch"].startswith("sm_87") and "before the first GPU call" in r["stopped"]
+    code = r["models"]["main"]["fp32"]["device_code"]
+    assert code["format"].startswith("PTX") and code["arch"] == ["sm_87"] and code["unresolved"] == []
+    assert [line for line in proc.stderr.splitlines() if line.startswith("gpu_check:")] == [f"gpu_check: {r['stopped']}"]
