@@ -61,28 +61,36 @@ def test_a_jetson_library_holds_ptx_for_its_gpu_and_host_code_for_its_cpu(shippe
     assert int.from_bytes(packed[:8], "little") == len(packed) - 8
 
 
-def test_an_nvidia_gpu_artifact_holds_ptx_for_the_gpu_it_names_and_an_x86_64_library(shipped, tmp_path):
-    out = tmp_path / "gpu"
-    r = json.loads(run_cli("compile", shipped[0] / "int8", "--target", gpu_target(tmp_path, "sm_86"), "--out", out,
-                           "--json", check=0, env=NO_GPU).stdout)
+@pytest.fixture(scope="module")
+def gpu_artifact(shipped, tmp_path_factory):
+    """The shipped int8 network compiled for an sm_86 GPU with no GPU reachable: (target file, artifact, its JSON)."""
+    tmp = tmp_path_factory.mktemp("gpu")
+    target, out = gpu_target(tmp, "sm_86"), tmp / "art"
+    r = json.loads(run_cli("compile", shipped[0] / "int8", "--target", target, "--out", out, "--json", check=0,
+                           env=NO_GPU).stdout)
+    return target, out, r
+
+
+def test_an_nvidia_gpu_artifact_holds_ptx_for_the_gpu_it_names_and_an_x86_64_library(gpu_artifact):
+    _, out, r = gpu_artifact
     code = r["compile"]["device_code"]
     assert code["format"].startswith("PTX") and code["arch"] == ["sm_86"] and code["unresolved"] == []
-    assert _machine((out / "model.so").read_bytes()[:20]) == EM_X86_64
+    assert code["kernels"] >= 1 and code["device_functions"] == 0
+    library = (out / "model.so").read_bytes()
+    assert _machine(library[:20]) == EM_X86_64 and library.count(b"\n.visible .entry ") == code["kernels"]
     assert r["latency"]["measured"] is None and r["latency"]["not_measured"]
     readme = (out / "README.md").read_text()
     assert "tvm.cuda(0)" in readme and "tvm.support.nvcc" not in readme
 
 
-def test_nothing_times_the_cpu_for_a_gpu_target_when_no_gpu_is_reachable(shipped, tmp_path):
-    target = gpu_target(tmp_path)
+def test_nothing_times_the_cpu_for_a_gpu_target_when_no_gpu_is_reachable(gpu_artifact, tmp_path):
+    target, art, _ = gpu_artifact
     common = ("--target", target, "--space", TINY_SPACE, "--tables", tmp_path / "tables", *FAST)
     assert_one_line_error(run_cli("profile", *common, "--backend", "tvm", env=NO_GPU), "needs an NVIDIA GPU",
                           "--rpc-tracker")
     assert_one_line_error(run_cli("profile", *common, "--backend", "ort", env=NO_GPU), "CUDAExecutionProvider")
     assert_one_line_error(run_cli("profile", *common, "--backend", "openvino", env=NO_GPU), "OpenVINO measures only")
     assert not list((tmp_path / "tables").rglob("*.json")), "a table was written"
-    art = tmp_path / "art"
-    run_cli("compile", shipped[0] / "int8", "--target", target, "--out", art, check=0, env=NO_GPU)
     assert_one_line_error(run_cli("bench", art, "--repeat", 3, env=NO_GPU), "needs an NVIDIA GPU")
 
 

@@ -104,9 +104,27 @@ RECHECK_PAUSES_S = (3.0, 10.0, 30.0)
 NOISY = 0.10
 
 
+#: pauses before measuring a network again whose reading was noisy, where a search compares readings (`settled`)
+SETTLE_PAUSES_S = (3.0, 10.0)
+
+
 def noisy(m) -> bool:
-    """`m`: a measurement's record (`Measurement.to_dict()`)."""
-    return m["median_ms"] > m["min_ms"] * (1 + NOISY)
+    """`m`: a `Measurement`, or its record (`Measurement.to_dict()`)."""
+    median, low = (m["median_ms"], m["min_ms"]) if isinstance(m, dict) else (m.median_ms, m.min_ms)
+    return median > low * (1 + NOISY)
+
+
+def settled(measure: Callable[[], "Measurement"], pauses_s: tuple[float, ...] = SETTLE_PAUSES_S) -> "Measurement":
+    """A measurement taken out of a burst of other load: a noisy one (`noisy`) is taken again after each pause, and
+    the quietest (lowest median) is kept. A burst slows even a reading's fastest samples, so a search that compares
+    networks by their readings would otherwise compare the machine's state instead."""
+    best = measure()
+    for pause in pauses_s:
+        if not noisy(best):
+            break
+        time.sleep(pause)
+        best = min(best, measure(), key=lambda m: m.median_ms)
+    return best
 
 
 def readings_against(limit_ms: float, measure: Callable[[], T], value: Callable[[T], float], first: T | None = None,

@@ -268,6 +268,7 @@ def _pruned_to_fit(ctx: Context, inp, unpruned: PrunedProduct) -> PrunedProduct:
     """Fitting is what pruning is for here: it goes on whatever it cost."""
     from edgenas.compress.pays import fit_goal
     from edgenas.compress.prune import OutOfReach, prune
+    from edgenas.search.fit import HEADROOM, said
 
     s, budget = ctx.results["search"], ctx.cfg.budget_ms
     goal = fit_goal(s, budget)
@@ -283,8 +284,9 @@ def _pruned_to_fit(ctx: Context, inp, unpruned: PrunedProduct) -> PrunedProduct:
         return replace(unpruned, why_not=str(e))
     after = NetworkFigures(**r.after)
     return PrunedProduct(str(ctx.out / "pruned"), True, unpruned.before, after, r.units, r.seconds, None, unpruned.tuned,
-                         fit=f"pruned to fit: the fastest network measured on the search's front read "
-                             f"{s.measured_latency_ms:.4f} ms, over the {budget:g} ms budget; pruned, {_ms(after.measured_ms)}")
+                         fit=f"pruned to fit: the fastest network measured on the search's front "
+                             f"{said(s.measured_readings_ms or [s.measured_latency_ms])}, over the {budget:g} ms budget "
+                             f"less its {HEADROOM:.0%} headroom; pruned, {_ms(after.measured_ms)}")
 
 
 def _pruned_from_above(ctx: Context, inp, unpruned: PrunedProduct) -> PrunedProduct:

@@ -49,6 +49,14 @@ def held_reading(readings: Sequence[float]) -> float:
     return 2 * max(readings) - min(readings) if len(readings) >= 2 else max(readings)
 
 
+def said(readings: Sequence[float]) -> str:
+    """A network's readings as the fit holds them, in a phrase: "read 0.1397 and 0.1699 ms (held at 0.2001 ms: ...)"."""
+    text = f"read {' and '.join(f'{v:.4f}' for v in readings)} ms"
+    if len(readings) >= 2:
+        text += f" (held at {held_reading(readings):.4f} ms: the higher reading plus the spread between them)"
+    return text
+
+
 def fit_to_budget(front: Sequence, budget_ms: float, measure: Callable[[object], float],
                   max_measured: int = MAX_MEASURED, headroom: float = HEADROOM) -> Fit:
     """`front`: the candidates of the search's Pareto front (`.arch`, `.latency_ms`, `.accuracy`), fastest first, each
@@ -90,8 +98,8 @@ def fit_to_budget(front: Sequence, budget_ms: float, measure: Callable[[object],
             lo = max((i for i in readings if i < lo and max(readings[i]) <= limit), default=-1)
     if lo < 0:
         over = min(readings, default=0)
-        return Fit(over, False, f"the fastest network measured on the search's front, {min(readings.get(over, [0])):.4f} ms, "
-                                f"is over the {budget_ms:g} ms budget less its {headroom:.0%} headroom", tries())
+        return Fit(over, False, f"the fastest network measured on the search's front {said(readings.get(over, [0.0]))}, over "
+                                f"the {budget_ms:g} ms budget less its {headroom:.0%} headroom", tries())
     above = min((i for i in readings if i > lo), default=None)
     nxt = (f"; the next one up the front measured {min(readings[above]):.4f} ms" if above is not None else
            "; it is the most accurate network the search found" if lo == len(front) - 1 else "")
