@@ -48,6 +48,8 @@ def test_a_jetson_library_holds_ptx_for_its_gpu_and_host_code_for_its_cpu(shippe
     assert code["format"].startswith("PTX") and code["arch"] == [sm] and code["kernels"] >= 1
     # libdevice linked in: no math function is left for the driver to find
     assert code["unresolved"] == []
+    # int8 convolutions multiply through dp4a where the GPU has it (sm_61 and later), not on the Nano
+    assert (code["dp4a"] > 0) == (sm != "sm_53"), code
     assert tuple(int(v) for v in code["ptx_version"].split(".")) <= newest_ptx, code
     compiled.executable.export_library(str(tmp_path / "lib.tar"), **export_options(get_target(board)))
     with tarfile.open(tmp_path / "lib.tar") as tar:
@@ -75,7 +77,7 @@ def test_an_nvidia_gpu_artifact_holds_ptx_for_the_gpu_it_names_and_an_x86_64_lib
     _, out, r = gpu_artifact
     code = r["compile"]["device_code"]
     assert code["format"].startswith("PTX") and code["arch"] == ["sm_86"] and code["unresolved"] == []
-    assert code["kernels"] >= 1 and code["device_functions"] == 0
+    assert code["kernels"] >= 1 and code["device_functions"] == 0 and code["dp4a"] > 0
     library = (out / "model.so").read_bytes()
     assert _machine(library[:20]) == EM_X86_64 and library.count(b"\n.visible .entry ") == code["kernels"]
     assert r["latency"]["measured"] is None and r["latency"]["not_measured"]

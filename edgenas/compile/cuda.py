@@ -163,6 +163,7 @@ def device_code(executable) -> dict | None:
             "ptx_version": ".".join(map(str, versions[-1])), "arch": sorted(set(_PTX_TARGET.findall(source))),
             "kernels": len(re.findall(r"^\.visible\s+\.entry\s", source, re.M)),
             "device_functions": len(re.findall(r"^\.visible\s+\.func\s", source, re.M)),
+            "dp4a": len(re.findall(r"^\s*dp4a\.", source, re.M)),  # int8 dot products (`gpu_schedules.Dp4aMatmul`)
             "unresolved": sorted(set(re.findall(r"\.extern\s+\.func[^\n]*?(__nv_\w+)", source)))}
 
 

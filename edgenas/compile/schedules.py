@@ -161,6 +161,10 @@ def cpu_class(target) -> str | None:
 
 def rules_version(target) -> str:
     """The version of the rules that schedule `target`'s kernels (tables record it)."""
+    if target.kind.name == "nvptx":
+        from edgenas.compile.gpu_schedules import VERSION as GPU_VERSION
+
+        return GPU_VERSION
     return CLASS_VERSIONS.get(cpu_class(target), VERSION)
 
 
@@ -391,23 +395,26 @@ def default_task_schedule(task_mod, target):
 
 def schedule_pipeline(target):
     """The kernel part of compile, after the database's schedules are applied, as one `tvm.transform.Sequential`:
-    the default rules on the kernels still unscheduled (CPU targets; GPU ones get dlight's own fallback in
-    `tvm.compile`), then the weight repacking that the rules (or MetaSchedule's RewriteLayout) left in kernels split
-    into functions of their own and folded at compile time on the constant weights. Run it with `target` (a
+    the default rules on the kernels still unscheduled (CPU targets; on NVIDIA GPUs `gpu_schedules`' int8 rule, then
+    dlight's own rules in `tvm.compile`), then the weight repacking that the rules (or MetaSchedule's RewriteLayout)
+    left in kernels split into functions of their own and folded at compile time on the constant weights. Run it with `target` (a
     `tvm.target.Target`) current."""
     import tvm
     from tvm import relax
     from tvm.s_tir import dlight
 
-    passes = [dlight.ApplyDefaultSchedule(_conv_rule(target), _inline_rule())] if target.kind.name == "llvm" else []
+    from edgenas.compile.gpu_schedules import gpu_schedule_passes
+
+    passes = ([dlight.ApplyDefaultSchedule(_conv_rule(target), _inline_rule())] if target.kind.name == "llvm" else
+              gpu_schedule_passes(target) if target.kind.name == "nvptx" else [])
     passes += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
     return tvm.transform.Sequential(passes, name="edgenas.schedule")
 
 
-def _blocks(sch, parent):
+def nested_blocks(sch, parent):
     for block in sch.get_child_blocks(parent):
         yield block
-        yield from _blocks(sch, block)
+        yield from nested_blocks(sch, block)
 
 
 def naive_kernels(mod) -> list[str]:
@@ -420,7 +427,7 @@ def naive_kernels(mod) -> list[str]:
         if not isinstance(func, tirx.PrimFunc):
             continue
         sch = s_tir.Schedule(func)
-        for block in _blocks(sch, sch.get_sblock("root")):
+        for block in nested_blocks(sch, sch.get_sblock("root")):
             name = sch.get(block).name_hint
             base = name.removesuffix("_o").removesuffix("_update").removesuffix("_init")
             if base not in ANCHORS or name.endswith("_init"):
