@@ -20,7 +20,7 @@ from edgenas.pipeline.config import BuildConfig
 from edgenas.search.evolution_config import STRATEGIES, EvolutionConfig
 from edgenas.search.search_config import SearchConfig
 from edgenas.supernet.train_config import AUTO as AUTO_EPOCHS, AUTO_MINUTES, TrainConfig
-from edgenas.tables.key import PRECISIONS
+from edgenas.tables.key import PRECISIONS, TABLE_PRECISIONS
 from edgenas.tables.deployment import AUTO
 
 #: the extra --backend choice of the verbs that measure tables: every backend this machine can measure
@@ -99,10 +99,11 @@ _SHARED = [
               f"openvino, OpenVINO (the optional extra) (`profile` and `validate` also take {ALL_BACKENDS}: every one "
               f"this machine can measure; `build` also takes {AUTO_BACKEND}: every one that runs the target, "
               f"measured, and the fastest ships)."),
-    _opt("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
+    _opt("--precision", type=click.Choice(TABLE_PRECISIONS), default=PRECISIONS[0], show_default=True,
          varying_default="`build` measures which precision pays on the target (auto); the other verbs name a table",
          help="The precision of the table: what is measured, and what a build ships (int8: quantized as `quantize` does; "
-              f"`build` also takes {AUTO}: int8 where it runs faster than fp32 on the target, measured)."),
+              "fp16, NVIDIA GPU targets' tables only: float16 weights and activations; "
+              f"`build` takes int8, fp32 or {AUTO}: int8 where it runs faster than fp32 on the target, measured)."),
     _opt("--layout", type=click.Choice(LAYOUTS), default=CompileConfig.layout, show_default=True,
          help="TVM's convolution layout, as `compile` uses it (NHWC lets int8 dot-product instructions apply)."),
     _opt("--tuning-db", type=click.Path(path_type=Path), default=None,

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import TINY_SPACE, cpu_target
 
-AVX2_NHWC = ["IntegerQDQ", "ElementwiseQDQ", "ToNHWC", "RequantMultiplier", "PadChannels", "WidenWeights",
+AVX2_NHWC = ["IntegerQDQ", "ElementwiseQDQ", "AccumulateFloat32", "ToNHWC", "RequantMultiplier", "PadChannels", "WidenWeights",
              "DecomposeOps", "CanonicalizeBindings", "f_zero_pipeline"]
-NCHW = ["IntegerQDQ", "ElementwiseQDQ", "RequantMultiplier", "DecomposeOps", "CanonicalizeBindings", "f_zero_pipeline"]
+NCHW = ["IntegerQDQ", "ElementwiseQDQ", "AccumulateFloat32", "RequantMultiplier", "DecomposeOps", "CanonicalizeBindings", "f_zero_pipeline"]
 
 
 def _calls(mod):

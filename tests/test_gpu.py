@@ -122,3 +122,66 @@ def test_the_device_check_runs_up_to_its_first_gpu_call_and_says_what_it_would_d
     code = r["models"]["main"]["fp32"]["device_code"]
     assert code["format"].startswith("PTX") and code["arch"] == ["sm_87"] and code["unresolved"] == []
     assert [line for line in proc.stderr.splitlines() if line.startswith("gpu_check:")] == [f"gpu_check: {r['stopped']}"]
+
+
+def _digits_network():
+    """The default space's largest network with random weights, as ONNX, and its input shape."""
+    from edgenas.measure.onnx_export import to_onnx
+    from edgenas.space import get_space
+    from edgenas.space.blocks import Network, randomize_bn
+
+    space = get_space("digits")
+    arch = space.largest()
+    shape = (1, space.in_channels, arch.resolution, arch.resolution)
+    return to_onnx(randomize_bn(Network(space, arch)), shape), shape
+
+
+def test_fp16_is_one_onnx_file_that_tvm_sums_in_float32_and_that_computes_what_fp32_does():
+    """TVM's float16 kernels run on this CPU as they would on a GPU (the same Relax and TIR, LLVM's float16 on x86):
+    the conversion, the float32 sums and the float16 multiply-adds checked against ONNX Runtime's fp32."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from edgenas.compile.build import compile_onnx_model
+    from edgenas.measure.onnx_export import to_float16
+
+    fp32, shape = _digits_network()
+    fp16 = to_float16(fp32)
+    graph = onnx.load_from_string(fp16).graph
+    onnx.checker.check_model(onnx.load_from_string(fp16))  # topologically sorted
+    assert all(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer if i.dims)
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # a network keeps float32 I/O
+    block = onnx.load_from_string(to_float16(fp32, block=True)).graph
+    assert block.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16  # a block runs inside one
+
+    compiled = compile_onnx_model(fp16, "fp16", get_target("host"))
+    assert set(compiled.ops) == {"relax.nn.conv2d:float32", "relax.matmul:float32"}, compiled.ops
+    vm = relax.VirtualMachine(compiled.executable.jit(), tvm.cpu())
+    ref = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        ours = vm["main"](tvm.runtime.tensor(x)).numpy()
+        want = ref.run(None, {ref.get_inputs()[0].name: x})[0]
+        assert ours.dtype == np.float32 and ours.argmax() == want.argmax()
+        assert np.abs(ours - want).max() < 1e-2 * np.abs(want).max(), (np.abs(ours - want).max(), np.abs(want).max())
+
+
+def test_fp16_compiles_to_ptx_for_a_gpu_and_is_refused_for_a_cpu_target(tmp_path):
+    from edgenas.compile.build import compile_onnx_model
+    from edgenas.compile.cuda import device_code
+    from edgenas.measure.onnx_export import to_float16
+
+    fp32, _ = _digits_network()
+    code = device_code(compile_onnx_model(to_float16(fp32), "fp16", load_target_file(gpu_target(tmp_path))).executable)
+    assert code["arch"] == ["sm_86"] and code["unresolved"] == [] and code["kernels"] >= 1
+    common = ("--space", TINY_SPACE, "--tables", tmp_path / "tables", "--precision", "fp16", *FAST)
+    assert_one_line_error(run_cli("profile", "--target", "host", *common), "--precision fp16 is for NVIDIA GPU targets",
+                          "'host'")
+    assert_one_line_error(run_cli("profile", "--target", gpu_target(tmp_path), "--backend", "tvm", *common, env=NO_GPU),
+                          "needs an NVIDIA GPU")
+    assert not list((tmp_path / "tables").rglob("*.json")), "a table was written"
+    assert_one_line_error(run_cli("build", "--target", gpu_target(tmp_path), "--precision", "fp16", "--out",
+                                  tmp_path / "run", env=NO_GPU), "'fp16' is not one of 'int8', 'fp32', 'auto'")

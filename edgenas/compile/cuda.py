@@ -194,15 +194,41 @@ def _barrier_with_id():
     return barrier_with_id
 
 
+def _float16_multiply_add():
+    """A device pass: a float16 `a * b + c` computed in float32 and rounded once. TVM lowers a multiply-add to `fma`,
+    and on NVPTX `fma` calls libdevice, which has it for float32 and float64 only: a float16 one fails the build."""
+    import tvm_ffi
+    from tvm import tirx
+
+    def wide(e):
+        return tirx.Cast("float32", e)
+
+    def add(node, mutator):
+        node = mutator.default_mutate(node)
+        if str(node.ty.dtype) != "float16":
+            return node
+        for product, rest in ((node.a, node.b), (node.b, node.a)):
+            if isinstance(product, tirx.Mul):
+                return tirx.Cast("float16", tirx.Add(tirx.Mul(wide(product.a), wide(product.b)), wide(rest)))
+        return node
+
+    @tirx.transform.prim_func_pass(opt_level=0, name="edgenas.Float16MultiplyAdd")
+    def float16_multiply_add(func, _mod, _ctx):
+        return func.with_body(tvm_ffi.structural_mutate(func.body, [(tirx.Add, add)]))
+
+    return float16_multiply_add
+
+
 def register_pipeline() -> str:
-    """TVM's default TIR pipeline with `_barrier_with_id` last among the device passes, registered under `PIPELINE`."""
+    """TVM's default TIR pipeline with `_float16_multiply_add` first and `_barrier_with_id` last among the device
+    passes, registered under `PIPELINE`."""
     import tvm
     from tvm.s_tir import pipeline as s_tir_pipeline
     from tvm.tirx import compilation_pipeline
 
     def factory(**kwargs):
         lower, host, device = s_tir_pipeline.default_s_tir_pipeline(**kwargs)
-        return lower, host, lambda: tvm.transform.Sequential([device(), _barrier_with_id()])
+        return lower, host, lambda: tvm.transform.Sequential([_float16_multiply_add(), device(), _barrier_with_id()])
 
     compilation_pipeline.register_tir_pipeline(PIPELINE, factory)
     return PIPELINE

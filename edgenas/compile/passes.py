@@ -1,6 +1,6 @@
 """The graph part of compile as TVM passes, in one `tvm.transform.Sequential` (`compile_pipeline`):
 
-    IntegerQDQ -> ElementwiseQDQ -> [ToNHWC] -> RequantMultiplier -> [PadChannels -> [WidenWeights]]
+    IntegerQDQ -> ElementwiseQDQ -> AccumulateFloat32 -> [ToNHWC] -> RequantMultiplier -> [PadChannels -> [WidenWeights]]
     -> DecomposeOps -> CanonicalizeBindings -> f_zero_pipeline (TVM's: legalize, fold constants, fuse)
 
 Each rewrite is a pass class with its patterns as attributes, in the manner of TVM's own `relax/transform` files; the
@@ -125,6 +125,32 @@ def _weight_calls():
 
 
 @relax.transform.function_pass(opt_level=0)
+class AccumulateFloat32(_Rules):
+    """float16 conv2d/matmul summed in float32 and cast back: a long reduction (a 1x1 convolution over 960 channels)
+    summed in float16 loses about three digits, and NVPTX has no float16 `fma` through libdevice, which TVM's
+    lowering of a float16 multiply-add calls. cuDNN sums float16 convolutions in float32 too."""
+
+    @staticmethod
+    def patterns():
+        return {name: is_op(f"relax.{name}")(wildcard(), wildcard()) for name in ("nn.conv2d", "matmul")}
+
+    def __init__(self):
+        self.rules = [(call, self.widen) for call in self.patterns().values()]
+
+    @staticmethod
+    def widen(orig, _m):
+        if str(orig.ty.dtype) != "float16":
+            return orig
+        x, w = orig.args
+        if orig.op.name == "relax.matmul":
+            return relax.op.astype(relax.op.matmul(x, w, out_dtype="float32"), "float16")
+        a = orig.attrs
+        wide = relax.op.nn.conv2d(x, w, a.strides, a.padding, a.dilation, a.groups, a.data_layout, a.kernel_layout,
+                                  a.out_layout, "float32")
+        return relax.op.astype(wide, "float16")
+
+
+@relax.transform.function_pass(opt_level=0)
 class PadChannels(_Rules):
     """Integer convolutions and matmuls whose output channels are not a multiple of `multiple`, computed with
     zero weights up to the next multiple and sliced back, so that the dot-product schedule takes them whole
@@ -206,7 +232,7 @@ def compile_pipeline(target, layout: str) -> tvm.transform.Sequential:
     """The graph part of compile for `target` (a `tvm.target.Target`, which must be the current target while it runs:
     `with target:`) in `layout` (NCHW or NHWC). The integer dot product of the target's schedule
     (`schedules.dot_products`, best first) set the channel multiple and the weight type of uint8 layers."""
-    passes = [IntegerQDQ(), ElementwiseQDQ()]
+    passes = [IntegerQDQ(), ElementwiseQDQ(), AccumulateFloat32()]
     if layout == "NHWC":
         passes.append(ToNHWC())
     passes.append(RequantMultiplier())

@@ -14,7 +14,7 @@ from edgenas.errors import BadInput
 from edgenas.measure.backends import AUTO_BACKEND, BACKENDS
 from edgenas.search.search_config import SearchConfig
 from edgenas.supernet.train_config import TrainConfig
-from edgenas.tables.key import check_precision
+from edgenas.tables.key import PRECISIONS, check_precision
 from edgenas.tables.deployment import AUTO
 
 
@@ -39,6 +39,10 @@ class DeployConfig:
     def __post_init__(self):
         if self.precision != AUTO:
             check_precision(self.precision)
+            if self.precision not in PRECISIONS:
+                raise BadInput(f"--precision {self.precision}: a build ships {' or '.join(PRECISIONS)} ({AUTO}: the "
+                               f"faster, measured); {self.precision} is measured by `profile` and `validate` and "
+                               f"compiled by `compile` from a {self.precision} ONNX model")
         if self.backend not in (*BACKENDS, AUTO_BACKEND):
             raise BadInput(f"--backend {self.backend}: one of {', '.join((*BACKENDS, AUTO_BACKEND))}")
         if self.layout not in LAYOUTS:

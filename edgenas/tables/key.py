@@ -17,12 +17,20 @@ from edgenas.targets import Target
 #: The space whose tables sit directly in the device's directory; other spaces get a sub-directory.
 DEFAULT_SPACE = "digits"
 #: int8 first: it is what a build ships by default.
+#: what a build ships, and what `--precision auto` measures
 PRECISIONS = ("int8", "fp32")
+#: measured by tables and compiled for NVIDIA GPUs only: float16 weights and activations, summed in float32
+GPU_PRECISIONS = ("fp16",)
+TABLE_PRECISIONS = (*PRECISIONS, *GPU_PRECISIONS)
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise BadInput(f"--precision {precision}: one of {', '.join(PRECISIONS)}")
+def check_precision(precision: str, target=None) -> str:
+    """`precision` where a table of `target` (a `targets.Target`, None: any) can be measured at it."""
+    if precision not in TABLE_PRECISIONS:
+        raise BadInput(f"--precision {precision}: one of {', '.join(TABLE_PRECISIONS)}")
+    if precision in GPU_PRECISIONS and target is not None and target.device != "cuda":
+        raise BadInput(f"--precision {precision} is for NVIDIA GPU targets; target '{target.name}' runs "
+                       f"{' or '.join(PRECISIONS)}")
     return precision
 
 
@@ -32,7 +40,8 @@ class TableKey:
 
     target: Target
     backend: str  # "ort" or "tvm"
-    #: "int8": each block quantized as `edgenas quantize` does (QDQ), and for TVM compiled with the integer rewrite
+    #: "int8": each block quantized as `edgenas quantize` does (QDQ), and for TVM compiled with the integer rewrite;
+    #: "fp16" (GPU targets): each block converted to float16 (`onnx_export.to_float16`)
     precision: str
     space: SearchSpace
     threads: int  # threads of the runtime on the device
@@ -43,7 +52,7 @@ class TableKey:
     tuning_db: Path | None = None
 
     def __post_init__(self):
-        check_precision(self.precision)
+        check_precision(self.precision, self.target)
         if self.backend not in BACKENDS:
             raise BadInput(f"unknown backend '{self.backend}'; known backends: {', '.join(BACKENDS)}")
 
