@@ -191,13 +191,13 @@ def _anchor_blocks(mod) -> list[str]:
     `<anchor>_update_o`)."""
     from tvm import s_tir, tirx
 
-    from edgenas.compile.schedules import ANCHORS, _blocks
+    from edgenas.compile.schedules import ANCHORS, nested_blocks
 
     found = []
     for _gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc):
             sch = s_tir.Schedule(func)
-            names = [sch.get(b).name_hint for b in _blocks(sch, sch.get_sblock("root"))]
+            names = [sch.get(b).name_hint for b in nested_blocks(sch, sch.get_sblock("root"))]
             found += [n for n in names if not n.endswith("_init")
                       and n.removesuffix("_o").removesuffix("_update") in ANCHORS]
     return found

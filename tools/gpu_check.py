@@ -4,8 +4,10 @@
 Steps, each recorded in one JSON report (--report):
 1. compile for `nvidia-gpu` at this GPU's architecture (--arch names another, for a dry run): the main command's network
    (--build DIR: the fp32 and int8 bundles a build shipped; else the default space's largest network, random weights)
-   and MobileNetV2 1.0 at 224x224 (random weights), fp32 and int8 (QDQ, symmetric, as CUDA targets quantize), to PTX;
-2. run each on the GPU and compare it with ONNX Runtime on the CPU running the same ONNX model (int8: the QDQ model);
+   and MobileNetV2 1.0 at 224x224 (random weights), fp32, fp16 (one float16 ONNX file) and int8 (QDQ, symmetric, as
+   CUDA targets quantize; dp4a where the GPU has it), to PTX;
+2. run each on the GPU and compare it with ONNX Runtime on the CPU running the same ONNX model (int8: the QDQ model,
+   fp16: the float16 one);
 3. time each with TVM's time_evaluator on the GPU (device-side), side by side with ONNX Runtime's CUDA provider and
    TensorRT's where this onnxruntime has them (batch 1, one stream, inputs and outputs bound on the GPU);
 4. a slice of a GPU latency table: the tests' tiny space profiled with TVM on the GPU, validated on a few networks.
@@ -138,7 +140,9 @@ def check_model(name: str, fp32: bytes, int8: bytes, shape: tuple, target, repor
 
     xs = np.random.default_rng(1).standard_normal((SAMPLES, *shape[1:])).astype(np.float32)
     row = report["models"][name]
-    for precision, model in (("fp32", fp32), ("int8", int8)):
+    from edgenas.measure.onnx_export import to_float16
+
+    for precision, model in (("fp32", fp32), ("fp16", to_float16(fp32)), ("int8", int8)):
         r = row[precision] = {}
         c = compile_onnx_model(model, f"{name} {precision}", target)
         r["compile_seconds"], r["device_code"] = c.seconds, device_code(c.executable)
