@@ -109,18 +109,47 @@ def test_native_names_this_machine_s_gpu_or_says_how_to_name_one(tmp_path, monke
     assert gpu_arch(target) == "sm_89"
 
 
-def test_the_device_check_runs_up_to_its_first_gpu_call_and_says_what_it_would_do(tmp_path):
+def test_the_device_check_prepares_what_a_gpu_machine_runs_with_tvm_s_runtime_alone(tmp_path):
+    """`prepare` here, then `run` with TVM's runtime and no compiler, as on a GPU machine that cannot install the
+    compiler: it reads what was prepared, and stops with one line before its first GPU call (exit 3)."""
     import subprocess
     import sys
 
-    report = tmp_path / "gpu-check.json"
-    proc = subprocess.run([sys.executable, "tools/gpu_check.py", "--report", report], capture_output=True, text=True,
-                          env=NO_GPU, cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    from edgenas.space import get_space
+
+    repo, prepared = Path(__file__).resolve().parent.parent, tmp_path / "check"
+    proc = subprocess.run([sys.executable, "tools/gpu_check.py", "prepare", prepared, "--arch", "sm_87", "--models",
+                           "main", "--runtime", "--report", tmp_path / "prepare.json"], capture_output=True, text=True,
+                          env=NO_GPU, cwd=repo, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["arch"] == "sm_87" and set(manifest["models"]) == {"main"}
+    main = manifest["models"]["main"]["precisions"]
+    assert set(main) == {"fp32", "fp16", "int8"}
+    for precision, p in main.items():
+        code = p["device_code"]
+        assert code["format"].startswith("PTX") and code["arch"] == ["sm_87"] and code["unresolved"] == []
+        assert (code["dp4a"] > 0) == (precision == "int8"), (precision, code)
+        assert _machine((prepared / p["library"]).read_bytes()[:20]) == EM_X86_64
+        assert (prepared / p["reference"]).exists() and (prepared / p["onnx"]).exists()
+    table = manifest["table_slice"]
+    keys = {f["key"] for f in table["blocks"]["functions"]}
+    assert keys == {layer.key for layer in get_space(str(TINY_SPACE)).all_layers()}
+    assert len(table["networks"]["functions"]) == 6
+    assert all(set(f["layers"]) <= keys for f in table["networks"]["functions"])
+
+    site = tmp_path / "site"
+    with tarfile.open(prepared / "tvm-runtime.tar.xz") as tar:
+        tar.extractall(site, filter="data")
+    assert (site / "tvm" / "lib" / "libtvm_runtime.so").exists() and not list(site.rglob("libtvm_compiler.so"))
+    report = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, "tools/gpu_check.py", "run", prepared, "--report", report],
+                          capture_output=True, text=True, cwd=repo, timeout=300,
+                          env={**NO_GPU, "TVM_USE_RUNTIME_LIB": "1", "PYTHONPATH": f"{site}:{repo}"})
     assert proc.returncode == 3, proc.stderr
     r = json.loads(report.read_text())
-    assert r["gpu"] is None and r["arch"].startswith("sm_87") and "before the first GPU call" in r["stopped"]
-    code = r["models"]["main"]["fp32"]["device_code"]
-    assert code["format"].startswith("PTX") and code["arch"] == ["sm_87"] and code["unresolved"] == []
+    assert r["tvm"]["runtime_only"] and r["tvm"]["from"] == str(site / "tvm"), r["tvm"]
+    assert r["gpu"] is None and "before the first GPU call" in r["stopped"] and "3 libraries for sm_87" in r["stopped"]
     assert [line for line in proc.stderr.splitlines() if line.startswith("gpu_check:")] == [f"gpu_check: {r['stopped']}"]
 
 

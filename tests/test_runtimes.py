@@ -2,10 +2,12 @@
 as the artifact's README says, judged against the exact reference, and sealed like every artifact."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,3 +60,25 @@ def test_an_artifact_of_another_runtime_loads_and_runs_as_its_readme_says(shippe
     assert_one_line_error(run_cli("bench", copy), "model.onnx", "sha256")
     # and it is measured where it runs, not over TVM RPC
     assert_one_line_error(run_cli("bench", out, "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "k"), runtime, "RPC")
+
+
+def test_a_tvm_artifact_runs_as_its_readme_says_with_tvm_s_runtime_alone(shipped, tmp_path):
+    """As a board runs it: TVM's Python package without its compiler library, `TVM_USE_RUNTIME_LIB=1`, no edgenas."""
+    import tvm
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from gpu_check import NOT_RUNTIME
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(tvm.__file__).parent, site / "tvm", ignore=shutil.ignore_patterns(*NOT_RUNTIME))
+    art = shipped[0] / "art"
+    code = re.search(r"```python\n(.*?)```", (art / "README.md").read_text(), re.S).group(1)
+    code += "\nnp.save(OUT, logits)\nimport tvm.base; assert tvm.base._RUNTIME_ONLY and 'site' in tvm.__file__\n"
+    out = tmp_path / "logits.npy"
+    proc = subprocess.run([sys.executable, "-c", code.replace("OUT", repr(str(out)))], cwd=art, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1", "PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr
+    zeros = tmp_path / "zeros.npy"
+    np.save(zeros, np.zeros(shipped[3]["input"]["shape"], np.float32))
+    ran = json.loads(run_cli("run", art, "--input", zeros, "--json", check=0).stdout)
+    np.testing.assert_allclose(ran["logits"], np.load(out).reshape(-1), rtol=1e-5, atol=1e-5)

@@ -24,6 +24,11 @@ random inputs by ONNX Runtime's quantizer, as `tools/bench_compile.py` makes the
     .venv/bin/python tools/bench_peers.py --build runs/build --chart peers.png
     .venv/bin/python tools/bench_peers.py --models mbv2-96 --tune-minutes 20     # tuned too, 20 minutes a build
     .venv/bin/python tools/bench_peers.py --models mbv2-96,mbv2-224 --class avx2  # both engines as on an AVX2 CPU
+    .venv/bin/python tools/bench_peers.py --gpu                                   # this machine's NVIDIA GPU
+
+GPU (--gpu): TVM compiled for `nvidia-gpu` at this GPU's architecture (fp32, fp16, int8) against ONNX Runtime's CUDA and
+TensorRT providers (where this onnxruntime has them: `onnxruntime-gpu`) and PyTorch's CUDA eager mode, batch 1, one
+stream, for `main` and MobileNetV2 at 224x224: `tools/gpu_check.py`'s side by side, whose report it prints.
 """
 
 import argparse
@@ -247,6 +252,24 @@ def chart(results: dict, path: Path, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def bench_gpu(args) -> None:
+    """The GPU peers, through the device check's prepare and run (one implementation of the GPU side by side)."""
+    import gpu_check
+    from edgenas.targets import gpu_here
+
+    if not gpu_here():
+        sys.exit("bench_peers: error: --gpu: TVM sees no NVIDIA GPU here (on a GPU machine without the compiler, "
+                 "tools/gpu_check.sh prepare and run time the same)")
+    models = [m for m in args.models.split(",") if m in ("main", "mbv2-224")] or ["main", "mbv2-224"]
+    build = args.build if "main" in models and (args.build / "int8").exists() else None
+    out = {"benchmark": "peers-gpu", "date": time.strftime("%Y-%m-%d"),
+           "command": " ".join(["tools/bench_peers.py", *sys.argv[1:]]), "models": {}}
+    with tempfile.TemporaryDirectory(prefix="edgenas-peers-gpu-") as tmp:
+        gpu_check.prepare(Path(tmp), None, build, True, False, models, minutes=60)
+        gpu_check.run(Path(tmp), out, minutes=60)
+    print(json.dumps(out, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -262,7 +285,10 @@ def main() -> None:
                          "compiled for the class's LLVM CPU (ONNX Runtime stays this machine's)")
     ap.add_argument("--llvm-cpu", default=None, help="compile TVM for this LLVM CPU instead of the class's")
     ap.add_argument("--work", type=Path, default=None, help="keep models and databases here [default: a temporary directory]")
+    ap.add_argument("--gpu", action="store_true", help="time this machine's NVIDIA GPU instead (see above)")
     args = ap.parse_args()
+    if args.gpu:
+        return bench_gpu(args)
     start_at_class(args.cpu_class)
     args.llvm_cpu = args.llvm_cpu or CLASSES[args.cpu_class][1]
     compiled_for = tvm_target(args.llvm_cpu)

@@ -198,9 +198,13 @@ def load_artifact(path: Path) -> Artifact:
 
 
 #: TVM's `cuda` kind keeps kernels as CUDA C in the library and compiles them when it is loaded, through a callback
-#: that `tvm.support.nvcc` registers (needs `cuda-bindings` and NVRTC). PTX needs nothing but the driver.
+#: that `tvm.support.nvcc` registers (needs `cuda-bindings` and NVRTC). PTX needs nothing but the driver, and TVM's
+#: CUDA runtime, which `import tvm` loads through Python hooks that TVM's runtime alone lacks.
 CUDA_LOAD = {"CUDA C": "import tvm.support.nvcc  # compiles the CUDA kernels with NVRTC when the library loads\n",
-             "PTX": "# the CUDA driver compiles the PTX kernels for this GPU when the library loads: no toolkit needed\n"}
+             "PTX": "# the CUDA driver compiles the PTX kernels for this GPU when the library loads: no toolkit needed.\n"
+                    "# With TVM's runtime alone (TVM_USE_RUNTIME_LIB=1), load its CUDA part first:\n"
+                    "# import ctypes, os; ctypes.CDLL(os.path.join(os.path.dirname(tvm.__file__), \"lib\", "
+                    "\"libtvm_runtime_cuda.so\"))\n"}
 
 
 def _load_code(meta: ArtifactMeta) -> str:
@@ -225,11 +229,11 @@ logits = model.create_infer_request().infer({{0: x}})[0]"""
     load = next((line for fmt, line in CUDA_LOAD.items() if code.get("format", "").startswith(fmt)), "")
     dev = "tvm.cuda(0)" if target.device == "cuda" else "tvm.cpu(0)"
     return f"""import numpy as np, tvm
-from tvm import relax
+from tvm.runtime.vm import VirtualMachine  # Relax's virtual machine, in TVM's runtime
 {load}
 lib = tvm.runtime.load_module("{LIBRARY}")
 dev = {dev}
-vm = relax.VirtualMachine(lib, dev)
+vm = VirtualMachine(lib, dev)
 {x}
 logits = vm["main"](tvm.runtime.tensor(x, dev)).numpy()"""
 

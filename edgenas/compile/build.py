@@ -69,9 +69,11 @@ def schedule(mod, tgt):
 
     from edgenas.compile.passes import Record
 
+    from edgenas.compile.gpu_schedules import gpu_schedule_passes
+
     record = Record()
     with tgt, tvm.transform.PassContext(instruments=[record]):
-        mod = schedule_pipeline(tgt)(mod)
+        mod = schedule_pipeline(tgt, gpu_schedule_passes(tgt))(mod)
     return mod, {name: round(s, 4) for name, s in record.seconds.items()}
 
 

@@ -140,8 +140,16 @@ def _dp4a_matmul():
     return Dp4aMatmul()
 
 
-def gpu_schedule_passes(target) -> list:
-    """The passes that schedule a GPU module's kernels before `tvm.compile`'s own dlight rules take the rest."""
+def gpu_schedule_passes(target) -> tuple:
+    """The passes that schedule an NVPTX module's kernels before `tvm.compile`'s own dlight rules take the rest; none
+    for another target."""
     from tvm.s_tir import dlight
 
-    return [dlight.ApplyDefaultSchedule(_dp4a_matmul())]
+    return (dlight.ApplyDefaultSchedule(_dp4a_matmul()),) if target.kind.name == "nvptx" else ()
+
+
+def rules_version(target) -> str:
+    """The version of the rules that schedule `target`'s kernels (tables record it)."""
+    from edgenas.compile import schedules
+
+    return VERSION if target.kind.name == "nvptx" else schedules.rules_version(target)

@@ -160,11 +160,7 @@ def cpu_class(target) -> str | None:
 
 
 def rules_version(target) -> str:
-    """The version of the rules that schedule `target`'s kernels (tables record it)."""
-    if target.kind.name == "nvptx":
-        from edgenas.compile.gpu_schedules import VERSION as GPU_VERSION
-
-        return GPU_VERSION
+    """The version of the rules that schedule a CPU `target`'s kernels (tables record it; GPUs: `gpu_schedules`)."""
     return CLASS_VERSIONS.get(cpu_class(target), VERSION)
 
 
@@ -393,20 +389,19 @@ def default_task_schedule(task_mod, target):
     return None
 
 
-def schedule_pipeline(target):
+def schedule_pipeline(target, first: tuple = ()):
     """The kernel part of compile, after the database's schedules are applied, as one `tvm.transform.Sequential`:
-    the default rules on the kernels still unscheduled (CPU targets; on NVIDIA GPUs `gpu_schedules`' int8 rule, then
-    dlight's own rules in `tvm.compile`), then the weight repacking that the rules (or MetaSchedule's RewriteLayout)
+    the default rules on the kernels still unscheduled (CPU targets; for GPUs, the passes `first`, then dlight's own
+    rules in `tvm.compile`), then the weight repacking that the rules (or MetaSchedule's RewriteLayout)
     left in kernels split into functions of their own and folded at compile time on the constant weights. Run it with `target` (a
     `tvm.target.Target`) current."""
     import tvm
     from tvm import relax
     from tvm.s_tir import dlight
 
-    from edgenas.compile.gpu_schedules import gpu_schedule_passes
-
-    passes = ([dlight.ApplyDefaultSchedule(_conv_rule(target), _inline_rule())] if target.kind.name == "llvm" else
-              gpu_schedule_passes(target) if target.kind.name == "nvptx" else [])
+    passes = [*first]
+    if target.kind.name == "llvm":
+        passes.append(dlight.ApplyDefaultSchedule(_conv_rule(target), _inline_rule()))
     passes += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
     return tvm.transform.Sequential(passes, name="edgenas.schedule")
 

@@ -104,9 +104,9 @@ def time_functions(lib, dev, graphs: list[tuple[str, tuple[int, ...], str]], cfg
     calls the function once, untimed, before each sample, so no sample starts cold.
     """
     import tvm
-    from tvm import relax
+    from tvm.runtime.vm import VirtualMachine  # relax.VirtualMachine, importable with TVM's runtime alone
 
-    vm = relax.VirtualMachine(lib, dev)
+    vm = VirtualMachine(lib, dev)
     timers = []
     for function, shape, dtype in graphs:
         x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(dtype), dev)

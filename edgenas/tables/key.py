@@ -122,7 +122,8 @@ class TableKey:
         changed), the table no longer describes what ships."""
         if not self.is_tvm:
             return None
-        from edgenas.compile.schedules import INT8_TILES, dot_products, padded_input_channels, rules_version
+        from edgenas.compile.gpu_schedules import rules_version
+        from edgenas.compile.schedules import INT8_TILES, dot_products, padded_input_channels
         from edgenas.compile.tune import compile_target, database_dir
 
         db = database_dir(self.target, self.tuning_db)
