@@ -140,12 +140,34 @@ def _dp4a_matmul():
     return Dp4aMatmul()
 
 
+def _missing_shared_memory(record) -> bool:
+    return "missing 'max_shared_memory_per_block'" not in record.getMessage()
+
+
+def _nvptx_shared_memory() -> None:
+    """TVM 0.27's `nvptx` kind has no `max_shared_memory_per_block` attribute, so dlight's GEMV rule assumes 16 KB and
+    warns once per kernel. Every architecture since sm_20 gives a block 48 KB, the `cuda` kind's default: used here,
+    without the warning."""
+    import logging
+
+    from tvm.s_tir.dlight.analysis import common_analysis
+
+    defaults = common_analysis.TARGET_KIND_TO_DEFAULT_MAX_SMEM
+    defaults.setdefault("nvptx", defaults["cuda"])
+    logger = logging.getLogger(common_analysis.__name__)
+    if _missing_shared_memory not in logger.filters:
+        logger.addFilter(_missing_shared_memory)
+
+
 def gpu_schedule_passes(target) -> tuple:
     """The passes that schedule an NVPTX module's kernels before `tvm.compile`'s own dlight rules take the rest; none
     for another target."""
     from tvm.s_tir import dlight
 
-    return (dlight.ApplyDefaultSchedule(_dp4a_matmul()),) if target.kind.name == "nvptx" else ()
+    if target.kind.name != "nvptx":
+        return ()
+    _nvptx_shared_memory()
+    return (dlight.ApplyDefaultSchedule(_dp4a_matmul()),)
 
 
 def rules_version(target) -> str:
