@@ -7,9 +7,10 @@ int8: dlight's int8 rule (`MatmulInt8Tensorization`) needs tensor-core intrinsic
 C code generator emits, so with NVPTX an int8 x int8 convolution is a loop of scalar multiply-adds.
 
 `Dp4aMatmul` is dlight's `Matmul` with the innermost four steps of the reduction tensorized into one `dp4a`
-(`llvm.nvvm.idp4a.s.s`: four int8 x int8 products summed into an int32; `.u.s` for uint8 activations), on architectures that have it (sm_61 and
-later; the Jetson Nano's sm_53 has not). The tiles dlight loads into shared memory keep the reduction (input
-channels) contiguous and padded to a multiple of 8, so each `dp4a` reads its operands as one aligned 32-bit word.
+(`llvm.nvvm.idp4a.s.s`: four int8 x int8 products summed into an int32; `.u.s` for uint8 activations), on
+architectures that have it (sm_61 and later; the Jetson Nano's sm_53 has not). The tiles dlight loads into shared
+memory keep the reduction (input channels) contiguous and padded to a multiple of 8, so each `dp4a` reads its
+operands as one aligned 32-bit word.
 """
 
 from __future__ import annotations
