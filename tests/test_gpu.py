@@ -110,21 +110,31 @@ def test_native_names_this_machine_s_gpu_or_says_how_to_name_one(tmp_path, monke
     assert gpu_arch(target) == "sm_89"
 
 
-def test_the_device_check_prepares_what_a_gpu_machine_runs_with_tvm_s_runtime_alone(tmp_path):
-    """`prepare` here, then `run` with TVM's runtime and no compiler, as on a GPU machine that cannot install the
-    compiler: it reads what was prepared, and stops with one line before its first GPU call (exit 3)."""
+def _gpu_check(verb: str, *args, env=None, timeout=900):
     import subprocess
     import sys
 
-    from edgenas.space import get_space
+    return subprocess.run([sys.executable, "tools/gpu_check.py", verb, *map(str, args)], capture_output=True, text=True,
+                          env=env or NO_GPU, cwd=Path(__file__).resolve().parent.parent, timeout=timeout)
 
-    repo, prepared = Path(__file__).resolve().parent.parent, tmp_path / "check"
-    proc = subprocess.run([sys.executable, "tools/gpu_check.py", "prepare", prepared, "--arch", "sm_87", "--models",
-                           "main", "--runtime", "--report", tmp_path / "prepare.json"], capture_output=True, text=True,
-                          env=NO_GPU, cwd=repo, timeout=900)
+
+def _runtime_alone(prepared: Path, site: Path) -> dict:
+    """The environment of a machine with TVM's runtime and not its compiler: the prepared package, unpacked."""
+    with tarfile.open(prepared / "tvm-runtime.tar.xz") as tar:
+        tar.extractall(site, filter="data")
+    assert (site / "tvm" / "lib" / "libtvm_runtime.so").exists() and not list(site.rglob("libtvm_compiler.so"))
+    return {**NO_GPU, "TVM_USE_RUNTIME_LIB": "1", "PYTHONPATH": f"{site}:{Path(__file__).resolve().parent.parent}"}
+
+
+def test_the_device_check_prepares_what_a_gpu_machine_runs_with_tvm_s_runtime_alone(tmp_path):
+    """`prepare` here, then `run` with TVM's runtime and no compiler, as on a GPU machine that cannot install the
+    compiler: it reads what was prepared, and stops with one line before its first GPU call (exit 3)."""
+    prepared = tmp_path / "check"
+    proc = _gpu_check("prepare", prepared, "--arch", "sm_87", "--models", "main", "--runtime", "--no-slice",
+                      "--report", tmp_path / "prepare.json")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((prepared / "manifest.json").read_text())
-    assert manifest["arch"] == "sm_87" and set(manifest["models"]) == {"main"}
+    assert manifest["arch"] == "sm_87" and manifest["device"] == "cuda" and set(manifest["models"]) == {"main"}
     main = manifest["models"]["main"]["precisions"]
     assert set(main) == {"fp32", "fp16", "int8"}
     for precision, p in main.items():
@@ -133,25 +143,41 @@ def test_the_device_check_prepares_what_a_gpu_machine_runs_with_tvm_s_runtime_al
         assert (code["dp4a"] > 0) == (precision == "int8"), (precision, code)
         assert _machine((prepared / p["library"]).read_bytes()[:20]) == EM_X86_64
         assert (prepared / p["reference"]).exists() and (prepared / p["onnx"]).exists()
-    table = manifest["table_slice"]
-    keys = {f["key"] for f in table["blocks"]["functions"]}
-    assert keys == {layer.key for layer in get_space(str(TINY_SPACE)).all_layers()}
-    assert len(table["networks"]["functions"]) == 6
-    assert all(set(f["layers"]) <= keys for f in table["networks"]["functions"])
 
-    site = tmp_path / "site"
-    with tarfile.open(prepared / "tvm-runtime.tar.xz") as tar:
-        tar.extractall(site, filter="data")
-    assert (site / "tvm" / "lib" / "libtvm_runtime.so").exists() and not list(site.rglob("libtvm_compiler.so"))
     report = tmp_path / "run.json"
-    proc = subprocess.run([sys.executable, "tools/gpu_check.py", "run", prepared, "--report", report],
-                          capture_output=True, text=True, cwd=repo, timeout=300,
-                          env={**NO_GPU, "TVM_USE_RUNTIME_LIB": "1", "PYTHONPATH": f"{site}:{repo}"})
+    proc = _gpu_check("run", prepared, "--report", report, env=_runtime_alone(prepared, tmp_path / "site"))
     assert proc.returncode == 3, proc.stderr
     r = json.loads(report.read_text())
-    assert r["tvm"]["runtime_only"] and r["tvm"]["from"] == str(site / "tvm"), r["tvm"]
+    assert r["tvm"]["runtime_only"] and r["tvm"]["from"] == str(tmp_path / "site" / "tvm"), r["tvm"]
     assert r["gpu"] is None and "before the first GPU call" in r["stopped"] and "3 libraries for sm_87" in r["stopped"]
     assert [line for line in proc.stderr.splitlines() if line.startswith("gpu_check:")] == [f"gpu_check: {r['stopped']}"]
+
+
+def test_the_device_check_runs_end_to_end_on_this_cpu_with_tvm_s_runtime_alone(tmp_path):
+    """What `run` does on a GPU, done on this CPU (`prepare --cpu`): each library against ONNX Runtime's outputs, timed,
+    its peers skipped with a reason, and the table slice's networks against the sums of their blocks."""
+    from edgenas.space import get_space
+
+    prepared = tmp_path / "check"
+    proc = _gpu_check("prepare", prepared, "--cpu", "--models", "main", "--runtime", "--report", tmp_path / "p.json")
+    assert proc.returncode == 0, proc.stderr
+    proc = _gpu_check("run", prepared, "--report", tmp_path / "r.json", env=_runtime_alone(prepared, tmp_path / "site"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["tvm"]["runtime_only"] and r["gpu"] is None and "stopped" not in r
+    bound = {"fp32": 1e-5, "fp16": 1e-2, "int8": 0.05}  # of the output's range, against the same ONNX file
+    for precision, most in bound.items():
+        row = r["models"]["main"][precision]
+        assert row["against_onnxruntime_cpu"]["max_rel_to_output_range"] < most, (precision, row)
+        assert 0 < row["tvm"]["min_ms"] <= row["tvm"]["median_ms"]
+        assert "skipped" in row["torch_cuda"] and "skipped" in row["CUDAExecutionProvider"] and row["tvm_over"] == {}
+    table = r["table_slice"]
+    assert set(table["entries_ms"]) == {layer.key for layer in get_space(str(TINY_SPACE)).all_layers()}
+    assert len(table["networks"]) == 6
+    for n in table["networks"]:
+        assert n["measured_ms"] > 0 and n["predicted_ms"] > 0
+        # of the unrounded figures
+        assert n["error_pct"] == pytest.approx((n["predicted_ms"] - n["measured_ms"]) / n["measured_ms"] * 100, abs=0.5)
 
 
 def _digits_network():
@@ -215,3 +241,14 @@ def test_fp16_compiles_to_ptx_for_a_gpu_and_is_refused_for_a_cpu_target(tmp_path
     assert not list((tmp_path / "tables").rglob("*.json")), "a table was written"
     assert_one_line_error(run_cli("build", "--target", gpu_target(tmp_path), "--precision", "fp16", "--out",
                                   tmp_path / "run", env=NO_GPU), "'fp16' is not one of 'int8', 'fp32', 'auto'")
+
+
+def test_the_gpu_peers_benchmark_says_in_one_line_that_there_is_no_gpu():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "tools/bench_peers.py", "--gpu"], capture_output=True, text=True, env=NO_GPU,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.strip().splitlines() == ["bench_peers: error: --gpu: TVM sees no NVIDIA GPU here (on a GPU machine "
+                                                "without the compiler, tools/gpu_check.sh prepare and run time the same)"]

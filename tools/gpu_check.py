@@ -198,7 +198,9 @@ def pack_runtime(out: Path) -> dict:
 
 
 def prepare(out: Path, arch: str | None, build: Path | None, onnx_files: bool, runtime: bool, only: list[str] | None,
-            minutes: float) -> dict:
+            minutes: float, cpu: bool = False, table_slice: bool = True) -> dict:
+    """`cpu`: the same check for this machine's CPU (`host`), so that the check's own code runs end to end, and is
+    tested, where there is no GPU."""
     from edgenas.compile.tune import compile_target
     from edgenas.targets import gpu_here, load_target_file
     from edgenas.versions import versions
@@ -207,13 +209,17 @@ def prepare(out: Path, arch: str | None, build: Path | None, onnx_files: bool, r
     out.mkdir(parents=True, exist_ok=True)
     if arch is None:
         arch = None if gpu_here() else DEFAULT_ARCH
-    target_file = gpu_target(out, arch)
+    if cpu:
+        target_file = out / "host.toml"
+        shutil.copyfile(REPO / "targets" / "host.toml", target_file)
+    else:
+        target_file = gpu_target(out, arch)
     target = load_target_file(target_file)
     tgt = compile_target(target)
     manifest = {"schema": SCHEMA, "schema_version": VERSION, "prepared": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "target": str(tgt), "arch": str(tgt.attrs["mcpu"]), "versions": versions()}
+                "target": str(tgt), "device": target.device, "arch": str(tgt.attrs["mcpu"]), "versions": versions()}
     manifest["models"] = prepare_models(out, target, build, onnx_files, only, deadline)
-    manifest["table_slice"] = prepare_table_slice(out, target_file)
+    manifest["table_slice"] = prepare_table_slice(out, target_file) if table_slice else None
     if runtime:
         manifest["runtime"] = pack_runtime(out)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -299,6 +305,12 @@ def torch_cuda_ms(spec: dict | None, shape: list, precision: str, cfg) -> dict:
     return {**_ms(Measurement.from_samples(samples)), "torch": torch.__version__}
 
 
+def device(manifest: dict):
+    import tvm
+
+    return tvm.cuda(0) if manifest["device"] == "cuda" else tvm.cpu(0)
+
+
 def run_models(d: Path, manifest: dict, report: dict, deadline: float) -> None:
     import tvm
     from tvm.runtime.vm import VirtualMachine
@@ -307,7 +319,7 @@ def run_models(d: Path, manifest: dict, report: dict, deadline: float) -> None:
     from edgenas.measure.tvm import time_main
 
     cfg = MeasureConfig(repeat=30, min_repeat_ms=10, cooldown_ms=0)
-    dev = tvm.cuda(0)
+    dev = device(manifest)
     for name, m in manifest["models"].items():
         xs = np.load(d / m["inputs"])
         row = report["models"].setdefault(name, {"what": m["what"], "input": m["input"]})
@@ -337,7 +349,7 @@ def run_table_slice(d: Path, manifest: dict, report: dict) -> None:
     from edgenas.measure.timing import MeasureConfig
     from edgenas.measure.tvm import time_functions
 
-    cfg, dev = MeasureConfig.for_backend("tvm", repeat=10), tvm.cuda(0)
+    cfg, dev = MeasureConfig.for_backend("tvm", repeat=10), device(manifest)
     s = manifest["table_slice"]
     timed = {}
     for part in ("blocks", "networks"):
@@ -395,14 +407,18 @@ def run(d: Path, report: dict, minutes: float) -> None:
     report.update(target=manifest["target"], arch=manifest["arch"], prepared_with=manifest["versions"],
                   tvm={"version": tvm.__version__, "runtime_only": _RUNTIME_ONLY, "from": str(Path(tvm.__file__).parent)})
     libs = sum(len(m["precisions"]) for m in manifest["models"].values())
-    if why := cuda_runtime():
+    if manifest["device"] == "cpu":  # prepared with --cpu
+        report["gpu"] = None
+    elif why := cuda_runtime():
         raise Stop(f"read the manifest of {libs} libraries for {manifest['arch']} in {d}, but TVM's CUDA runtime did not "
                    f"load ({why})")
-    report["gpu"] = gpu_name()
-    if report["gpu"] is None:
+    elif (gpu := gpu_name()) is None:
         raise Stop(f"read the manifest of {libs} libraries for {manifest['arch']} in {d}; TVM sees no GPU")
+    else:
+        report["gpu"] = gpu
     run_models(d, manifest, report, time.monotonic() + minutes * 60)
-    run_table_slice(d, manifest, report)
+    if manifest["table_slice"]:
+        run_table_slice(d, manifest, report)
 
 
 def main() -> int:
@@ -418,6 +434,9 @@ def main() -> int:
                                                            "providers are then not timed); they are half the size")
     ap.add_argument("--runtime", action="store_true", help="prepare: add TVM's runtime without its compiler")
     ap.add_argument("--models", nargs="+", choices=("main", "mbv2-224"), help="prepare: only these models")
+    ap.add_argument("--no-slice", action="store_true", help="prepare: leave the table slice out")
+    ap.add_argument("--cpu", action="store_true", help="prepare: for this machine's CPU (host) instead: the check's "
+                                                       "own code end to end without a GPU")
     args = ap.parse_args()
     if args.verb != "all" and args.dir is None:
         ap.error(f"{args.verb} needs the folder of the prepared check")
@@ -428,7 +447,7 @@ def main() -> int:
     try:
         if args.verb in ("all", "prepare"):
             manifest = prepare(args.dir or Path(tmp), args.arch, args.build, not args.no_onnx, args.runtime,
-                               args.models, args.minutes)
+                               args.models, args.minutes, args.cpu, not args.no_slice)
             report.update(arch=manifest["arch"], target=manifest["target"], prepared=str(args.dir or tmp))
             report["models"] = {n: {"what": m["what"], "input": m["input"],
                                     **{p: {"device_code": v["device_code"], "compile_seconds": v["compile_seconds"],
