@@ -1,6 +1,5 @@
 """`build --backend auto --precision auto`: the runtime and precision that ship are the fastest measured, as they ship."""
 
-import dataclasses
 import json
 
 import pytest
@@ -130,12 +129,16 @@ def test_side_by_side_compiles_and_times_the_models_as_they_ship_with_tvm():
     from edgenas.measure.shipped import measure_side_by_side
 
     key = TableKey(get_target("host"), "tvm", "int8", get_space(TINY_SPACE), 1)
-    big = key.space.largest()
-    small = dataclasses.replace(key.space.smallest(), resolution=big.resolution)  # one input shape for all
-    shape = GraphJob(key.space, arch=big).shape
+    big, small = key.space.largest(), key.space.smallest()
+    assert big.resolution != small.resolution  # networks of one space may differ in input shape: each gets its own
     models = {"int8": GraphJob(key.space, arch=big).onnx("int8", key.target),
               "fp32": GraphJob(key.space, arch=big).onnx("fp32", key.target),
               "small": GraphJob(key.space, arch=small).onnx("fp32", key.target)}
-    ms = measure_side_by_side(key, CFG, models, shape)
+    shapes = {"int8": GraphJob(key.space, arch=big).shape, "fp32": GraphJob(key.space, arch=big).shape,
+              "small": GraphJob(key.space, arch=small).shape}
+    ms = measure_side_by_side(key, CFG, models, shapes)
     # every model timed, in the order given (which is faster is the CPU's business: blocks this small are mostly overhead)
     assert list(ms) == ["int8", "fp32", "small"] and min(ms.values()) > 0
+    ort = TableKey(get_target("host"), "ort", "fp32", key.space, 1)
+    ms = measure_side_by_side(ort, CFG, {n: models[n] for n in ("fp32", "small")}, shapes)
+    assert list(ms) == ["fp32", "small"] and min(ms.values()) > 0

@@ -55,10 +55,11 @@ def measure_ms(onnx_model: bytes, shape: tuple[int, ...], key, cfg: MeasureConfi
 
 
 def measure_side_by_side(key, cfg: MeasureConfig, models: dict[str, bytes],
-                         shape: tuple[int, ...]) -> dict[str, float]:
-    """Each model's latency (ms, the tables' statistic) with `key`'s backend, in one run that gives every model the
-    same machine state: for TVM, compiled as `compile` compiles them into one library and timed in turns
-    (`time_functions`); for ONNX Runtime and OpenVINO, measured in alternation, `ROUNDS` times."""
+                         shapes: dict[str, tuple[int, ...]]) -> dict[str, float]:
+    """Each model's latency (ms, the tables' statistic) on its input shape (`shapes`, by name: two networks of a
+    space may differ in resolution) with `key`'s backend, in one run that gives every model the same machine state:
+    for TVM, compiled as `compile` compiles them into one library and timed in turns (`time_functions`); for ONNX
+    Runtime and OpenVINO, measured in alternation, `ROUNDS` times."""
     names, backend = list(models), key.make_backend(cfg)
     try:
         if key.is_tvm:
@@ -69,13 +70,13 @@ def measure_side_by_side(key, cfg: MeasureConfig, models: dict[str, bytes],
                                                      CompileConfig(0, key.layout, key.tuning_db))
             with tempfile.TemporaryDirectory(prefix="edgenas-side-by-side-") as tmp:
                 library = export_library(executable, Path(tmp) / "models.so", key.target)
-                found = backend.measure_functions(library, [(graph_function(i), shape, inp.dtype)
-                                                            for i, inp in enumerate(inputs)])
+                found = backend.measure_functions(library, [(graph_function(i), shapes[n], inp.dtype)
+                                                            for i, (n, inp) in enumerate(zip(names, inputs))])
             return {n: round(getattr(m, STATISTIC), 6) for n, m in zip(names, found)}
         runs: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(ROUNDS):
             for n in names:
-                runs[n].append(getattr(backend.measure(models[n], shape), STATISTIC))
+                runs[n].append(getattr(backend.measure(models[n], shapes[n]), STATISTIC))
         return {n: round(statistics.median(v), 6) for n, v in runs.items()}
     finally:
         backend.close()

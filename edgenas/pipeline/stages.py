@@ -327,8 +327,9 @@ def _pruned_from_above(ctx: Context, inp, unpruned: PrunedProduct) -> PrunedProd
         at_fig = replace(at_fig, val_accuracy=more.info.accuracy["fp32"])
     after = NetworkFigures(**r.after)
     pruned_onnx = (above / "pruned" / "model.onnx").read_bytes()
-    side = (_side_by_side(ctx, {"searched": at_onnx, "pruned": pruned_onnx}, inp.info.input_shape)
-            if ctx.can_measure else None)
+    # the network searched at the budget and the one searched above it may differ in resolution
+    side = (_side_by_side(ctx, {"searched": (at_onnx, tuple(inp.info.input_shape)),
+                                "pruned": (pruned_onnx, tuple(info_b.input_shape))}) if ctx.can_measure else None)
     v = pruned_from_above_pays(budget, *((side["searched"], side["pruned"]) if side else (at_fig.predicted_ms, after.predicted_ms)),
                                at_fig.val_accuracy, after.val_accuracy, side is not None)
     if not v.pays:
@@ -345,13 +346,15 @@ def _ms(v: float | None) -> str:
     return "not measured" if v is None else f"{v:.4f} ms"
 
 
-def _side_by_side(ctx: Context, fp32_models: dict[str, bytes], shape: tuple[int, ...]) -> dict[str, float]:
-    """The fp32 models as they ship at the table's precision, measured side by side with the backend that ships."""
+def _side_by_side(ctx: Context, fp32_models: dict[str, tuple[bytes, tuple[int, ...]]]) -> dict[str, float]:
+    """The fp32 models (each with its input shape) as they ship at the table's precision, measured side by side with
+    the backend that ships."""
     from edgenas.measure.onnx_export import shipped_onnx
     from edgenas.measure.shipped import measure_side_by_side
 
-    models = {n: shipped_onnx(m, shape, ctx.key.precision, ctx.target) for n, m in fp32_models.items()}
-    return measure_side_by_side(ctx.key, ctx.measure_config(ctx.backend), models, shape)
+    models = {n: shipped_onnx(m, shape, ctx.key.precision, ctx.target) for n, (m, shape) in fp32_models.items()}
+    return measure_side_by_side(ctx.key, ctx.measure_config(ctx.backend), models,
+                                {n: shape for n, (_, shape) in fp32_models.items()})
 
 
 # ---- quantize, compile, bench ------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def measure_deployments(keys: dict[str, TableKey], cfg_for: Callable[[str], Meas
     `keys` (backend -> its table's key): the last word of a build that may ship any of them."""
     found = {}
     for b, key in keys.items():
-        for p, ms in measure_side_by_side(key, cfg_for(b), models, shape).items():
+        for p, ms in measure_side_by_side(key, cfg_for(b), models, {p: shape for p in models}).items():
             found[Deployment(b, p)] = ms
     return found
 
