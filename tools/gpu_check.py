@@ -394,8 +394,11 @@ def gpu_name() -> dict | None:
 
 
 def run(d: Path, report: dict, minutes: float) -> None:
-    manifest = json.loads((d / MANIFEST).read_text())
-    if manifest.get("schema") != SCHEMA or manifest.get("schema_version") != VERSION:
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+    except ValueError as e:
+        raise EdgenasError(f"{d / MANIFEST}: not JSON ({e}): prepare it again") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA or manifest.get("schema_version") != VERSION:
         raise EdgenasError(f"{d / MANIFEST}: not a {SCHEMA} version {VERSION} manifest")
     missing = [f for m in manifest["models"].values() for p in m["precisions"].values() for f in (p["library"], p["reference"])
                if not (d / f).exists()]

@@ -67,9 +67,8 @@ def schedule(mod, tgt):
     `tvm.target.Target`): the module and the seconds each pass took."""
     import tvm
 
-    from edgenas.compile.passes import Record
-
     from edgenas.compile.gpu_schedules import gpu_schedule_passes
+    from edgenas.compile.passes import Record
 
     record = Record()
     with tgt, tvm.transform.PassContext(instruments=[record]):

@@ -1,7 +1,7 @@
 """The graph part of compile as TVM passes, in one `tvm.transform.Sequential` (`compile_pipeline`):
 
-    IntegerQDQ -> ElementwiseQDQ -> AccumulateFloat32 -> [ToNHWC] -> RequantMultiplier -> [PadChannels -> [WidenWeights]]
-    -> DecomposeOps -> CanonicalizeBindings -> f_zero_pipeline (TVM's: legalize, fold constants, fuse)
+    IntegerQDQ -> ElementwiseQDQ -> AccumulateFloat32 -> [ToNHWC] -> RequantMultiplier
+    -> [PadChannels -> [WidenWeights]] -> DecomposeOps -> CanonicalizeBindings -> f_zero_pipeline (TVM's: legalize, fold constants, fuse)
 
 Each rewrite is a pass class with its patterns as attributes, in the manner of TVM's own `relax/transform` files; the
 arithmetic they write stays in `int8` and `layout`. `Record`, a pass instrument, times the passes and takes the
@@ -127,8 +127,7 @@ def _weight_calls():
 @relax.transform.function_pass(opt_level=0)
 class AccumulateFloat32(_Rules):
     """float16 conv2d/matmul summed in float32 and cast back: a long reduction (a 1x1 convolution over 960 channels)
-    summed in float16 loses about three digits, and NVPTX has no float16 `fma` through libdevice, which TVM's
-    lowering of a float16 multiply-add calls. cuDNN sums float16 convolutions in float32 too."""
+    summed in float16 loses about three digits. cuDNN sums float16 convolutions in float32 too."""
 
     @staticmethod
     def patterns():

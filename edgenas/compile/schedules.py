@@ -392,9 +392,9 @@ def default_task_schedule(task_mod, target):
 def schedule_pipeline(target, first: tuple = ()):
     """The kernel part of compile, after the database's schedules are applied, as one `tvm.transform.Sequential`:
     the default rules on the kernels still unscheduled (CPU targets; for GPUs, the passes `first`, then dlight's own
-    rules in `tvm.compile`), then the weight repacking that the rules (or MetaSchedule's RewriteLayout)
-    left in kernels split into functions of their own and folded at compile time on the constant weights. Run it with `target` (a
-    `tvm.target.Target`) current."""
+    rules in `tvm.compile`), then the weight repacking that the rules (or MetaSchedule's RewriteLayout) left in
+    kernels split into functions of their own and folded at compile time on the constant weights. Run it with
+    `target` (a `tvm.target.Target`) current."""
     import tvm
     from tvm import relax
     from tvm.s_tir import dlight

@@ -16,8 +16,7 @@ from edgenas.targets import Target
 
 #: The space whose tables sit directly in the device's directory; other spaces get a sub-directory.
 DEFAULT_SPACE = "digits"
-#: int8 first: it is what a build ships by default.
-#: what a build ships, and what `--precision auto` measures
+#: what a build ships, and what `--precision auto` measures; int8 first: a build ships it by default
 PRECISIONS = ("int8", "fp32")
 #: measured by tables and compiled for NVIDIA GPUs only: float16 weights and activations, summed in float32
 GPU_PRECISIONS = ("fp16",)
